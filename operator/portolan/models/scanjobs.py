@@ -1,0 +1,184 @@
+"""The ScanJob manifest: what users apply to a cluster and run locally with ``portolan scan -f``.
+
+Only the shape and field-level validation live here; turning targets and port
+expressions into concrete probes is the engine's job (``portolan.engine.targets``
+and ``portolan.engine.ports``), and cluster-only fields (pools, sharding,
+retries, TTL) are ignored by a local run.  Field names are camelCase on the
+wire (``populate_by_name`` lets Python use snake_case).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+import pydantic
+import pydantic.alias_generators
+
+API_GROUP = "portolan.dev"
+API_VERSION = "v1alpha1"
+KIND = "ScanJob"
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(
+        alias_generator=pydantic.alias_generators.to_camel,
+        populate_by_name=True,
+        extra="forbid",
+    )
+
+
+class Technique(enum.StrEnum):
+    CONNECT = "connect"
+    SYN = "syn"
+
+
+class SelectorKind(enum.StrEnum):
+    SERVICE = "Service"
+    POD = "Pod"
+    NODE = "Node"
+
+
+class TargetSelector(_Model):
+    """Kubernetes objects whose addresses become targets (cluster runs only)."""
+
+    kind: SelectorKind
+    namespace: str | None = None
+    match_labels: dict[str, str] = pydantic.Field(default_factory=dict)
+
+
+class Targets(_Model):
+    """What to scan: addresses, CIDRs, ranges and hostnames, minus exclusions."""
+
+    addresses: list[str] = pydantic.Field(
+        default_factory=list,
+        description="IPv4/IPv6 addresses, CIDRs (198.18.0.0/24), ranges (198.18.0.1-198.18.0.9) "
+        "and hostnames.",
+    )
+    exclude: list[str] = pydantic.Field(
+        default_factory=list, description="Addresses, CIDRs or ranges never to probe."
+    )
+    selectors: list[TargetSelector] = pydantic.Field(
+        default_factory=list, description="Kubernetes Services, Pods or Nodes to scan."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _not_empty(self) -> Targets:
+        if not self.addresses and not self.selectors:
+            raise ValueError("targets: give at least one address or selector")
+        return self
+
+
+class Timing(_Model):
+    """Rate caps, timeouts and retransmissions."""
+
+    max_rate: int | None = pydantic.Field(
+        default=None, ge=1, description="Global cap on probes (packets) per second."
+    )
+    max_host_rate: int | None = pydantic.Field(
+        default=None, ge=1, description="Cap on probes per second to any one host."
+    )
+    concurrency: int = pydantic.Field(
+        default=4096, ge=1, le=1_000_000, description="Probes in flight at once (also bounded by "
+        "the open-file limit)."
+    )
+    retries: int = pydantic.Field(
+        default=1, ge=0, le=10, description="Retransmissions for a port that stays silent."
+    )
+    initial_rtt_timeout_ms: int = pydantic.Field(default=500, ge=1, le=60_000)
+    min_rtt_timeout_ms: int = pydantic.Field(default=100, ge=1, le=60_000)
+    max_rtt_timeout_ms: int = pydantic.Field(default=1250, ge=1, le=60_000)
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self) -> Timing:
+        if not self.min_rtt_timeout_ms <= self.max_rtt_timeout_ms:
+            raise ValueError("timing: minRttTimeoutMs must not exceed maxRttTimeoutMs")
+        return self
+
+
+class Sharding(_Model):
+    """How to split one job into shard pods (cluster runs only)."""
+
+    shards: int | None = pydantic.Field(default=None, ge=1, le=1024)
+    targets_per_shard: int | None = pydantic.Field(default=None, ge=1)
+
+
+class Toleration(_Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class Pool(_Model):
+    """A vantage point: a set of nodes that scans every target from its own network position."""
+
+    name: str = pydantic.Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$")
+    node_selector: dict[str, str] = pydantic.Field(default_factory=dict)
+    affinity: dict[str, Any] | None = None
+    tolerations: list[Toleration] = pydantic.Field(default_factory=list)
+
+
+class ScanJobSpec(_Model):
+    """What a ScanJob asks for."""
+
+    targets: Targets
+    ports: str = pydantic.Field(
+        default="common",
+        description="Ports as a comma list of numbers, ranges (1000-2000) and named sets "
+        "(common, well-known, web, databases, all).",
+    )
+    udp_ports: str | None = pydantic.Field(
+        default=None, description="Ports for UDP if different from `ports`."
+    )
+    protocols: list[Literal["tcp", "udp"]] = pydantic.Field(default_factory=lambda: ["tcp"])
+    technique: Technique = Technique.CONNECT
+    timing: Timing = pydantic.Field(default_factory=Timing)
+    service_detection: bool = True
+    verify_open: bool = False
+    sharding: Sharding = pydantic.Field(default_factory=Sharding)
+    pools: list[Pool] = pydantic.Field(default_factory=list)
+    retries: int = pydantic.Field(default=2, ge=0, le=20, description="Shard retries.")
+    backoff_seconds: int = pydantic.Field(default=10, ge=0, le=3600)
+    active_deadline_seconds: int | None = pydantic.Field(default=None, ge=1)
+    ttl_seconds_after_finished: int | None = pydantic.Field(default=None, ge=0)
+    suspend: bool = False
+
+    @pydantic.field_validator("protocols")
+    @classmethod
+    def _protocols_unique(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("protocols: give tcp, udp or both")
+        if len(set(value)) != len(value):
+            raise ValueError("protocols: each protocol at most once")
+        return value
+
+    @pydantic.field_validator("pools")
+    @classmethod
+    def _pool_names_unique(cls, value: list[Pool]) -> list[Pool]:
+        names = [pool.name for pool in value]
+        if len(set(names)) != len(names):
+            raise ValueError("pools: names must be unique")
+        return value
+
+
+class ObjectMeta(pydantic.BaseModel):
+    """The few metadata fields a local run reads; everything else passes through."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    name: str = "local"
+    namespace: str | None = None
+    labels: dict[str, str] = pydantic.Field(default_factory=dict)
+
+
+class ScanJob(pydantic.BaseModel):
+    """A whole ScanJob manifest."""
+
+    model_config = pydantic.ConfigDict(extra="allow", populate_by_name=True)
+
+    api_version: Literal["portolan.dev/v1alpha1"] = pydantic.Field(alias="apiVersion")
+    kind: Literal["ScanJob"]
+    metadata: ObjectMeta = pydantic.Field(default_factory=ObjectMeta)
+    spec: ScanJobSpec

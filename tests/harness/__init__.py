@@ -1,0 +1,1 @@
+"""Test harness: the network-namespace lab and the real control plane, as pytest plugins."""

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install everything the tests need on a fresh Debian machine, then run them all.
+#   1. Debian packages (nmap, masscan for side-by-side checks; nftables, iproute2 for the lab)
+#   2. a virtualenv in .venv with Portolan and its test extras
+#   3. the test control plane, built from Go modules (cached by go.sum hash)
+#   4. ruff, mypy --strict, pytest (warnings are errors)
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(nmap masscan nftables iproute2 libpcap-dev tcpdump ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    echo "== creating .venv"
+    python3 -m venv .venv
+fi
+echo "== installing Portolan into .venv"
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q -e '.[test]'
+
+if [ -x tools/k8s/build.sh ]; then
+    echo "== building the test control plane"
+    tools/k8s/build.sh
+fi
+
+echo "== ruff"
+.venv/bin/ruff check operator tests bench
+echo "== mypy --strict"
+.venv/bin/mypy
+echo "== pytest"
+exec .venv/bin/pytest "$@"
