@@ -120,6 +120,10 @@ class Pool(_Model):
     tolerations: list[Toleration] = pydantic.Field(default_factory=list)
 
 
+def _default_protocols() -> list[Literal["tcp", "udp"]]:
+    return ["tcp"]
+
+
 class ScanJobSpec(_Model):
     """What a ScanJob asks for."""
 
@@ -132,7 +136,7 @@ class ScanJobSpec(_Model):
     udp_ports: str | None = pydantic.Field(
         default=None, description="Ports for UDP if different from `ports`."
     )
-    protocols: list[Literal["tcp", "udp"]] = pydantic.Field(default_factory=lambda: ["tcp"])
+    protocols: list[Literal["tcp", "udp"]] = pydantic.Field(default_factory=_default_protocols)
     technique: Technique = Technique.CONNECT
     timing: Timing = pydantic.Field(default_factory=Timing)
     service_detection: bool = True
