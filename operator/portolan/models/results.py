@@ -78,14 +78,30 @@ class PortResult(pydantic.BaseModel):
     service: ServiceInfo | None = None
 
 
+class ExtraPorts(pydantic.BaseModel):
+    """A group of ports with the same uninteresting verdict, counted instead of listed.
+
+    As in nmap's ``extraports``: a 65,535-port scan lists its few open ports and
+    says "65,530 closed tcp ports (conn-refused)" instead of listing them.
+    """
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    protocol: Protocol
+    state: PortState
+    reason: Reason
+    count: int = pydantic.Field(ge=1)
+
+
 class HostResult(pydantic.BaseModel):
-    """All probed ports of one address."""
+    """All probed ports of one address: listed ones, plus counted groups."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
 
     address: str
     hostname: str | None = None
     ports: list[PortResult] = pydantic.Field(default_factory=list)
+    extraports: list[ExtraPorts] = pydantic.Field(default_factory=list)
 
 
 class ScanNote(pydantic.BaseModel):
