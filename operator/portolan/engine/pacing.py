@@ -1,0 +1,85 @@
+"""Pacing: adaptive round-trip timeouts and packets-per-second caps.
+
+* :class:`RttEstimator` keeps nmap's/TCP's smoothed RTT and variance per host
+  and turns them into a probe timeout ``srtt + 4 * rttvar`` clamped to the
+  configured bounds (RFC 6298's estimator).
+* :class:`TokenBucket` caps a rate; the engine keeps one global bucket and one
+  per host.  Both take an injected clock so tests run on fake time.
+
+Neither sleeps: callers ask how long to wait and fold that into their poll
+timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+Clock = Callable[[], float]
+
+
+class RttEstimator:
+    """Smoothed RTT and variance of one host, turned into a clamped probe timeout."""
+
+    __slots__ = ("current", "initial", "maximum", "minimum", "rttvar", "samples", "srtt")
+
+    def __init__(self, *, initial: float, minimum: float, maximum: float) -> None:
+        self.initial = initial
+        self.minimum = minimum
+        self.maximum = maximum
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.samples = 0
+        self.current = min(max(initial, minimum), maximum)
+
+    def observe(self, rtt: float) -> None:
+        """Fold one measured round trip (seconds) into the estimate."""
+        rtt = max(rtt, 0.0)
+        self.samples += 1
+        srtt = self.srtt
+        if srtt is None:
+            srtt = rtt
+            self.rttvar = rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(srtt - rtt)
+            srtt = 0.875 * srtt + 0.125 * rtt
+        self.srtt = srtt
+        self.current = min(max(srtt + 4 * self.rttvar, self.minimum), self.maximum)
+
+    def timeout(self) -> float:
+        """The current probe timeout in seconds (kept up to date by :meth:`observe`)."""
+        return self.current
+
+
+class TokenBucket:
+    """A rate cap: ``rate`` tokens per second with a burst of ``burst`` tokens."""
+
+    __slots__ = ("burst", "clock", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, clock: Clock, *, burst: float | None = None) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate / 100)
+        self.clock = clock
+        self.tokens = self.burst
+        self.stamp = clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def take(self) -> bool:
+        """Take one token if there is one."""
+        self._refill()
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def wait_time(self) -> float:
+        """Seconds until a token is available (0 if one is)."""
+        self._refill()
+        if self.tokens >= 1.0:
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
