@@ -1,0 +1,235 @@
+"""The ``portolan`` command line: local scans with the same engine and manifests as the operator.
+
+``portolan scan`` runs a ScanJob on this machine: from a manifest (``-f``),
+from targets and options on the command line, or, with neither, the embedded
+default manifest.  Command-line options override the manifest's fields.
+
+Exit codes:
+
+* 0 — the scan completed (whatever it found)
+* 2 — bad input: a malformed target, port, manifest or option (nothing was sent)
+* 3 — the scan could not run (sockets, permissions, resources)
+* 130 — interrupted (Ctrl-C / SIGTERM): the partial report is still written
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import types
+from collections.abc import Sequence
+from typing import TextIO
+
+import rich.console
+import rich.progress
+
+import portolan
+from portolan import errors
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_SCAN = 3
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise errors.SpecError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="portolan", description="Kubernetes-native network scanner")
+    parser.add_argument("--version", action="version", version=f"portolan {portolan.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    scan = commands.add_parser(
+        "scan", help="scan from this machine", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    scan.add_argument("targets", nargs="*", help="addresses, CIDRs, ranges or hostnames")
+    scan.add_argument("-f", "--file", help="a ScanJob manifest to run")
+    scan.add_argument("-p", "--ports", help="ports: 22,80,1000-2000, named sets (common, all, ...)")
+    scan.add_argument("--udp-ports", help="ports for UDP if different")
+    scan.add_argument("--exclude", action="append", default=None, help="never probe these")
+    scan.add_argument("-t", "--tcp", action="store_true", help="TCP connect scan")
+    scan.add_argument("-u", "--udp", action="store_true", help="UDP scan with protocol payloads")
+    scan.add_argument("-o", "--output", default="table", help="table, json, jsonl or xml")
+    scan.add_argument("--output-file", help="write the report here instead of stdout")
+    scan.add_argument("--rate", type=int, help="global probes per second")
+    scan.add_argument("--host-rate", type=int, help="probes per second per host")
+    scan.add_argument("--concurrency", type=int, help="probes in flight")
+    scan.add_argument("--retries", type=int, help="retransmissions for silent ports")
+    scan.add_argument("--max-rtt-timeout", type=int, help="upper bound of probe timeout, ms")
+    scan.add_argument("--initial-rtt-timeout", type=int, help="first probe timeout, ms")
+    scan.add_argument("--no-service", action="store_true", help="skip service identification")
+    scan.add_argument("--verify", action="store_true", help="probe open ports twice")
+    scan.add_argument("--all-ports", action="store_true", help="list every port, none counted")
+    scan.add_argument("--workers", type=int, help="processes for the TCP pass (default: auto)")
+    scan.add_argument(
+        "--udp-budget", type=float, default=60.0,
+        help="seconds to spend re-probing ports of hosts that rate-limit ICMP (default 60)",
+    )
+    scan.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    return parser
+
+
+def _spec_from(args: argparse.Namespace) -> tuple[object, str]:
+    from portolan import manifesting
+    from portolan.models import scanjobs
+
+    if args.file:
+        job = manifesting.load(args.file)
+    elif args.targets:
+        job = scanjobs.ScanJob.model_validate(
+            {"apiVersion": "portolan.dev/v1alpha1", "kind": "ScanJob",
+             "spec": {"targets": {"addresses": list(args.targets)}}}
+        )
+    else:
+        job = manifesting.default()
+    spec = job.spec
+    updates: dict[str, object] = {}
+    targets = spec.targets
+    if args.targets and args.file:
+        targets = targets.model_copy(update={"addresses": list(args.targets)})
+    if args.exclude:
+        targets = targets.model_copy(update={"exclude": [*targets.exclude, *args.exclude]})
+    updates["targets"] = targets
+    if args.ports:
+        updates["ports"] = args.ports
+    if args.udp_ports:
+        updates["udp_ports"] = args.udp_ports
+    if args.tcp or args.udp:
+        updates["protocols"] = [p for p, on in (("tcp", args.tcp), ("udp", args.udp)) if on]
+    timing = {
+        "max_rate": args.rate, "max_host_rate": args.host_rate, "concurrency": args.concurrency,
+        "retries": args.retries, "max_rtt_timeout_ms": args.max_rtt_timeout,
+        "initial_rtt_timeout_ms": args.initial_rtt_timeout,
+    }
+    timing_updates = {key: value for key, value in timing.items() if value is not None}
+    if timing_updates:
+        merged = spec.timing.model_dump() | timing_updates
+        updates["timing"] = scanjobs.Timing.model_validate(merged)
+    if args.no_service:
+        updates["service_detection"] = False
+    if args.verify:
+        updates["verify_open"] = True
+    merged_spec = spec.model_dump() | updates
+    try:
+        spec = scanjobs.ScanJobSpec.model_validate(merged_spec)
+    except Exception as exc:  # pydantic.ValidationError, mapped once here
+        raise errors.SpecError(f"invalid option: {exc}") from exc
+    return spec, job.metadata.name
+
+
+class _Progress:
+    """A rich progress bar on a terminal; nothing when stderr is piped."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.bar: rich.progress.Progress | None = None
+        self.task: rich.progress.TaskID | None = None
+        if enabled and stream.isatty():
+            self.bar = rich.progress.Progress(
+                rich.progress.TextColumn("scanning"),
+                rich.progress.BarColumn(),
+                rich.progress.MofNCompleteColumn(),
+                rich.progress.TextColumn("{task.fields[open]} open"),
+                rich.progress.TimeRemainingColumn(),
+                console=rich.console.Console(file=stream),
+                transient=True,
+            )
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.start()
+            self.task = self.bar.add_task("scan", total=None, open=0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, progress: object) -> None:
+        if self.bar is not None and self.task is not None:
+            done = getattr(progress, "done", 0)
+            total = getattr(progress, "total", 0)
+            found = getattr(progress, "open", 0)
+            self.bar.update(self.task, completed=done, total=total, open=found)
+
+
+def _scan(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from portolan import rendering
+    from portolan.engine import payloads, scanning, services
+    from portolan.models import scanjobs
+
+    if args.output not in rendering.FORMATS:
+        raise errors.SpecError(
+            f"unknown output format {args.output!r}; use one of {', '.join(rendering.FORMATS)}"
+        )
+    spec, _name = _spec_from(args)
+    assert isinstance(spec, scanjobs.ScanJobSpec)
+    plan = scanning.plan(spec)
+    stop = threading.Event()
+
+    def interrupt(signum: int, frame: types.FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stream_jsonl = args.output == "jsonl"
+    out: TextIO = sys.stdout
+    if args.output_file:
+        try:
+            out = open(args.output_file, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise errors.SpecError(f"cannot write {args.output_file}: {exc.strerror}") from exc
+
+    def emit(port: object) -> None:
+        out.write(rendering.jsonl_line(port) + "\n")  # type: ignore[arg-type]
+
+    try:
+        with _Progress(sys.stderr, not args.quiet) as progress:
+            report = scanning.run(
+                plan,
+                on_port=emit if stream_jsonl else None,
+                on_progress=progress.update,
+                identify=services.identify_services,
+                payloads=payloads.payload_bytes,
+                identify_reply=payloads.identify_reply,
+                workers=args.workers,
+                list_all=args.all_ports,
+                stop=stop,
+                rate_limit_budget=args.udp_budget,
+                args="portolan " + " ".join(argv),
+            )
+        if not stream_jsonl:
+            rendering.write_report(report, args.output, out)
+        out.flush()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if out is not sys.stdout:
+            out.close()
+    return EXIT_OK if report.complete else EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(arguments)
+        if args.command == "scan":
+            return _scan(args, arguments)
+        raise errors.SpecError(f"unknown command {args.command!r}")
+    except errors.SpecError as exc:
+        print(f"portolan: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except errors.PortolanError as exc:
+        print(f"portolan: scan failed: {exc}", file=sys.stderr)
+        return EXIT_SCAN
+    except PermissionError as exc:
+        print(f"portolan: scan failed: permission denied: {exc}", file=sys.stderr)
+        return EXIT_SCAN
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Manifests shipped inside the package (the embedded default ScanJob)."""
