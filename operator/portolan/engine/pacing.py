@@ -55,13 +55,15 @@ class TokenBucket:
 
     __slots__ = ("burst", "clock", "rate", "stamp", "tokens")
 
-    def __init__(self, rate: float, clock: Clock, *, burst: float | None = None) -> None:
+    def __init__(
+        self, rate: float, clock: Clock, *, burst: float | None = None, start_empty: bool = False
+    ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
         self.burst = burst if burst is not None else max(1.0, rate / 100)
         self.clock = clock
-        self.tokens = self.burst
+        self.tokens = 0.0 if start_empty else self.burst
         self.stamp = clock()
 
     def _refill(self) -> None:

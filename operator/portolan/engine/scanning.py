@@ -334,6 +334,12 @@ def run(
             )
             tcp_stats = scanner.run()
         packets += tcp_stats.packets
+        if not (stop is not None and stop.is_set()):
+            paced, note_list = _reprobe_icmp_limited(
+                plan_, collector, clock, stop, rate_limit_budget
+            )
+            packets += paced
+            notes.extend(note_list)
         if plan_.verify_open and not (stop is not None and stop.is_set()):
             packets += _verify_open(plan_, collector, clock, stop)
     if plan_.udp_ports and not (stop is not None and stop.is_set()):
@@ -374,6 +380,74 @@ def run(
         finished=wall_clock(), duration=clock() - begun, packets=packets, complete=complete,
         args=args,
     )
+
+
+_ICMP_REASONS = frozenset(
+    {
+        results.Reason.NET_UNREACH, results.Reason.HOST_UNREACH, results.Reason.PROTO_UNREACH,
+        results.Reason.PORT_UNREACH, results.Reason.NET_PROHIBITED,
+        results.Reason.HOST_PROHIBITED, results.Reason.ADMIN_PROHIBITED,
+        results.Reason.ICMP_OTHER,
+    }
+)
+
+
+def _reprobe_icmp_limited(
+    plan_: Plan,
+    collector: _Collector,
+    clock: Callable[[], float],
+    stop: threading.Event | None,
+    budget: float,
+) -> tuple[int, list[results.ScanNote]]:
+    """Re-probe silent TCP ports of hosts that also answered with ICMP errors.
+
+    Such a host rate-limits its ICMP errors like any Linux host, so a port that
+    stayed silent during the fast pass may really be rejected.  Its silent ports
+    are probed again at one per second per host (the kernel's default refill),
+    within the time budget.
+    """
+    packets = 0
+    notes: list[results.ScanNote] = []
+    per_second = 1
+    for host, table in enumerate(collector.verdicts):
+        reasons = [v[1] for (p, _), v in table.items() if p == results.Protocol.TCP]
+        if not any(reason in _ICMP_REASONS for reason in reasons):
+            continue
+        silent = sorted(
+            port for (p, port), v in table.items()
+            if p == results.Protocol.TCP and v[1] == results.Reason.NO_RESPONSE
+        )
+        if not silent:
+            continue
+        reachable = silent[: max(0, int(budget * per_second))]
+        timing = plan_.timing.model_copy(
+            update={"max_host_rate": per_second, "max_rate": None, "retries": 0}
+        )
+
+        def again(
+            _index: int, port: int, state: results.PortState, reason: results.Reason,
+            rtt: float | None, tries: int, host_: int = host,
+        ) -> None:
+            previous = collector.verdicts[host_][(results.Protocol.TCP, port)]
+            collector.tcp(host_, port, state, reason, rtt, previous[3] + tries)
+
+        scanner = tcp_scanning.TcpConnectScanner(
+            [plan_.targets[host]], reachable, timing, again, clock=clock, stop=stop,
+            paced_start=True,
+        )
+        packets += scanner.run().packets
+        message = (
+            f"the host answers some TCP probes with ICMP errors; {len(reachable)} silent ports "
+            "were re-probed at one per second in case its ICMP rate limit hid a rejection"
+        )
+        if len(reachable) < len(silent):
+            message += f"; {len(silent) - len(reachable)} were not, within the time budget"
+        notes.append(
+            results.ScanNote(
+                code="IcmpRateLimited", host=plan_.targets[host].address, message=message
+            )
+        )
+    return packets, notes
 
 
 def _verify_open(

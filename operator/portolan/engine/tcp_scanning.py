@@ -84,7 +84,11 @@ class _Host:
     __slots__ = ("bucket", "family", "rtt", "sockaddr")
 
     def __init__(
-        self, target: targets.Target, timing: scanjobs.Timing, clock: pacing.Clock
+        self,
+        target: targets.Target,
+        timing: scanjobs.Timing,
+        clock: pacing.Clock,
+        paced_start: bool,
     ) -> None:
         self.family = target.family
         self.sockaddr: tuple[str, int] | tuple[str, int, int, int] = (
@@ -96,7 +100,7 @@ class _Host:
             maximum=timing.max_rtt_timeout_ms / 1000,
         )
         self.bucket = (
-            pacing.TokenBucket(timing.max_host_rate, clock)
+            pacing.TokenBucket(timing.max_host_rate, clock, start_empty=paced_start)
             if timing.max_host_rate is not None
             else None
         )
@@ -127,6 +131,7 @@ class TcpConnectScanner:
         *,
         clock: pacing.Clock = time.monotonic,
         stop: threading.Event | None = None,
+        paced_start: bool = False,
     ) -> None:
         self.targets = list(targets_)
         self.ports = list(ports)
@@ -134,7 +139,7 @@ class TcpConnectScanner:
         self.on_verdict = on_verdict
         self.clock = clock
         self.stop = stop
-        self.hosts = [_Host(t, timing, clock) for t in self.targets]
+        self.hosts = [_Host(t, timing, clock, paced_start) for t in self.targets]
         self.bucket = (
             pacing.TokenBucket(timing.max_rate, clock) if timing.max_rate is not None else None
         )

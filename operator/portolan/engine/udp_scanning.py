@@ -184,8 +184,8 @@ class UdpScanner:
             host: int, port: int, state: results.PortState, reason: results.Reason,
             rtt: float | None, tries: int, data: bytes | None,
         ) -> None:
-            if reason == results.Reason.PORT_UNREACH:
-                unreachable.add(host)
+            if reason not in (results.Reason.UDP_RESPONSE, results.Reason.NO_RESPONSE):
+                unreachable.add(host)  # the host sends ICMP errors, so it may rate-limit them
             if state == results.PortState.OPEN_FILTERED:
                 silent.setdefault(host, []).append(port)
                 return

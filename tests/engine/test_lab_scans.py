@@ -1,0 +1,135 @@
+"""The engine against the lab: every port gets exactly the state and reason of its construction."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import labs
+from portolan.engine import payloads, scanning, services
+from portolan.models import results, scanjobs
+
+pytestmark = pytest.mark.lab
+
+
+def _spec(addresses: list[str], ports: str, protocols: list[str], **extra: object) -> scanjobs.ScanJobSpec:
+    return scanjobs.ScanJobSpec.model_validate(
+        {
+            "targets": {"addresses": addresses},
+            "ports": ports,
+            "protocols": protocols,
+            "timing": {"retries": 1, "initialRttTimeoutMs": 300, "maxRttTimeoutMs": 400},
+            **extra,
+        }
+    )
+
+
+def _verdicts(report: results.ScanReport) -> dict[tuple[str, int, str], tuple[str, str]]:
+    return {
+        (port.host, port.port, port.protocol.value): (port.state.value, port.reason.value)
+        for host in report.hosts
+        for port in host.ports
+    }
+
+
+def _scan(lab: labs.Lab, protocol: str, **extra: object) -> results.ScanReport:
+    hosts = [host for host in lab.hosts.values() if host.spec.ports]
+    ports = sorted({p for h in hosts for p in h.ports(protocol)})
+    spec = _spec([h.address for h in hosts], ",".join(map(str, ports)), [protocol], **extra)
+    with lab.inside():
+        return scanning.run(
+            scanning.plan(spec),
+            identify=services.identify_services,
+            payloads=payloads.payload_bytes,
+            identify_reply=payloads.identify_reply,
+            list_all=True,
+            rate_limit_budget=30.0,
+        )
+
+
+def _expected_for(lab: labs.Lab, protocol: str) -> dict[tuple[str, int, str], tuple[str, str]]:
+    """The construction's verdicts for one protocol."""
+    return {k: v for k, v in lab.expected.items() if k[2] == protocol}
+
+
+def test_every_tcp_port_in_the_lab_gets_the_state_and_reason_of_its_construction(lab: labs.Lab) -> None:
+    report = _scan(lab, "tcp", serviceDetection=False)
+    seen = _verdicts(report)
+    for key, verdict in _expected_for(lab, "tcp").items():
+        assert seen[key] == verdict, key
+
+
+def test_ports_probed_on_hosts_that_do_not_list_them_follow_the_host_default(lab: labs.Lab) -> None:
+    report = _scan(lab, "tcp", serviceDetection=False)
+    seen = _verdicts(report)
+    filtered = lab.hosts["filtered"].address
+    services_host = lab.hosts["services"].address
+    # The filtered host drops everything; the services host refuses what it does not serve.
+    assert seen[(filtered, 1001, "tcp")] == ("filtered", "no-response")
+    assert seen[(services_host, 1001, "tcp")] == ("closed", "conn-refused")
+
+
+def test_every_udp_port_in_the_lab_gets_the_state_and_reason_of_its_construction(lab: labs.Lab) -> None:
+    report = _scan(lab, "udp", serviceDetection=False)
+    seen = _verdicts(report)
+    for key, verdict in _expected_for(lab, "udp").items():
+        assert seen[key] == verdict, key
+
+
+def test_open_tcp_services_are_identified_by_name(lab: labs.Lab) -> None:
+    report = _scan(lab, "tcp")
+    named = {
+        (port.host, port.port, port.protocol.value): port.service.name
+        for host in report.hosts
+        for port in host.ports
+        if port.service is not None
+    }
+    for key, name in lab.expected_services.items():
+        if key[2] == "tcp":
+            assert named.get(key) == name, key
+
+
+def test_ssh_banner_gives_product_and_version(lab: labs.Lab) -> None:
+    host = lab.hosts["services"].address
+    with lab.inside():
+        info = services.identify_one(host, 22)
+    assert (info.name, info.product, info.version) == ("ssh", "OpenSSH", "9.2p1")
+
+
+def test_dns_responder_is_identified_from_its_reply_to_our_payload(lab: labs.Lab) -> None:
+    report = _scan(lab, "udp")
+    dns = [
+        port for host in report.hosts for port in host.ports
+        if port.host == lab.hosts["services"].address and port.port == 53
+    ]
+    assert dns and dns[0].service is not None and dns[0].service.name == "dns"
+
+
+def test_forked_tcp_workers_find_the_same_verdicts_as_one_process(lab: labs.Lab) -> None:
+    hosts = [host for host in lab.hosts.values() if host.spec.ports]
+    ports = sorted({p for h in hosts for p in h.ports("tcp")})
+    spec = _spec([h.address for h in hosts], ",".join(map(str, ports)), ["tcp"], serviceDetection=False)
+    with lab.inside():
+        single = scanning.run(scanning.plan(spec), workers=1, list_all=True)
+        forked = scanning.run(scanning.plan(spec), workers=2, list_all=True)
+    assert _verdicts(single) == _verdicts(forked)
+    assert len(_verdicts(forked)) == len(hosts) * len(ports)
+
+
+def test_a_host_that_rate_limits_icmp_is_re_probed_and_reported_in_a_note(lab: labs.Lab) -> None:
+    host = lab.hosts["limited"].address
+    spec = _spec([host], "9980-9995", ["udp"], serviceDetection=False)
+    with lab.inside():
+        report = scanning.run(scanning.plan(spec), list_all=True, rate_limit_budget=30.0)
+    states = {port.port: port.state.value for port in report.hosts[0].ports}
+    assert set(states.values()) == {"closed"}, states
+    assert [note.code for note in report.notes] == ["IcmpRateLimited"]
+
+
+def test_a_short_rate_limit_budget_leaves_ports_open_filtered_and_says_so(lab: labs.Lab) -> None:
+    host = lab.hosts["limited"].address
+    spec = _spec([host], "9960-9979", ["udp"], serviceDetection=False)
+    with lab.inside():
+        report = scanning.run(scanning.plan(spec), list_all=True, rate_limit_budget=1.5)
+    states = [port.state.value for port in report.hosts[0].ports]
+    assert "open|filtered" in states and "closed" in states
+    assert "could not be re-probed" in report.notes[0].message

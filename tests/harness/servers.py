@@ -1,0 +1,104 @@
+"""Small protocol servers for the engine's lab, run inside a host namespace.
+
+``python -m harness.servers '<json spec>'`` starts one thread per entry of a
+list like ``[{"proto": "tcp", "port": 22, "kind": "ssh"}, ...]`` and prints
+``ready`` once every socket listens.  Kinds: ssh, http, smtp, ftp, redis,
+postgresql, mysql, silent (TCP: accepts, says nothing), dns (UDP: answers any
+query with the same ID), echo (UDP).  Written by us from the protocols' specs.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import sys
+import threading
+
+BANNERS = {
+    "ssh": b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n",
+    "smtp": b"220 lab.example ESMTP Postfix\r\n",
+    "ftp": b"220 (vsFTPd 3.0.3)\r\n",
+    "mysql": (
+        lambda body: struct.pack("<I", len(body))[:3] + b"\x00" + body
+    )(b"\x0a" + b"8.0.36\x00" + struct.pack("<I", 7) + b"abcdefgh\x00" + b"\xff\xf7" + b"\x21"
+      + b"\x02\x00" + b"\xff\xc1" + b"\x15" + b"\x00" * 10 + b"ijklmnopqrst\x00"
+      + b"mysql_native_password\x00"),
+}
+
+
+def _answer(kind: str, data: bytes) -> bytes | None:
+    if kind == "http" and data.startswith(b"GET"):
+        return b"HTTP/1.0 200 OK\r\nServer: lab-httpd/1.0\r\nContent-Length: 2\r\n\r\nok"
+    if kind == "redis" and data.upper().startswith(b"PING"):
+        return b"+PONG\r\n"
+    if kind == "postgresql" and data == b"\x00\x00\x00\x08\x04\xd2\x16\x2f":
+        return b"N"
+    return None
+
+
+def _serve_client(conn: socket.socket, kind: str) -> None:
+    with conn:
+        conn.settimeout(3.0)
+        try:
+            banner = BANNERS.get(kind)
+            if banner is not None:
+                conn.sendall(banner)
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                reply = _answer(kind, data)
+                if reply is not None:
+                    conn.sendall(reply)
+                    if kind == "http":
+                        return
+        except OSError:
+            return
+
+
+def _tcp(port: int, kind: str, ready: threading.Barrier) -> None:
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("0.0.0.0", port))
+    server.listen(128)
+    ready.wait()
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=_serve_client, args=(conn, kind), daemon=True).start()
+
+
+def _dns_reply(query: bytes) -> bytes:
+    ident = query[:2]
+    question = query[12:]
+    header = ident + struct.pack("!HHHHH", 0x8180, 1, 1, 0, 0)
+    answer = b"\xc0\x0c" + struct.pack("!HHIH", 16, 3, 0, 8) + b"\x07lab-dns"
+    return header + question + answer
+
+
+def _udp(port: int, kind: str, ready: threading.Barrier) -> None:
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("0.0.0.0", port))
+    ready.wait()
+    while True:
+        data, peer = server.recvfrom(4096)
+        if kind == "dns" and len(data) >= 12:
+            server.sendto(_dns_reply(data), peer)
+        elif kind == "echo":
+            server.sendto(b"echo:" + data, peer)
+
+
+def main(spec_text: str) -> None:
+    spec = json.loads(spec_text)
+    ready = threading.Barrier(len(spec) + 1)
+    for entry in spec:
+        target = _tcp if entry["proto"] == "tcp" else _udp
+        threading.Thread(target=target, args=(entry["port"], entry["kind"], ready),
+                         daemon=True).start()
+    ready.wait()
+    print("ready", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
