@@ -22,6 +22,7 @@ import types
 from collections.abc import Sequence
 from typing import TextIO
 
+import pydantic
 import rich.console
 import rich.progress
 
@@ -115,11 +116,7 @@ def _spec_from(args: argparse.Namespace) -> tuple[object, str]:
         updates["service_detection"] = False
     if args.verify:
         updates["verify_open"] = True
-    merged_spec = spec.model_dump() | updates
-    try:
-        spec = scanjobs.ScanJobSpec.model_validate(merged_spec)
-    except Exception as exc:  # pydantic.ValidationError, mapped once here
-        raise errors.SpecError(f"invalid option: {exc}") from exc
+    spec = scanjobs.ScanJobSpec.model_validate(spec.model_dump() | updates)
     return spec, job.metadata.name
 
 
@@ -167,7 +164,14 @@ def _scan(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise errors.SpecError(
             f"unknown output format {args.output!r}; use one of {', '.join(rendering.FORMATS)}"
         )
-    spec, _name = _spec_from(args)
+    try:
+        spec, _name = _spec_from(args)
+    except pydantic.ValidationError as exc:  # mapped once, here, for every option
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise errors.SpecError(f"invalid option: {problems}") from exc
     assert isinstance(spec, scanjobs.ScanJobSpec)
     plan = scanning.plan(spec)
     stop = threading.Event()
@@ -231,5 +235,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SCAN
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

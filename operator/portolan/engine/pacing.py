@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 Clock = Callable[[], float]
+_ONE = 1.0 - 1e-9  # a whole token, tolerant of float rounding in clock arithmetic
 
 
 class RttEstimator:
@@ -74,7 +75,7 @@ class TokenBucket:
     def take(self) -> bool:
         """Take one token if there is one."""
         self._refill()
-        if self.tokens >= 1.0:
+        if self.tokens >= _ONE:
             self.tokens -= 1.0
             return True
         return False
@@ -82,6 +83,6 @@ class TokenBucket:
     def wait_time(self) -> float:
         """Seconds until a token is available (0 if one is)."""
         self._refill()
-        if self.tokens >= 1.0:
+        if self.tokens >= _ONE:
             return 0.0
         return (1.0 - self.tokens) / self.rate
