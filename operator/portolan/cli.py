@@ -20,14 +20,15 @@ import sys
 import threading
 import types
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import pydantic
-import rich.console
-import rich.progress
 
 import portolan
 from portolan import errors
+
+if TYPE_CHECKING:
+    import rich.progress
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -127,6 +128,9 @@ class _Progress:
         self.bar: rich.progress.Progress | None = None
         self.task: rich.progress.TaskID | None = None
         if enabled and stream.isatty():
+            import rich.console  # only on a terminal: rich costs start-up time
+            import rich.progress
+
             self.bar = rich.progress.Progress(
                 rich.progress.TextColumn("scanning"),
                 rich.progress.BarColumn(),

@@ -1,0 +1,217 @@
+"""Benchmarks: Portolan side by side with nmap, in fresh network namespaces, in one run.
+
+    sudo .venv/bin/python bench/run.py [--quick] [--write bench/RESULTS.md]
+
+1. all 65,535 TCP ports on a namespace's loopback (three listeners): Portolan's connect scan
+   vs ``nmap -sT -p-`` and ``nmap -sS -p-``;
+2. a host that silently drops everything, 1,000 TCP ports: Portolan vs ``nmap -T4 -sT``,
+   and Portolan against its model  timeout x (retries+1) x ceil(ports/concurrency);
+3. 200 UDP ports on a Linux host with the default ICMP rate limit (two UDP services):
+   Portolan vs ``nmap -sU``.
+
+Every tool's wall time (median of the repetitions, process start to exit) is reported with
+its accuracy: the share of ports whose state agrees with the lab's construction.  Traffic
+stays on loopback and on 198.18.0.0/15 hosts inside namespaces this script creates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ElementTree
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness import netns  # noqa: E402
+
+PORTOLAN = [sys.executable, "-m", "portolan.cli"]
+
+
+def timed(ns: str, argv: list[str], timeout: float = 900) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=timeout)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed: {done.stderr[-500:]}")
+    return elapsed, done.stdout
+
+
+def nmap_states(xml_text: str, ports: list[int]) -> dict[int, str]:
+    root = ElementTree.fromstring(xml_text)
+    listed: dict[int, str] = {}
+    default = "?"
+    for node in root.iter("port"):
+        state = node.find("state")
+        listed[int(node.get("portid", "0"))] = state.get("state", "?") if state is not None else "?"
+    for extra in root.iter("extraports"):
+        default = extra.get("state", "?")
+    return {port: listed.get(port, default) for port in ports}
+
+
+def portolan_states(json_text: str, ports: list[int]) -> dict[int, str]:
+    report = json.loads(json_text)
+    host = report["hosts"][0]
+    listed = {p["port"]: p["state"] for p in host["ports"]}
+    default = host["extraports"][0]["state"] if host.get("extraports") else "?"
+    return {port: listed.get(port, default) for port in ports}
+
+
+def accuracy(found: dict[int, str], expected: dict[int, str]) -> float:
+    agree = sum(1 for port, state in expected.items() if found.get(port) == state)
+    return agree / len(expected)
+
+
+def run_tool(ns: str, argv: list[str], reader, ports: list[int], expected: dict[int, str], repeat: int) -> dict[str, object]:
+    times = []
+    accuracies = []
+    for _ in range(repeat):
+        elapsed, out = timed(ns, argv)
+        times.append(elapsed)
+        accuracies.append(accuracy(reader(out, ports), expected))
+    return {"median_s": statistics.median(times), "runs": times, "accuracy": min(accuracies)}
+
+
+def loopback_bench(repeat: int) -> dict[str, dict[str, object]]:
+    ns = f"pbench-lo-{os.getpid()}"
+    netns.add(ns)
+    listeners = [22, 8080, 50000]
+    servers = [
+        netns.popen(ns, [sys.executable, "-c", f"import socket,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('127.0.0.1',{p}));s.listen(512);time.sleep(3600)"])
+        for p in listeners
+    ]
+    time.sleep(0.5)
+    ports = list(range(1, 65536))
+    expected = {p: ("open" if p in listeners else "closed") for p in ports}
+    try:
+        results = {
+            "portolan": run_tool(ns, [*PORTOLAN, "scan", "127.0.0.1", "-p", "1-65535", "-o", "json", "--no-service", "-q"], portolan_states, ports, expected, repeat),
+            "nmap -sT": run_tool(ns, ["nmap", "-sT", "-Pn", "-n", "-p-", "-oX", "-", "127.0.0.1"], nmap_states, ports, expected, repeat),
+            "nmap -sS": run_tool(ns, ["nmap", "-sS", "-Pn", "-n", "-p-", "-oX", "-", "127.0.0.1"], nmap_states, ports, expected, repeat),
+        }
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
+        netns.delete(ns)
+    return results
+
+
+class TwoHosts:
+    """A scanner and one target host on a veth pair, 198.18.200.0/24."""
+
+    def __init__(self, tag: str) -> None:
+        self.scanner = f"pbench-{tag}-s{os.getpid()}"
+        self.host = f"pbench-{tag}-h{os.getpid()}"
+        self.address = "198.18.200.2"
+        netns.add(self.scanner)
+        netns.add(self.host)
+        netns.ip("link", "add", f"pb{tag}a", "netns", self.scanner, "type", "veth", "peer", "name", f"pb{tag}b", "netns", self.host)
+        netns.run(self.scanner, ["ip", "addr", "add", "198.18.200.1/24", "dev", f"pb{tag}a"])
+        netns.run(self.host, ["ip", "addr", "add", f"{self.address}/24", "dev", f"pb{tag}b"])
+        netns.run(self.scanner, ["ip", "link", "set", f"pb{tag}a", "up"])
+        netns.run(self.host, ["ip", "link", "set", f"pb{tag}b", "up"])
+
+    def close(self) -> None:
+        netns.delete(self.scanner)
+        netns.delete(self.host)
+
+
+def dropping_bench(repeat: int) -> tuple[dict[str, dict[str, object]], float]:
+    lab = TwoHosts("d")
+    subprocess.run(["ip", "netns", "exec", lab.host, "nft", "-f", "-"], input="table ip lab {\n chain input {\n  type filter hook input priority 0; policy accept;\n  meta l4proto { tcp, udp } drop\n }\n}\n", text=True, check=True)
+    ports = list(range(1, 1001))
+    expected = {p: "filtered" for p in ports}
+    timeout_s, retries, concurrency = 0.5, 1, 4096
+    model = timeout_s * (retries + 1) * math.ceil(len(ports) / concurrency)
+    try:
+        results = {
+            "portolan": run_tool(lab.scanner, [*PORTOLAN, "scan", lab.address, "-p", "1-1000", "-o", "json", "--no-service", "-q"], portolan_states, ports, expected, repeat),
+            "nmap -T4 -sT": run_tool(lab.scanner, ["nmap", "-T4", "-sT", "-Pn", "-n", "-p", "1-1000", "-oX", "-", lab.address], nmap_states, ports, expected, repeat),
+            "nmap -T4 -sS": run_tool(lab.scanner, ["nmap", "-T4", "-sS", "-Pn", "-n", "-p", "1-1000", "-oX", "-", lab.address], nmap_states, ports, expected, repeat),
+        }
+    finally:
+        lab.close()
+    return results, model
+
+
+def udp_bench(repeat: int) -> dict[str, dict[str, object]]:
+    lab = TwoHosts("u")
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"))
+    spec = json.dumps([{"proto": "udp", "port": 53, "kind": "dns"}, {"proto": "udp", "port": 123, "kind": "echo"}])
+    server = netns.popen(lab.host, [sys.executable, "-m", "harness.servers", spec], stdout=subprocess.PIPE, env=env)
+    assert server.stdout is not None
+    server.stdout.readline()
+    ports = list(range(1, 201))
+    expected = {p: ("open" if p in (53, 123) else "closed") for p in ports}
+    try:
+        results = {
+            "portolan": run_tool(lab.scanner, [*PORTOLAN, "scan", lab.address, "-u", "-p", "1-200", "-o", "json", "--no-service", "-q", "--udp-budget", "600"], portolan_states, ports, expected, repeat),
+            "nmap -sU": run_tool(lab.scanner, ["nmap", "-sU", "-Pn", "-n", "-p", "1-200", "-oX", "-", lab.address], nmap_states, ports, expected, 1),
+        }
+    finally:
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+        lab.close()
+    return results
+
+
+def table(results: dict[str, dict[str, object]], baseline: str) -> list[str]:
+    base = float(results[baseline]["median_s"])  # type: ignore[arg-type]
+    lines = ["| tool | median wall time (s) | runs (s) | ratio to " + baseline + " | accuracy |", "|---|---|---|---|---|"]
+    for name, row in results.items():
+        median = float(row["median_s"])  # type: ignore[arg-type]
+        runs = ", ".join(f"{t:.2f}" for t in row["runs"])  # type: ignore[attr-defined]
+        lines.append(f"| {name} | {median:.2f} | {runs} | {median / base:.2f}x | {float(row['accuracy']) * 100:.1f}% |")  # type: ignore[arg-type]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--write", type=pathlib.Path)
+    parser.add_argument("--skip-udp", action="store_true")
+    args = parser.parse_args()
+    nmap_version = subprocess.run(["nmap", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    out = [
+        "# Benchmark results",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `bench/run.py` on {os.cpu_count()} cores, "
+        f"{platform.python_implementation()} {platform.python_version()}, {nmap_version}. "
+        "Wall time is process start to exit (both tools pay their start-up), median of the runs; "
+        "accuracy is the share of ports whose state matches the namespace lab's construction.",
+        "",
+        "## 1. All 65,535 TCP ports on a namespace's loopback (3 listeners)",
+        "",
+    ]
+    loop = loopback_bench(args.repeat)
+    out += table(loop, "nmap -sT")
+    out += ["", "Goal: Portolan ≤ 0.5× nmap -sT.", "", "## 2. One silently dropping host, 1,000 TCP ports", ""]
+    drop, model = dropping_bench(args.repeat)
+    out += table(drop, "nmap -T4 -sT")
+    portolan_drop = float(drop["portolan"]["median_s"])  # type: ignore[arg-type]
+    out += ["", f"Model timeout × (retries+1) × ⌈ports/concurrency⌉ = 0.5 s × 2 × 1 = {model:.2f} s; "
+            f"Portolan took {portolan_drop:.2f} s = {portolan_drop / model:.2f}× the model (goal ≤ 1.2×, includes process start-up).", ""]
+    if not args.skip_udp:
+        out += ["## 3. 200 UDP ports on a Linux host with the default ICMP rate limit (2 UDP services)", ""]
+        udp = udp_bench(1)
+        out += table(udp, "nmap -sU")
+        out += ["", "Goal: faster than nmap -sU at equal or better accuracy.", ""]
+    text = "\n".join(out) + "\n"
+    print(text)
+    if args.write:
+        args.write.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
