@@ -133,3 +133,32 @@ def test_a_short_rate_limit_budget_leaves_ports_open_filtered_and_says_so(lab: l
     states = [port.state.value for port in report.hosts[0].ports]
     assert "open|filtered" in states and "closed" in states
     assert "could not be re-probed" in report.notes[0].message
+
+
+def test_tls_is_recognised_and_http_inside_it_named_https(lab: labs.Lab) -> None:
+    host = lab.hosts["services"].address
+    with lab.inside():
+        info = services.identify_one(host, 443)
+    assert (info.name, info.tls, info.product) == ("https", True, "lab-httpd/1.0")
+
+
+def test_verification_keeps_ports_that_answer_twice_open(lab: labs.Lab) -> None:
+    host = lab.hosts["services"]
+    spec = _spec([host.address], "22,80,23", ["tcp"], serviceDetection=False, verifyOpen=True)
+    with lab.inside():
+        report = scanning.run(scanning.plan(spec), list_all=True)
+    assert {(p.port, p.state.value) for p in report.hosts[0].ports} == {
+        (22, "open"), (80, "open"), (23, "closed"),
+    }
+    assert report.summary.packets_sent == 5  # three first probes, two verifications
+
+
+def test_progress_ticks_end_at_the_total_and_count_open_ports(lab: labs.Lab) -> None:
+    host = lab.hosts["services"]
+    ticks: list[results.Progress] = []
+    spec = _spec([host.address], "1-1024", ["tcp"], serviceDetection=False)
+    with lab.inside():
+        scanning.run(scanning.plan(spec), on_progress=ticks.append)
+    assert ticks[-1].done == ticks[-1].total == 1024
+    assert ticks[-1].open == len([p for p in host.ports("tcp") if p <= 1024 and lab.expected[(host.address, p, "tcp")][0] == "open"])
+    assert [t.done for t in ticks] == sorted(t.done for t in ticks)

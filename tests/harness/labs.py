@@ -68,6 +68,7 @@ CONSTRUCTION: tuple[HostSpec, ...] = (
             Port("tcp", 22, "open", "syn-ack", server="ssh", service="ssh"),
             Port("tcp", 25, "open", "syn-ack", server="smtp", service="smtp"),
             Port("tcp", 80, "open", "syn-ack", server="http", service="http"),
+            Port("tcp", 443, "open", "syn-ack", server="https", service="https"),
             Port("tcp", 3306, "open", "syn-ack", server="mysql", service="mysql"),
             Port("tcp", 5432, "open", "syn-ack", server="postgresql", service="postgresql"),
             Port("tcp", 6379, "open", "syn-ack", server="redis", service="redis"),

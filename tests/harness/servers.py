@@ -3,16 +3,21 @@
 ``python -m harness.servers '<json spec>'`` starts one thread per entry of a
 list like ``[{"proto": "tcp", "port": 22, "kind": "ssh"}, ...]`` and prints
 ``ready`` once every socket listens.  Kinds: ssh, http, smtp, ftp, redis,
-postgresql, mysql, silent (TCP: accepts, says nothing), dns (UDP: answers any
-query with the same ID), echo (UDP).  Written by us from the protocols' specs.
+postgresql, mysql, https (HTTP inside TLS with a self-signed certificate made
+at start-up), silent (TCP: accepts, says nothing), dns (UDP: answers any query
+with the same ID), echo (UDP).  Written by us from the protocols' specs.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import pathlib
 import socket
+import ssl
 import struct
 import sys
+import tempfile
 import threading
 
 BANNERS = {
@@ -57,15 +62,52 @@ def _serve_client(conn: socket.socket, kind: str) -> None:
             return
 
 
+def _tls_context() -> ssl.SSLContext:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lab.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256())
+    )
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="lab-tls-"))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    return context
+
+
+def _serve_tls(conn: socket.socket, context: ssl.SSLContext) -> None:
+    try:
+        conn.settimeout(3.0)
+        wrapped = context.wrap_socket(conn, server_side=True)
+    except (ssl.SSLError, OSError):
+        conn.close()
+        return
+    _serve_client(wrapped, "http")
+
+
 def _tcp(port: int, kind: str, ready: threading.Barrier) -> None:
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("0.0.0.0", port))
     server.listen(128)
+    context = _tls_context() if kind == "https" else None
     ready.wait()
     while True:
         conn, _ = server.accept()
-        threading.Thread(target=_serve_client, args=(conn, kind), daemon=True).start()
+        if context is not None:
+            threading.Thread(target=_serve_tls, args=(conn, context), daemon=True).start()
+        else:
+            threading.Thread(target=_serve_client, args=(conn, kind), daemon=True).start()
 
 
 def _dns_reply(query: bytes) -> bytes:
