@@ -1,0 +1,111 @@
+"""The ScanJob status: phase and conditions for humans and tools, shards, aggregated results.
+
+``status.shards`` is a map keyed by shard id (``<pool>-<index>``) so each shard pod
+can write its own entry with a JSON merge patch that touches nothing else; a
+retried shard overwrites its entry, so results are never duplicated.  Results
+inside an entry are capped (open ports listed, the rest counted); when a job's
+whole result would not fit the byte budget it goes to a ConfigMap and the status
+says so in ``resultsRef``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import pydantic
+import pydantic.alias_generators
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(
+        alias_generator=pydantic.alias_generators.to_camel, populate_by_name=True, extra="ignore"
+    )
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    REJECTED = "Rejected"
+
+
+class ShardPhase(enum.StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    RETRYING = "Retrying"
+    FAILED = "Failed"
+
+
+class Condition(_Model):
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str = ""
+    observed_generation: int | None = None
+    last_transition_time: str | None = None
+
+
+class OpenPort(_Model):
+    """One open port as seen from one vantage."""
+
+    host: str
+    port: int
+    protocol: str
+    service: str | None = None
+
+
+class ShardPlan(_Model):
+    """What one shard probes: compact target ranges and a port expression."""
+
+    id: str
+    pool: str
+    index: int
+    targets: list[str]
+    ports: str
+    udp_ports: str | None = None
+    probes: int
+
+
+class ShardStatus(_Model):
+    """What one shard reports (its pod writes it) and what the operator adds (attempts, errors)."""
+
+    pool: str | None = None
+    node: str | None = None
+    pod: str | None = None
+    attempt: int = 0
+    phase: ShardPhase = ShardPhase.PENDING
+    done: int = 0
+    total: int = 0
+    states: dict[str, int] = pydantic.Field(default_factory=dict)
+    open: list[OpenPort] = pydantic.Field(default_factory=list)
+    open_truncated: int = 0
+    last_error: str | None = None
+    finished_attempt: int | None = None
+    heartbeat: str | None = None
+    retry_after: str | None = None
+
+
+class VantageResult(_Model):
+    """Aggregated results of one pool (vantage)."""
+
+    pool: str
+    states: dict[str, int] = pydantic.Field(default_factory=dict)
+    open: list[OpenPort] = pydantic.Field(default_factory=list)
+    open_truncated: int = 0
+
+
+class ScanJobStatus(_Model):
+    phase: Phase = Phase.PENDING
+    observed_generation: int | None = None
+    conditions: list[Condition] = pydantic.Field(default_factory=list)
+    plan: list[ShardPlan] = pydantic.Field(default_factory=list)
+    shards: dict[str, ShardStatus] = pydantic.Field(default_factory=dict)
+    results: list[VantageResult] = pydantic.Field(default_factory=list)
+    results_ref: str | None = None
+    summary: str | None = None  # "done/total" for printer columns
+    open_ports: int = 0
+    start_time: str | None = None
+    completion_time: str | None = None
