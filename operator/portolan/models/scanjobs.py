@@ -72,6 +72,18 @@ class Targets(_Model):
 class Timing(_Model):
     """Rate caps, timeouts and retransmissions."""
 
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.minRttTimeoutMs) || !has(self.maxRttTimeoutMs) || "
+                    "self.minRttTimeoutMs <= self.maxRttTimeoutMs",
+                    "message": "minRttTimeoutMs must not exceed maxRttTimeoutMs",
+                }
+            ]
+        }
+    )
+
     max_rate: int | None = pydantic.Field(
         default=None, ge=1, description="Global cap on probes (packets) per second."
     )
@@ -130,6 +142,7 @@ class ScanJobSpec(_Model):
     targets: Targets
     ports: str = pydantic.Field(
         default="common",
+        pattern=r"^[0-9a-z, -]+$",
         description="Ports as a comma list of numbers, ranges (1000-2000) and named sets "
         "(common, well-known, web, databases, all).",
     )

@@ -105,7 +105,8 @@ class ScanJobStatus(_Model):
     shards: dict[str, ShardStatus] = pydantic.Field(default_factory=dict)
     results: list[VantageResult] = pydantic.Field(default_factory=list)
     results_ref: str | None = None
-    summary: str | None = None  # "done/total" for printer columns
+    summary: str | None = None  # "succeeded/total" shards, for printer columns
+    progress: str | None = None  # probes decided, as a percentage
     open_ports: int = 0
     start_time: str | None = None
     completion_time: str | None = None

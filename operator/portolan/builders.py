@@ -1,0 +1,171 @@
+"""Pure builders: shard pod manifests, conditions, aggregated results.
+
+No I/O and no clock reads: everything a builder needs (the job, the time, the
+settings) is passed in, so each is covered by table and golden-file tests.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from portolan import settings
+from portolan.models import scanjobs, statuses
+
+GROUP = scanjobs.API_GROUP
+LABEL_JOB = f"{GROUP}/job"
+LABEL_SHARD = f"{GROUP}/shard"
+LABEL_ATTEMPT = f"{GROUP}/attempt"
+LABEL_POOL = f"{GROUP}/pool"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+
+
+def timestamp(now: datetime.datetime) -> str:
+    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod_name(job: str, shard_id: str, attempt: int) -> str:
+    """A DNS-1123 name, unique per job, shard and attempt (hashed when too long)."""
+    name = f"{job}-{shard_id}-{attempt}"
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:50].rstrip('-')}-{digest}-{attempt}"[:63]
+
+
+def open_ports_cap(config: settings.OperatorSettings, shard_count: int) -> int:
+    """How many open ports each shard may list so that all shards fit in half the byte budget."""
+    per_port = 80  # bytes of JSON per listed open port, generously
+    return max(1, min(config.shard_open_ports_cap, config.status_byte_budget // (2 * per_port * max(1, shard_count))))
+
+
+def shard_pod(
+    job: Mapping[str, Any],
+    spec: scanjobs.ScanJobSpec,
+    shard: statuses.ShardPlan,
+    attempt: int,
+    config: settings.OperatorSettings,
+    shard_count: int,
+) -> dict[str, Any]:
+    """The pod that runs one attempt of one shard, owned by its ScanJob."""
+    meta = job["metadata"]
+    pool = next((p for p in spec.pools if p.name == shard.pool), None)
+    env = [
+        {"name": "PORTOLAN_JOB_NAMESPACE", "value": meta["namespace"]},
+        {"name": "PORTOLAN_JOB_NAME", "value": meta["name"]},
+        {"name": "PORTOLAN_SHARD_ID", "value": shard.id},
+        {"name": "PORTOLAN_ATTEMPT", "value": str(attempt)},
+        {"name": "PORTOLAN_OPEN_CAP", "value": str(open_ports_cap(config, shard_count))},
+        {"name": "PORTOLAN_HEARTBEAT_SECONDS", "value": str(config.shard_heartbeat_seconds)},
+        {"name": "PORTOLAN_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "PORTOLAN_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+    ]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": config.shard_service_account,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "shard",
+                "image": config.shard_image,
+                "command": list(config.shard_command),
+                "env": env,
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                              "limits": {"memory": "512Mi"}},
+                "securityContext": {
+                    "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"]},
+                },
+            }
+        ],
+    }
+    if pool is not None:
+        if pool.node_selector:
+            pod_spec["nodeSelector"] = dict(pool.node_selector)
+        if pool.affinity:
+            pod_spec["affinity"] = pool.affinity
+        if pool.tolerations:
+            pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(meta["name"], shard.id, attempt),
+            "namespace": meta["namespace"],
+            "labels": {
+                LABEL_JOB: meta["name"], LABEL_SHARD: shard.id, LABEL_ATTEMPT: str(attempt),
+                LABEL_POOL: shard.pool, LABEL_COMPONENT: "shard",
+                "app.kubernetes.io/name": "portolan",
+            },
+            "ownerReferences": [{
+                "apiVersion": f"{GROUP}/{scanjobs.API_VERSION}", "kind": scanjobs.KIND,
+                "name": meta["name"], "uid": meta["uid"], "controller": True,
+                "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": pod_spec,
+    }
+
+
+def set_condition(
+    conditions: Sequence[statuses.Condition],
+    kind: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime.datetime,
+) -> list[statuses.Condition]:
+    """Replace one condition, keeping lastTransitionTime when its status did not change."""
+    value = "True" if status else "False"
+    previous = next((c for c in conditions if c.type == kind), None)
+    transition = timestamp(now)
+    if previous is not None and previous.status == value and previous.last_transition_time:
+        transition = previous.last_transition_time
+    updated = statuses.Condition(
+        type=kind, status=value, reason=reason, message=message,
+        observed_generation=generation, last_transition_time=transition,
+    )
+    return [c for c in conditions if c.type != kind] + [updated]
+
+
+def aggregate(
+    plan: Sequence[statuses.ShardPlan],
+    shards: Mapping[str, statuses.ShardStatus],
+    open_cap: int,
+) -> list[statuses.VantageResult]:
+    """Sum shard results per pool; open ports listed once per (host, port, protocol)."""
+    by_pool: dict[str, list[statuses.ShardStatus]] = collections.defaultdict(list)
+    for shard in plan:
+        entry = shards.get(shard.id)
+        by_pool[shard.pool].append(entry or statuses.ShardStatus())
+    results = []
+    for pool, entries in by_pool.items():
+        states: collections.Counter[str] = collections.Counter()
+        seen: dict[tuple[str, int, str], statuses.OpenPort] = {}
+        truncated = 0
+        for entry in entries:
+            states.update(entry.states)
+            truncated += entry.open_truncated
+            for port in entry.open:
+                seen.setdefault((port.host, port.port, port.protocol), port)
+        ordered = sorted(seen.values(), key=lambda p: (p.host, p.protocol, p.port))
+        results.append(
+            statuses.VantageResult(
+                pool=pool, states=dict(sorted(states.items())), open=ordered[:open_cap],
+                open_truncated=truncated + max(0, len(ordered) - open_cap),
+            )
+        )
+    return results
+
+
+def status_size(status: statuses.ScanJobStatus) -> int:
+    return len(json.dumps(status.model_dump(by_alias=True, exclude_none=True, mode="json")))

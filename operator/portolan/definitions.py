@@ -1,0 +1,128 @@
+"""CustomResourceDefinitions generated from the pydantic models (the one source of truth).
+
+:func:`scanjob_crd` turns the ScanJob spec and status models into a structural
+OpenAPI v3 schema: references inlined, ``anyOf`` with null turned into
+``nullable``, free-form maps marked ``x-kubernetes-preserve-unknown-fields``,
+CEL rules carried over.  ``crds/`` and the Helm chart hold its output; a test
+keeps them in sync (``portolan crd > crds/scanjobs.portolan.dev.yaml``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from portolan.models import scanjobs, statuses
+
+_DROP = {"title", "$defs"}
+
+
+def structural(schema: dict[str, Any]) -> dict[str, Any]:
+    """Inline ``$ref``s and rewrite JSON Schema into Kubernetes' structural OpenAPI subset."""
+    definitions = schema.get("$defs", {})
+
+    def convert(node: Any) -> Any:
+        if isinstance(node, list):
+            return [convert(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            target = copy.deepcopy(definitions[node["$ref"].split("/")[-1]])
+            extra = {k: v for k, v in node.items() if k != "$ref"}
+            return convert({**target, **extra})
+        if "anyOf" in node:
+            options = [o for o in node["anyOf"] if o.get("type") != "null"]
+            nullable = len(options) < len(node["anyOf"])
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            if len(options) == 1:
+                merged = convert({**options[0], **rest})
+                if nullable:
+                    merged["nullable"] = True
+                if merged.get("default", 0) is None:
+                    del merged["default"]
+                return merged
+            return convert({**rest, "x-kubernetes-int-or-string": True}) if nullable else convert(rest)
+        result: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in _DROP:
+                continue
+            if key == "const":
+                result["enum"] = [value]
+            elif key == "exclusiveMinimum" and not isinstance(value, bool):
+                result["minimum"] = value
+                result["exclusiveMinimum"] = True
+            elif key == "additionalProperties" and value is True:
+                result["x-kubernetes-preserve-unknown-fields"] = True
+            elif key == "properties":
+                result[key] = {name: convert(sub) for name, sub in value.items()}
+            else:
+                result[key] = convert(value)
+        if result.get("type") == "object" and "properties" not in result and "additionalProperties" not in result:
+            result["x-kubernetes-preserve-unknown-fields"] = True
+        if "default" in result and result["default"] is None:
+            del result["default"]
+        return result
+
+    converted: dict[str, Any] = convert({k: v for k, v in schema.items() if k != "$defs"})
+    return converted
+
+
+def scanjob_crd() -> dict[str, Any]:
+    spec = structural(scanjobs.ScanJobSpec.model_json_schema(by_alias=True, mode="validation"))
+    status = structural(statuses.ScanJobStatus.model_json_schema(by_alias=True, mode="validation"))
+    status.pop("required", None)
+    columns = [
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Shards", "type": "string", "jsonPath": ".status.summary", "description": "succeeded/total"},
+        {"name": "Open", "type": "integer", "jsonPath": ".status.openPorts"},
+        {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"scanjobs.{scanjobs.API_GROUP}",
+                     "labels": {"app.kubernetes.io/name": "portolan"}},
+        "spec": {
+            "group": scanjobs.API_GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": scanjobs.KIND, "listKind": "ScanJobList", "plural": "scanjobs",
+                      "singular": "scanjob", "shortNames": ["sj"], "categories": ["portolan"]},
+            "versions": [{
+                "name": scanjobs.API_VERSION, "served": True, "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": columns,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "A network scan, split into shards that run on the node pools it names.",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                        "metadata": {"type": "object"}, "spec": spec, "status": status,
+                    },
+                }},
+            }],
+        },
+    }
+
+
+def peering_crd() -> dict[str, Any]:
+    """kopf's cluster-wide peering resource, for several operator replicas (HA)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "clusterkopfpeerings.kopf.dev"},
+        "spec": {
+            "scope": "Cluster", "group": "kopf.dev",
+            "names": {"kind": "ClusterKopfPeering", "plural": "clusterkopfpeerings",
+                      "singular": "clusterkopfpeering"},
+            "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                "type": "object",
+                "properties": {"status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }}}],
+        },
+    }
+
+
+def render_all() -> dict[str, dict[str, Any]]:
+    """File name in ``crds/`` -> CRD."""
+    return {"scanjobs.portolan.dev.yaml": scanjob_crd(), "clusterkopfpeerings.kopf.dev.yaml": peering_crd()}

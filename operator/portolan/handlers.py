@@ -1,0 +1,94 @@
+"""kopf handlers: thin delegations to :mod:`portolan.reconcile`.
+
+Everything is built inside :func:`build_registry` from injected settings, API
+client and metrics (nothing happens at import).  Portolan errors become kopf
+errors only here: API failures are temporary (kopf retries with a delay); bad
+specs never raise — reconciliation turns them into ``Accepted=False`` and an
+Event, so a bad object cannot crash-loop the operator.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any
+
+import kopf
+import prometheus_client
+
+from portolan import kube, metrics, reconcile, settings
+from portolan.models import scanjobs, statuses
+
+PLURAL = "scanjobs"
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def build_registry(
+    config: settings.OperatorSettings, client: kube.Kube, gauges: metrics.Metrics
+) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    phases: dict[str, str] = {}
+    resource = (scanjobs.API_GROUP, scanjobs.API_VERSION, PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="portolan.dev")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="portolan.dev")
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = 60
+        if config.metrics_port:
+            prometheus_client.start_http_server(config.metrics_port, registry=gauges.registry)
+
+    def run_step(namespace: str | None, name: str, uid: str) -> None:
+        if namespace is None:
+            return  # ScanJobs are namespaced; nothing to do for a cluster-scoped event
+        try:
+            actions = reconcile.step(client, config, gauges, namespace, name, _now())
+        except kube.KubeError as exc:
+            gauges.reconcile_errors.labels(reason=exc.reason).inc()
+            if exc.status == 404:
+                return
+            raise kopf.TemporaryError(str(exc), delay=5) from exc
+        phase = actions.status.get("phase")
+        if phase:
+            phases[uid] = phase
+        counts = {p.value: 0 for p in statuses.Phase}
+        for value in phases.values():
+            counts[value] = counts.get(value, 0) + 1
+        for key, count in counts.items():
+            gauges.jobs.labels(phase=key).set(count)
+
+    @kopf.on.create(*resource, registry=registry)
+    @kopf.on.resume(*resource, registry=registry)
+    @kopf.on.update(*resource, registry=registry, field="spec")
+    def changed(namespace: str | None, name: str, uid: str, **_: Any) -> None:
+        run_step(namespace, name, uid)
+
+    @kopf.timer(*resource, registry=registry, interval=config.reconcile_interval_seconds, sharp=True)
+    def tick(namespace: str | None, name: str, uid: str, **_: Any) -> None:
+        run_step(namespace, name, uid)
+
+    @kopf.on.delete(*resource, registry=registry, optional=True)
+    def deleted(uid: str, **_: Any) -> None:
+        phases.pop(uid, None)
+
+    return registry
+
+
+def run(settings_path: str | None, namespaces: list[str], *, standalone: bool) -> int:
+    """The operator's entry point (``portolan operator``)."""
+    config = settings.load(settings_path)
+    client = kube.Kube(kube.client_from_environment())
+    gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
+    registry = build_registry(config, client, gauges)
+    kopf.run(
+        registry=registry,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=standalone or config.peering is None,
+        peering_name=config.peering or "portolan",
+    )
+    return 0

@@ -1,0 +1,163 @@
+"""The Kubernetes boundary: every API call Portolan makes goes through here.
+
+Calls use the official ``kubernetes`` client with an injected ``ApiClient``;
+``ApiException`` is mapped once, here, to :class:`KubeError` (with the HTTP
+status kept), so nothing above this module knows the client's error types.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+import kubernetes
+
+from portolan import builders, errors
+from portolan.models import scanjobs
+
+GROUP = scanjobs.API_GROUP
+VERSION = scanjobs.API_VERSION
+PLURAL = "scanjobs"
+
+
+class KubeError(errors.PortolanError):
+    reason = "KubernetesApiError"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _mapped(exc: kubernetes.client.ApiException, what: str) -> KubeError:
+    return KubeError(f"{what}: {exc.status} {exc.reason}", exc.status)
+
+
+def client_from_environment() -> kubernetes.client.ApiClient:
+    """In-cluster config, or KUBECONFIG / ~/.kube/config outside a cluster."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        try:
+            kubernetes.config.load_kube_config()
+        except kubernetes.config.ConfigException as exc:
+            raise KubeError(f"no Kubernetes configuration found: {exc}") from exc
+    return kubernetes.client.ApiClient()
+
+
+class Kube:
+    """Typed operations on ScanJobs, shard pods, ConfigMaps and Events."""
+
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self.api = api
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.custom = kubernetes.client.CustomObjectsApi(api)
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            job: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            return job
+        except kubernetes.client.ApiException as exc:
+            raise _mapped(exc, f"reading ScanJob {namespace}/{name}") from exc
+
+    def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """A JSON merge patch of the status subresource: only the keys given change."""
+        try:
+            self.custom.api_client.call_api(
+                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status", "PATCH",
+                body={"status": status}, header_params={"Content-Type": "application/merge-patch+json",
+                                                        "Accept": "application/json"},
+                auth_settings=["BearerToken"], response_type="object", _return_http_data_only=True,
+            )
+        except kubernetes.client.ApiException as exc:
+            raise _mapped(exc, f"patching ScanJob {namespace}/{name} status") from exc
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                                        propagation_policy="Background")
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 404:
+                raise _mapped(exc, f"deleting ScanJob {namespace}/{name}") from exc
+
+    def shard_pods(self, namespace: str, job: str | None = None) -> list[Any]:
+        selector = f"{builders.LABEL_COMPONENT}=shard"
+        if job is not None:
+            selector += f",{builders.LABEL_JOB}={job}"
+        try:
+            return list(self.core.list_namespaced_pod(namespace, label_selector=selector).items)
+        except kubernetes.client.ApiException as exc:
+            raise _mapped(exc, f"listing shard pods in {namespace}") from exc
+
+    def create_pod(self, manifest: dict[str, Any]) -> None:
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            self.core.create_namespaced_pod(namespace, manifest)
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 409:  # already created by an earlier, interrupted reconcile
+                raise _mapped(exc, f"creating pod {manifest['metadata']['name']}") from exc
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, namespace)
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 404:
+                raise _mapped(exc, f"deleting pod {name}") from exc
+
+    def write_configmap(self, namespace: str, name: str, owner: dict[str, Any],
+                        binary_data: dict[str, str]) -> None:
+        meta = owner["metadata"]
+        body = {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {builders.LABEL_JOB: meta["name"]},
+                         "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": scanjobs.KIND,
+                                              "name": meta["name"], "uid": meta["uid"]}]},
+            "binaryData": binary_data,
+        }
+        try:
+            try:
+                self.core.create_namespaced_config_map(namespace, body)
+            except kubernetes.client.ApiException as exc:
+                if exc.status != 409:
+                    raise
+                self.core.replace_namespaced_config_map(name, namespace, body)
+        except kubernetes.client.ApiException as exc:
+            raise _mapped(exc, f"writing ConfigMap {namespace}/{name}") from exc
+
+    def resolve_selectors(self, namespace: str, selectors: Sequence[scanjobs.TargetSelector]) -> list[str]:
+        """Addresses of the Services (cluster IPs), Pods (pod IPs) and Nodes (InternalIPs) selected."""
+        found: list[str] = []
+        for selector in selectors:
+            labels = ",".join(f"{k}={v}" for k, v in selector.match_labels.items())
+            where = selector.namespace or namespace
+            try:
+                if selector.kind == scanjobs.SelectorKind.SERVICE:
+                    for item in self.core.list_namespaced_service(where, label_selector=labels).items:
+                        found += [ip for ip in (item.spec.cluster_i_ps or [item.spec.cluster_ip]) if ip and ip != "None"]
+                elif selector.kind == scanjobs.SelectorKind.POD:
+                    for item in self.core.list_namespaced_pod(where, label_selector=labels).items:
+                        if item.status.pod_ip:
+                            found.append(item.status.pod_ip)
+                else:
+                    for item in self.core.list_node(label_selector=labels).items:
+                        found += [a.address for a in (item.status.addresses or []) if a.type == "InternalIP"]
+            except kubernetes.client.ApiException as exc:
+                raise _mapped(exc, f"resolving {selector.kind.value} selector") from exc
+        return found
+
+    def event(self, job: dict[str, Any], kind: str, reason: str, message: str, now: datetime.datetime) -> None:
+        meta = job["metadata"]
+        stamp = builders.timestamp(now)
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": scanjobs.KIND, "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta["uid"]},
+            "type": kind, "reason": reason, "message": message[:1024],
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            "source": {"component": "portolan-operator"}, "reportingComponent": "portolan-operator",
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+        except kubernetes.client.ApiException as exc:
+            raise _mapped(exc, "creating an Event") from exc

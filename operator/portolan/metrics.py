@@ -1,0 +1,48 @@
+"""Prometheus metrics of the operator: jobs, shards, probes, durations, status writes.
+
+All metrics live in a registry passed in by the caller (no global registry), with
+bounded label sets: phases, states and result kinds only — never job names or
+addresses.
+"""
+
+from __future__ import annotations
+
+import prometheus_client
+
+from portolan.models import statuses
+
+
+class Metrics:
+    def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
+        self.registry = registry
+        self.jobs = prometheus_client.Gauge(
+            "portolan_scanjobs", "ScanJobs by phase", ["phase"], registry=registry)
+        self.shards_running = prometheus_client.Gauge(
+            "portolan_shards_running", "Shard pods pending or running", registry=registry)
+        self.shards_started = prometheus_client.Counter(
+            "portolan_shards_started", "Shard pods created (first attempts and retries)", registry=registry)
+        self.shard_retries = prometheus_client.Counter(
+            "portolan_shard_retries", "Shard attempts that failed and will be retried", registry=registry)
+        self.shard_failures = prometheus_client.Counter(
+            "portolan_shard_failures", "Shards that failed for good (retries exhausted)", registry=registry)
+        self.probes = prometheus_client.Counter(
+            "portolan_probes", "Probes of finished jobs by resulting port state", ["state"], registry=registry)
+        self.open_ports = prometheus_client.Counter(
+            "portolan_open_ports_found", "Open ports reported by finished jobs", registry=registry)
+        self.job_duration = prometheus_client.Histogram(
+            "portolan_scanjob_duration_seconds", "Wall time from acceptance to completion", ["result"],
+            buckets=(1, 5, 15, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600), registry=registry)
+        self.status_write_failures = prometheus_client.Counter(
+            "portolan_status_write_failures", "Failed writes of ScanJob status", registry=registry)
+        self.reconcile_errors = prometheus_client.Counter(
+            "portolan_reconcile_errors", "Reconciliations that raised", ["reason"], registry=registry)
+        for phase in statuses.Phase:
+            self.jobs.labels(phase=phase.value)
+
+    def finished(self, status: statuses.ScanJobStatus, seconds: float) -> None:
+        result = "complete" if status.phase == statuses.Phase.COMPLETE else "failed"
+        self.job_duration.labels(result=result).observe(seconds)
+        for result_ in status.results:
+            for state, count in result_.states.items():
+                self.probes.labels(state=state).inc(count)
+        self.open_ports.inc(status.open_ports)

@@ -1,0 +1,155 @@
+"""Running one shard inside its pod: read the plan, scan, write this shard's status entry.
+
+A shard pod learns which job, shard and attempt it is from its environment
+(set by :func:`portolan.builders.shard_pod`), reads its slice of the plan from
+the ScanJob's status, runs the engine, heartbeats progress, and finally writes
+its counts and open ports into ``status.shards.<id>`` with a JSON merge patch
+that touches nothing else.  The write replaces the entry's results, so a
+retried shard never duplicates them.  A stale attempt (the operator already
+started a newer one) writes nothing.  On SIGTERM the partial counts are written
+with ``lastError`` before exiting, so nothing gathered is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from portolan import builders, errors, kube
+from portolan.engine import payloads, scanning, services
+from portolan.engine import ports as ports_
+from portolan.engine import targets as targets_
+from portolan.models import results, scanjobs, statuses
+
+EXIT_OK = 0
+EXIT_SPEC = 2
+EXIT_SCAN = 3
+EXIT_STATUS = 4
+EXIT_SUPERSEDED = 0  # a newer attempt owns the shard: nothing to do, and not a failure
+EXIT_TERMINATED = 143
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardEnv:
+    namespace: str
+    job: str
+    shard: str
+    attempt: int
+    open_cap: int
+    heartbeat_seconds: float
+    pod: str | None
+    node: str | None
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str]) -> ShardEnv:
+        try:
+            return cls(
+                namespace=env["PORTOLAN_JOB_NAMESPACE"], job=env["PORTOLAN_JOB_NAME"],
+                shard=env["PORTOLAN_SHARD_ID"], attempt=int(env["PORTOLAN_ATTEMPT"]),
+                open_cap=int(env.get("PORTOLAN_OPEN_CAP", "200")),
+                heartbeat_seconds=float(env.get("PORTOLAN_HEARTBEAT_SECONDS", "2")),
+                pod=env.get("PORTOLAN_POD_NAME"), node=env.get("PORTOLAN_NODE_NAME"),
+            )
+        except (KeyError, ValueError) as exc:
+            raise errors.SpecError(f"shard environment incomplete or malformed: {exc}") from exc
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class ShardRunner:
+    def __init__(self, client: kube.Kube, env: ShardEnv, *, stop: threading.Event,
+                 now: Callable[[], datetime.datetime] = _now) -> None:
+        self.kube = client
+        self.env = env
+        self.stop = stop
+        self.now = now
+        self.last_beat = 0.0
+
+    def _patch(self, fields: dict[str, Any], *, tries: int = 5) -> None:
+        for attempt in range(tries):
+            try:
+                self.kube.patch_job_status(self.env.namespace, self.env.job, {"shards": {self.env.shard: fields}})
+                return
+            except kube.KubeError:
+                if attempt == tries - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    def _still_mine(self) -> bool:
+        job = self.kube.get_job(self.env.namespace, self.env.job)
+        status = statuses.ScanJobStatus.model_validate(job.get("status") or {})
+        entry = status.shards.get(self.env.shard)
+        return entry is None or entry.attempt <= self.env.attempt
+
+    def _base(self) -> dict[str, Any]:
+        return {"attempt": self.env.attempt, "pod": self.env.pod, "node": self.env.node,
+                "heartbeat": builders.timestamp(self.now())}
+
+    def progress(self, tick: results.Progress) -> None:
+        moment = time.monotonic()
+        if moment - self.last_beat < self.env.heartbeat_seconds:
+            return
+        self.last_beat = moment
+        with contextlib.suppress(kube.KubeError):  # a missed heartbeat is harmless; the final write retries
+            self._patch({**self._base(), "phase": "Running", "done": tick.done, "total": tick.total}, tries=1)
+
+    def plan(self, job: dict[str, Any]) -> scanning.Plan:
+        spec = scanjobs.ScanJobSpec.model_validate(job["spec"])
+        status = statuses.ScanJobStatus.model_validate(job.get("status") or {})
+        shard = next((s for s in status.plan if s.id == self.env.shard), None)
+        if shard is None:
+            raise errors.SpecError(f"shard {self.env.shard} is not in the job's plan")
+        return scanning.Plan(
+            targets=targets_.parse_targets(shard.targets, spec.targets.exclude),
+            tcp_ports=ports_.parse_ports(shard.ports) if shard.ports else [],
+            udp_ports=ports_.parse_ports(shard.udp_ports) if shard.udp_ports else [],
+            timing=spec.timing, service_detection=spec.service_detection, verify_open=spec.verify_open,
+        )
+
+    def run(self) -> int:
+        job = self.kube.get_job(self.env.namespace, self.env.job)
+        if not self._still_mine():
+            return EXIT_SUPERSEDED
+        try:
+            plan = self.plan(job)
+        except errors.SpecError as exc:
+            self._patch({**self._base(), "lastError": f"{exc.reason}: {exc}", "finishedAttempt": self.env.attempt})
+            return EXIT_SPEC
+        self._patch({**self._base(), "phase": "Running", "done": 0, "total": plan.probe_count})
+        try:
+            report = scanning.run(
+                plan, on_progress=self.progress, identify=services.identify_services,
+                payloads=payloads.payload_bytes, identify_reply=payloads.identify_reply,
+                stop=self.stop, args=f"shard {self.env.shard} attempt {self.env.attempt}",
+            )
+        except errors.ScanError as exc:
+            self._patch({**self._base(), "lastError": f"{exc.reason}: {exc}", "finishedAttempt": self.env.attempt})
+            return EXIT_SCAN
+        found = [
+            {"host": port.host, "port": port.port, "protocol": port.protocol.value,
+             **({"service": port.service.name} if port.service else {})}
+            for host in report.hosts for port in host.ports if port.state == results.PortState.OPEN
+        ]
+        fields: dict[str, Any] = {
+            **self._base(), "done": report.summary.probes, "total": plan.probe_count,
+            "states": report.summary.states, "open": found[: self.env.open_cap],
+            "openTruncated": max(0, len(found) - self.env.open_cap),
+            "finishedAttempt": self.env.attempt,
+        }
+        if not report.complete:
+            fields["lastError"] = "Terminated: the shard was stopped; partial results kept"
+            self._patch(fields)
+            return EXIT_TERMINATED
+        if not self._still_mine():
+            return EXIT_SUPERSEDED
+        fields["phase"] = "Succeeded"
+        fields["lastError"] = None
+        self._patch(fields)
+        return EXIT_OK

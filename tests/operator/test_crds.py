@@ -1,0 +1,48 @@
+"""The committed CRDs are exactly what the models generate, and they are structural."""
+
+from __future__ import annotations
+
+import pathlib
+
+import yaml
+
+from portolan import definitions
+
+CRDS = pathlib.Path(__file__).resolve().parents[2] / "crds"
+
+
+def test_committed_crds_match_the_models() -> None:
+    for filename, crd in definitions.render_all().items():
+        committed = yaml.safe_load((CRDS / filename).read_text())
+        assert committed == crd, f"crds/{filename} is stale: run `portolan crd --out crds`"
+
+
+def _walk(node: object, path: str = "") -> list[str]:
+    problems = []
+    if isinstance(node, dict):
+        for key in ("$ref", "anyOf", "oneOf", "allOf", "title", "$defs", "const"):
+            if key in node:
+                problems.append(f"{path}/{key}")
+        if path != "/properties/metadata" and node.get("type") == "object" and not any(
+            k in node for k in ("properties", "additionalProperties", "x-kubernetes-preserve-unknown-fields")
+        ):
+            problems.append(f"{path}: object without fields")
+        for key, value in node.items():
+            problems += _walk(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            problems += _walk(value, f"{path}[{index}]")
+    return problems
+
+
+def test_the_scanjob_schema_is_structural() -> None:
+    schema = definitions.scanjob_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert _walk(schema) == []
+
+
+def test_the_timing_cel_rule_and_printer_columns_are_present() -> None:
+    version = definitions.scanjob_crd()["spec"]["versions"][0]
+    timing = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["timing"]
+    assert "minRttTimeoutMs <= self.maxRttTimeoutMs" in timing["x-kubernetes-validations"][0]["rule"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Shards", "Open", "Progress", "Age"]
+    assert version["subresources"] == {"status": {}}
