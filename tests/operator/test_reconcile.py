@@ -1,0 +1,193 @@
+"""Reconciliation on fake time: from observed job and pods to actions, scenario by scenario."""
+
+from __future__ import annotations
+
+import copy
+import datetime
+from typing import Any
+
+from portolan import reconcile, settings
+
+T0 = datetime.datetime(2026, 11, 22, 12, 0, 0, tzinfo=datetime.UTC)
+CONFIG = settings.OperatorSettings()
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+    return target
+
+
+class Job:
+    """A ScanJob body that actions are applied to, as the API server would."""
+
+    def __init__(self, **spec: Any) -> None:
+        base = {"targets": {"addresses": ["198.18.0.0/30"]}, "ports": "22,80", "sharding": {"shards": 2},
+                "retries": 1, "backoffSeconds": 10}
+        self.body: dict[str, Any] = {
+            "apiVersion": "portolan.dev/v1alpha1", "kind": "ScanJob",
+            "metadata": {"name": "audit", "namespace": "team", "uid": "u-1", "generation": 1},
+            "spec": {**base, **spec}, "status": {},
+        }
+        self.pods: dict[str, reconcile.PodView] = {}
+
+    def step(self, now: datetime.datetime, active_elsewhere: int = 0) -> reconcile.Actions:
+        observed = reconcile.Observed(self.body, list(self.pods.values()),
+                                      active_elsewhere + sum(p.active for p in self.pods.values()), now)
+        actions = reconcile.reconcile(observed, CONFIG)
+        _merge(self.body.setdefault("status", {}), actions.status)
+        for manifest in actions.create:
+            labels = manifest["metadata"]["labels"]
+            self.pods[manifest["metadata"]["name"]] = reconcile.PodView(
+                manifest["metadata"]["name"], labels["portolan.dev/shard"], int(labels["portolan.dev/attempt"]), "Pending")
+        for name in actions.delete:
+            self.pods.pop(name, None)
+        return actions
+
+    def shard_reports(self, shard: str, **fields: Any) -> None:
+        _merge(self.body["status"], {"shards": {shard: fields}})
+
+    def pod(self, shard: str) -> reconcile.PodView:
+        return max((p for p in self.pods.values() if p.shard == shard), key=lambda p: p.attempt)
+
+    def set_pod(self, shard: str, phase: str, exit_code: int | None = None) -> None:
+        pod = self.pod(shard)
+        self.pods[pod.name] = reconcile.PodView(pod.name, shard, pod.attempt, phase, exit_code, node="edge-1")
+
+    def succeed(self, shard: str, states: dict[str, int], open_: list[dict[str, Any]]) -> None:
+        attempt = self.body["status"]["shards"][shard]["attempt"]
+        self.shard_reports(shard, phase="Succeeded", finishedAttempt=attempt, states=states, open=open_,
+                           done=sum(states.values()))
+        self.set_pod(shard, "Succeeded", 0)
+
+    def condition(self, kind: str) -> dict[str, Any]:
+        return next(c for c in self.body["status"]["conditions"] if c["type"] == kind)
+
+
+def test_a_new_job_is_planned_accepted_and_gets_one_pod_per_shard() -> None:
+    job = Job()
+    actions = job.step(T0)
+    assert [m["metadata"]["name"] for m in actions.create] == ["audit-default-0-1", "audit-default-1-1"]
+    assert job.body["status"]["phase"] == "Running"
+    assert job.condition("Accepted")["status"] == "True"
+    assert job.condition("Accepted")["observedGeneration"] == 1
+    assert ("Normal", "Accepted", "planned 2 shards, 8 probes") in actions.events
+
+
+def test_a_bad_spec_is_rejected_once_with_a_message_and_no_pods() -> None:
+    job = Job(ports="70000")
+    first = job.step(T0)
+    assert not first.create
+    assert job.body["status"]["phase"] == "Rejected"
+    accepted = job.condition("Accepted")
+    assert (accepted["status"], accepted["reason"]) == ("False", "InvalidPorts")
+    assert "port 70000 is out of range" in accepted["message"]
+    assert [e[:2] for e in first.events] == [("Warning", "InvalidPorts")]
+    assert job.step(T0 + datetime.timedelta(seconds=5)).events == []
+
+
+def test_a_failed_shard_is_retried_after_its_backoff_then_completes() -> None:
+    job = Job()
+    job.step(T0)
+    job.set_pod("default-0", "Failed", 137)
+    actions = job.step(T0 + datetime.timedelta(seconds=1))
+    shard = job.body["status"]["shards"]["default-0"]
+    assert shard["phase"] == "Retrying" and "exit code 137" in shard["lastError"]
+    assert shard["retryAfter"] == "2026-11-22T12:00:11Z"
+    assert any(e[1] == "ShardRetrying" for e in actions.events)
+    assert not job.step(T0 + datetime.timedelta(seconds=5)).create
+    retry = job.step(T0 + datetime.timedelta(seconds=12))
+    assert [m["metadata"]["name"] for m in retry.create] == ["audit-default-0-2"]
+    job.succeed("default-0", {"closed": 3, "open": 1}, [{"host": "198.18.0.1", "port": 22, "protocol": "tcp"}])
+    job.succeed("default-1", {"closed": 4}, [])
+    done = job.step(T0 + datetime.timedelta(seconds=20))
+    assert job.body["status"]["phase"] == "Complete"
+    assert job.condition("Complete")["status"] == "True"
+    assert job.body["status"]["results"] == [{"pool": "default", "states": {"closed": 7, "open": 1},
+                                              "open": [{"host": "198.18.0.1", "port": 22, "protocol": "tcp"}],
+                                              "openTruncated": 0}]
+    assert any(e[1] == "Completed" for e in done.events)
+
+
+def test_exhausted_retries_fail_the_job_and_keep_partial_results() -> None:
+    job = Job(retries=0)
+    job.step(T0)
+    job.succeed("default-1", {"closed": 3, "open": 1}, [{"host": "198.18.0.3", "port": 80, "protocol": "tcp"}])
+    job.shard_reports("default-0", done=2, states={"closed": 2})
+    job.set_pod("default-0", "Failed", 1)
+    job.step(T0 + datetime.timedelta(seconds=1))
+    status = job.body["status"]
+    assert status["phase"] == "Failed"
+    assert (job.condition("Failed")["status"], job.condition("Failed")["reason"]) == ("True", "ShardsFailed")
+    assert status["shards"]["default-0"]["phase"] == "Failed"
+    assert status["results"][0]["states"] == {"closed": 5, "open": 1}
+
+
+def test_a_pod_that_disappears_counts_as_a_failed_attempt() -> None:
+    job = Job()
+    job.step(T0)
+    job.pods.pop(job.pod("default-0").name)
+    job.step(T0 + datetime.timedelta(seconds=1))
+    assert "PodMissing" in job.body["status"]["shards"]["default-0"]["lastError"]
+
+
+def test_a_pod_created_before_a_lost_status_write_is_adopted_not_duplicated() -> None:
+    job = Job()
+    job.step(T0)
+    job.body["status"]["shards"]["default-0"]["attempt"] = 0  # the write after creating the pod was lost
+    actions = job.step(T0 + datetime.timedelta(seconds=1))
+    assert not actions.create
+    assert job.body["status"]["shards"]["default-0"]["attempt"] == 1
+
+
+def test_the_namespace_concurrency_limit_holds_shards_back() -> None:
+    job = Job(sharding={"shards": 3})
+    actions = job.step(T0, active_elsewhere=CONFIG.max_concurrent_shards_per_namespace - 1)
+    assert len(actions.create) == 1
+    assert job.condition("Progressing")["reason"] == "ConcurrencyLimited"
+
+
+def test_the_active_deadline_fails_the_job_and_stops_its_pods() -> None:
+    job = Job(activeDeadlineSeconds=60)
+    job.step(T0)
+    actions = job.step(T0 + datetime.timedelta(seconds=61))
+    assert sorted(actions.delete) == ["audit-default-0-1", "audit-default-1-1"]
+    assert job.condition("Failed")["reason"] == "DeadlineExceeded"
+
+
+def test_a_finished_job_is_deleted_after_its_ttl() -> None:
+    job = Job(ttlSecondsAfterFinished=30)
+    job.step(T0)
+    job.succeed("default-0", {"closed": 4}, [])
+    job.succeed("default-1", {"closed": 4}, [])
+    job.step(T0 + datetime.timedelta(seconds=1))
+    assert not job.step(T0 + datetime.timedelta(seconds=20)).delete_job
+    assert job.step(T0 + datetime.timedelta(seconds=31)).delete_job
+
+
+def test_suspension_stops_pods_without_spending_a_retry() -> None:
+    job = Job()
+    job.step(T0)
+    job.body["spec"]["suspend"] = True
+    actions = job.step(T0 + datetime.timedelta(seconds=1))
+    assert len(actions.delete) == 2 and job.body["status"]["phase"] == "Suspended"
+    job.body["spec"]["suspend"] = False
+    resumed = job.step(T0 + datetime.timedelta(seconds=2))
+    assert [m["metadata"]["name"] for m in resumed.create] == ["audit-default-0-1", "audit-default-1-1"]
+
+
+def test_edge_pool_pods_carry_the_pools_placement_and_a_restricted_security_context() -> None:
+    job = Job(pools=[{"name": "edge", "nodeSelector": {"portolan.dev/pool": "edge"},
+                      "tolerations": [{"key": "portolan.dev/edge", "operator": "Exists", "effect": "NoSchedule"}]}])
+    pod = job.step(T0).create[0]
+    assert pod["spec"]["nodeSelector"] == {"portolan.dev/pool": "edge"}
+    assert pod["spec"]["tolerations"] == [{"key": "portolan.dev/edge", "operator": "Exists", "effect": "NoSchedule"}]
+    container = pod["spec"]["containers"][0]["securityContext"]
+    assert container == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                         "capabilities": {"drop": ["ALL"]}}
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == "u-1"
