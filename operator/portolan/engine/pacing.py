@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from portolan.models import scanjobs
+
 Clock = Callable[[], float]
 _ONE = 1.0 - 1e-9  # a whole token, tolerant of float rounding in clock arithmetic
 
@@ -49,6 +51,15 @@ class RttEstimator:
     def timeout(self) -> float:
         """The current probe timeout in seconds (kept up to date by :meth:`observe`)."""
         return self.current
+
+
+def estimator(timing: scanjobs.Timing) -> RttEstimator:
+    """An RTT estimator bounded by a spec's timing (milliseconds there, seconds here)."""
+    return RttEstimator(
+        initial=timing.initial_rtt_timeout_ms / 1000,
+        minimum=timing.min_rtt_timeout_ms / 1000,
+        maximum=timing.max_rtt_timeout_ms / 1000,
+    )
 
 
 class TokenBucket:

@@ -94,11 +94,7 @@ class _Host:
         self.sockaddr: tuple[str, int] | tuple[str, int, int, int] = (
             (target.address, 0, 0, 0) if self.family == socket.AF_INET6 else (target.address, 0)
         )
-        self.rtt = pacing.RttEstimator(
-            initial=timing.initial_rtt_timeout_ms / 1000,
-            minimum=timing.min_rtt_timeout_ms / 1000,
-            maximum=timing.max_rtt_timeout_ms / 1000,
-        )
+        self.rtt = pacing.estimator(timing)
         self.bucket = (
             pacing.TokenBucket(timing.max_host_rate, clock, start_empty=paced_start)
             if timing.max_host_rate is not None

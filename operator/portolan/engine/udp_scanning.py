@@ -99,14 +99,7 @@ class UdpScanner:
         self.icmp_interval = icmp_interval
         self.rate_limit_budget = rate_limit_budget
         self.concurrency = max(1, min(timing.concurrency, tcp_scanning.raise_fd_limit()))
-        self.rtt = [
-            pacing.RttEstimator(
-                initial=timing.initial_rtt_timeout_ms / 1000,
-                minimum=timing.min_rtt_timeout_ms / 1000,
-                maximum=timing.max_rtt_timeout_ms / 1000,
-            )
-            for _ in self.targets
-        ]
+        self.rtt = [pacing.estimator(timing) for _ in self.targets]
         self.bucket = (
             pacing.TokenBucket(timing.max_rate, clock) if timing.max_rate is not None else None
         )
