@@ -4,4 +4,4 @@
 real Kubernetes control plane; both are pytest plugins registered here.
 """
 
-pytest_plugins = ["harness.labs"]
+pytest_plugins = ["harness.labs", "harness.clusters"]

@@ -1,0 +1,453 @@
+"""A kubelet stand-in for tests: Nodes with their own network namespaces that run pods as processes.
+
+For each node it registers a ``Node`` (labels, taints, capacity, an InternalIP in
+198.18.64.0/24), keeps its Lease and Ready condition fresh, and runs every pod the
+scheduler binds to it as a local process: the first container's command and args,
+env with downward-API ``fieldRef`` values, and — unless the pod opts out — a token
+for the pod's service account (TokenRequest, bound to the pod) with the cluster's CA
+and a kubeconfig whose path is in ``KUBECONFIG``.  The process runs inside the
+node's network namespace (``ip netns exec``), so each node has its own vantage; the
+API server is reached through a relay that listens on 127.0.0.1 inside each node
+namespace and forwards to the API server's loopback port in the root namespace.
+
+It reports Running, then Succeeded/Failed with the exit code, honours deletion
+(SIGTERM, the grace period, SIGKILL, then the final delete with grace 0), and can
+be told to kill a pod's process or to drop a node, for fault tests.
+
+Limits: one container per pod (init containers and sidecars are ignored), no
+restarts (any restartPolicy behaves like Never), no volumes beyond the token, images
+ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import threading
+import time
+from typing import Any
+
+import kubernetes
+
+from harness import netns, pki
+
+LEASE_SECONDS = 40
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    pool: str
+    address: str
+    taints: tuple[tuple[str, str, str], ...] = ()  # (key, value, effect)
+
+
+DEFAULT_NODES = (
+    NodeSpec("edge-1", "edge", "198.18.64.11", (("portolan.dev/edge", "true", "NoSchedule"),)),
+    NodeSpec("edge-2", "edge", "198.18.64.12", (("portolan.dev/edge", "true", "NoSchedule"),)),
+    NodeSpec("cloud-1", "cloud", "198.18.64.21"),
+    NodeSpec("cloud-2", "cloud", "198.18.64.22"),
+)
+
+
+@dataclasses.dataclass
+class RunningPod:
+    namespace: str
+    name: str
+    uid: str
+    node: str
+    process: subprocess.Popen[bytes] | None
+    folder: pathlib.Path
+    reported: str = ""
+    deleting: bool = False
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class _Link:
+    """Two relayed sockets; closed together when both directions are done."""
+
+    def __init__(self, inner: socket.socket, outer: socket.socket) -> None:
+        self.sockets = (inner, outer)
+        self.open_directions = 2
+        self.lock = threading.Lock()
+
+    def pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+            with self.lock:
+                self.open_directions -= 1
+                last = self.open_directions == 0
+            if last:
+                for sock in self.sockets:
+                    sock.close()
+
+
+class NodeAgent:
+    """Runs the nodes; start() builds namespaces and registers Nodes, stop() undoes it."""
+
+    def __init__(self, server_port: int, ca: pathlib.Path, admin_kubeconfig: pathlib.Path,
+                 folder: pathlib.Path, nodes: tuple[NodeSpec, ...] = DEFAULT_NODES,
+                 prefix: str = "pk8s") -> None:
+        self.port = server_port
+        self.ca = ca
+        self.folder = folder
+        self.nodes = {node.name: node for node in nodes}
+        self.prefix = f"{prefix}{os.getpid() % 100000}"
+        self.api = kubernetes.config.new_client_from_config(config_file=str(admin_kubeconfig))
+        self.core = kubernetes.client.CoreV1Api(self.api)
+        self.coordination = kubernetes.client.CoordinationV1Api(self.api)
+        self.pods: dict[str, RunningPod] = {}
+        self.dropped: set[str] = set()
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+        self.relays: list[socket.socket] = []
+        self.switch = f"{self.prefix}-sw"
+
+    def ns(self, node: str) -> str:
+        return f"{self.prefix}-{node}"
+
+    # -- start and stop ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        netns.add(self.switch)
+        netns.run(self.switch, ["ip", "link", "add", "br0", "type", "bridge"])
+        netns.run(self.switch, ["ip", "link", "set", "br0", "up"])
+        for index, node in enumerate(self.nodes.values()):
+            netns.add(self.ns(node.name))
+            netns.veth_to_bridge(self.switch, "br0", self.ns(node.name),
+                                 f"{self.prefix[-5:]}n{index}", f"{node.address}/24")
+            self._relay(node.name)
+            self._register(node)
+        for target in (self._heartbeat, self._watch_pods, self._reap):
+            thread = threading.Thread(target=target, daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self.lock:
+            pods = list(self.pods.values())
+        for pod in pods:
+            self._terminate(pod, grace=1.0)
+        for relay in self.relays:
+            relay.close()
+        for node in self.nodes:
+            netns.delete(self.ns(node))
+        netns.delete(self.switch)
+
+    # -- API relay --------------------------------------------------------------------------
+
+    def _relay(self, node: str) -> None:
+        with netns.entered(self.ns(node)):
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(64)
+        self.relays.append(listener)
+        thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        thread.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while not self.stopping.is_set():
+            try:
+                inner, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                outer = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                outer.settimeout(None)
+            except OSError:
+                inner.close()
+                continue
+            link = _Link(inner, outer)
+            for a, b in ((inner, outer), (outer, inner)):
+                threading.Thread(target=link.pump, args=(a, b), daemon=True).start()
+
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    def _register(self, node: NodeSpec) -> None:
+        body = {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": node.name, "labels": {
+                "kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64", "portolan.dev/pool": node.pool}},
+            "spec": {"taints": [{"key": k, "value": v, "effect": e} for k, v, e in node.taints]},
+        }
+        with contextlib.suppress(kubernetes.client.ApiException):
+            self.core.delete_node(node.name)
+        self.core.create_node(body)
+        self._node_status(node)
+
+    def _node_status(self, node: NodeSpec) -> None:
+        now = _now().isoformat()
+        status = {
+            "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+            "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+            "addresses": [{"type": "InternalIP", "address": node.address},
+                          {"type": "Hostname", "address": node.name}],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "test node agent is posting ready status",
+                            "lastHeartbeatTime": now, "lastTransitionTime": now}],
+            "nodeInfo": {"kubeletVersion": "v1.37.2-portolan-agent", "kubeProxyVersion": "",
+                         "operatingSystem": "linux", "architecture": "amd64",
+                         "containerRuntimeVersion": "process://portolan", "kernelVersion": "",
+                         "osImage": "portolan test node", "machineID": "", "systemUUID": "",
+                         "bootID": ""},
+        }
+        self.core.patch_node_status(node.name, {"status": status})
+
+    def _lease(self, node: str) -> None:
+        now = _now()
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": node, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS,
+                         "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}
+        try:
+            self.coordination.replace_namespaced_lease(node, "kube-node-lease", self._with_version(node, body))
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.coordination.create_namespaced_lease("kube-node-lease", body)
+
+    def _with_version(self, node: str, body: dict[str, Any]) -> dict[str, Any]:
+        current = self.coordination.read_namespaced_lease(node, "kube-node-lease")
+        body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        return body
+
+    def _heartbeat(self) -> None:
+        beat = 0
+        while not self.stopping.wait(0 if beat == 0 else 5):
+            for node in self.nodes.values():
+                if node.name in self.dropped:
+                    continue
+                with contextlib.suppress(Exception):
+                    self._lease(node.name)
+                    if beat % 2 == 0:
+                        self._node_status(node)
+            beat += 1
+
+    def drop_node(self, name: str, *, delete: bool = True) -> None:
+        """Simulate a node's death: its pods' processes die, heartbeats stop, the Node goes away."""
+        self.dropped.add(name)
+        with self.lock:
+            pods = [pod for pod in self.pods.values() if pod.node == name]
+        for pod in pods:
+            if pod.process is not None and pod.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pod.process.pid, signal.SIGKILL)
+            pod.reported = "dropped"
+        if delete:
+            with contextlib.suppress(kubernetes.client.ApiException):
+                self.core.delete_node(name)
+
+    # -- pods -------------------------------------------------------------------------------
+
+    def _watch_pods(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                stream = kubernetes.watch.Watch()
+                for event in stream.stream(self.core.list_pod_for_all_namespaces, timeout_seconds=30):
+                    if self.stopping.is_set():
+                        return
+                    self._on_pod(event["type"], event["object"])
+            except Exception:
+                if self.stopping.wait(0.5):
+                    return
+
+    def _on_pod(self, kind: str, pod: Any) -> None:
+        node = pod.spec.node_name
+        if node not in self.nodes or node in self.dropped:
+            return
+        key = pod.metadata.uid
+        with self.lock:
+            running = self.pods.get(key)
+        if kind == "DELETED":
+            if running is not None:
+                self._terminate(running, grace=0.0)
+                with self.lock:
+                    self.pods.pop(key, None)
+            return
+        if pod.metadata.deletion_timestamp is not None:
+            if running is not None and not running.deleting:
+                running.deleting = True
+                grace = pod.metadata.deletion_grace_period_seconds or 0
+                threading.Thread(target=self._delete, args=(running, float(grace)), daemon=True).start()
+            elif running is None:
+                self._final_delete(pod.metadata.namespace, pod.metadata.name, key)
+            return
+        if running is None and pod.status.phase in (None, "Pending"):
+            self._run(pod)
+
+    def _env(self, pod: Any, container: Any) -> dict[str, str]:
+        node = self.nodes[pod.spec.node_name]
+        fields = {
+            "metadata.name": pod.metadata.name, "metadata.namespace": pod.metadata.namespace,
+            "metadata.uid": pod.metadata.uid, "spec.nodeName": pod.spec.node_name,
+            "spec.serviceAccountName": pod.spec.service_account_name or "default",
+            "status.podIP": node.address, "status.hostIP": node.address,
+        }
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/root", "LANG": "C.UTF-8",
+               "HOSTNAME": pod.metadata.name}
+        for item in container.env or []:
+            if item.value is not None:
+                env[item.name] = item.value
+            elif item.value_from is not None and item.value_from.field_ref is not None:
+                path = item.value_from.field_ref.field_path
+                if path.startswith("metadata.labels['"):
+                    env[item.name] = (pod.metadata.labels or {}).get(path[17:-2], "")
+                else:
+                    env[item.name] = fields.get(path, "")
+        return env
+
+    def _credentials(self, pod: Any, folder: pathlib.Path) -> dict[str, str]:
+        if pod.spec.automount_service_account_token is False:
+            return {}
+        account = pod.spec.service_account_name or "default"
+        request = {"spec": {"audiences": [], "expirationSeconds": 3600,
+                            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1",
+                                               "name": pod.metadata.name, "uid": pod.metadata.uid}}}
+        token = self.core.create_namespaced_service_account_token(
+            account, pod.metadata.namespace, request).status.token
+        token_file = folder / "token"
+        token_file.write_text(token)
+        (folder / "ca.crt").write_bytes(self.ca.read_bytes())
+        (folder / "namespace").write_text(pod.metadata.namespace)
+        config = pki.kubeconfig(folder / "kubeconfig", f"https://127.0.0.1:{self.port}",
+                                folder / "ca.crt", token_file=token_file, user=account)
+        return {"KUBECONFIG": str(config), "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+                "KUBERNETES_SERVICE_PORT": str(self.port),
+                "PORTOLAN_SERVICEACCOUNT_DIR": str(folder)}
+
+    def _run(self, pod: Any) -> None:
+        folder = self.folder / "pods" / f"{pod.metadata.namespace}_{pod.metadata.name}_{pod.metadata.uid[:8]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        running = RunningPod(pod.metadata.namespace, pod.metadata.name, pod.metadata.uid,
+                             pod.spec.node_name, None, folder)
+        with self.lock:
+            self.pods[pod.metadata.uid] = running
+        container = pod.spec.containers[0]
+        argv = [*(container.command or []), *(container.args or [])]
+        if not container.command:
+            self._status(running, "Failed", exit_code=127, reason="NoCommand",
+                         message="the test node agent runs commands, not images")
+            return
+        try:
+            env = self._env(pod, container) | self._credentials(pod, folder)
+        except kubernetes.client.ApiException as exc:
+            self._status(running, "Failed", exit_code=1, reason="CredentialsFailed", message=str(exc.reason))
+            return
+        log = open(folder / "log", "wb")  # noqa: SIM115 - handed to the child
+        running.process = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns(pod.spec.node_name), *argv], env=env, cwd=folder,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        self._status(running, "Running")
+
+    def _status(self, pod: RunningPod, phase: str, *, exit_code: int | None = None,
+                reason: str | None = None, message: str | None = None) -> None:
+        if pod.reported == phase:
+            return
+        pod.reported = phase
+        node = self.nodes[pod.node]
+        now = _now().isoformat()
+        if phase == "Running":
+            state: dict[str, Any] = {"running": {"startedAt": now}}
+        else:
+            state = {"terminated": {"exitCode": exit_code if exit_code is not None else 0,
+                                    "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+                                    "finishedAt": now, "startedAt": now}}
+            if message:
+                state["terminated"]["message"] = message
+        ready = "True" if phase == "Running" else "False"
+        status = {
+            "phase": phase, "hostIP": node.address, "podIP": node.address,
+            "podIPs": [{"ip": node.address}], "startTime": now,
+            "conditions": [{"type": "Ready", "status": ready, "lastTransitionTime": now},
+                           {"type": "ContainersReady", "status": ready, "lastTransitionTime": now},
+                           {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                           {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}],
+            "containerStatuses": [{"name": "main", "ready": phase == "Running", "restartCount": 0,
+                                   "image": "portolan", "imageID": "", "state": state,
+                                   "started": phase == "Running"}],
+        }
+        with contextlib.suppress(kubernetes.client.ApiException):
+            self.core.patch_namespaced_pod_status(pod.name, pod.namespace, {"status": status})
+
+    def _reap(self) -> None:
+        while not self.stopping.wait(0.1):
+            with self.lock:
+                pods = list(self.pods.values())
+            for pod in pods:
+                process = pod.process
+                if process is None or pod.deleting or pod.reported in ("Succeeded", "Failed", "dropped"):
+                    continue
+                code = process.poll()
+                if code is None:
+                    continue
+                if code == 0:
+                    self._status(pod, "Succeeded", exit_code=0)
+                else:
+                    code = 128 - code if code < 0 else code
+                    self._status(pod, "Failed", exit_code=code)
+
+    def _terminate(self, pod: RunningPod, grace: float) -> None:
+        process = pod.process
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=max(grace, 0.1))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def _delete(self, pod: RunningPod, grace: float) -> None:
+        self._terminate(pod, grace)
+        self._final_delete(pod.namespace, pod.name, pod.uid)
+        with self.lock:
+            self.pods.pop(pod.uid, None)
+
+    def _final_delete(self, namespace: str, name: str, uid: str) -> None:
+        body = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
+        with contextlib.suppress(kubernetes.client.ApiException):
+            self.core.delete_namespaced_pod(name, namespace, body=body)
+
+    def kill_pod(self, namespace: str, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill a pod's process, as if it crashed; the pod is then reported Failed."""
+        with self.lock:
+            pods = [p for p in self.pods.values() if (p.namespace, p.name) == (namespace, name)]
+        for pod in pods:
+            if pod.process is not None and pod.process.poll() is None:
+                os.killpg(pod.process.pid, sig)
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                busy = [p for p in self.pods.values() if p.process is not None and p.process.poll() is None]
+            if not busy:
+                return
+            time.sleep(0.1)
