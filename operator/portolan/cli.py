@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     operator.add_argument("--settings", help="operator settings file (YAML)")
     operator.add_argument("--namespace", action="append", help="watch only these namespaces")
     operator.add_argument("--standalone", action="store_true", help="no peering (single replica)")
+    operator.add_argument("--verbose", action="store_true", help="log every handler call")
     return parser
 
 
@@ -278,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "operator":
             import portolan.handlers as handlers
 
-            return handlers.run(args.settings, args.namespace or [], standalone=args.standalone)
+            return handlers.run(args.settings, args.namespace or [], standalone=args.standalone, verbose=args.verbose)
         raise errors.SpecError(f"unknown command {args.command!r}")
     except errors.SpecError as exc:
         print(f"portolan: error: {exc}", file=sys.stderr)

@@ -53,6 +53,8 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
                 result["exclusiveMinimum"] = True
             elif key == "additionalProperties" and value is True:
                 result["x-kubernetes-preserve-unknown-fields"] = True
+            elif key == "additionalProperties" and value is False:
+                continue  # the API server prunes unknown fields; it forbids this beside properties
             elif key == "properties":
                 result[key] = {name: convert(sub) for name, sub in value.items()}
             else:

@@ -33,6 +33,12 @@ def build_registry(
     phases: dict[str, str] = {}
     resource = (scanjobs.API_GROUP, scanjobs.API_VERSION, PLURAL)
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A custom registry has none of kopf's default login handlers: use the kubernetes client's
+        # configuration (in-cluster service account, or KUBECONFIG) as the rest of Portolan does.
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="portolan.dev")
@@ -78,17 +84,19 @@ def build_registry(
     return registry
 
 
-def run(settings_path: str | None, namespaces: list[str], *, standalone: bool) -> int:
+def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, verbose: bool = False) -> int:
     """The operator's entry point (``portolan operator``)."""
+    kopf.configure(verbose=verbose)
     config = settings.load(settings_path)
     client = kube.Kube(kube.client_from_environment())
     gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
     registry = build_registry(config, client, gauges)
+    alone = standalone or config.peering is None
     kopf.run(
         registry=registry,
         clusterwide=not namespaces,
         namespaces=namespaces,
-        standalone=standalone or config.peering is None,
-        peering_name=config.peering or "portolan",
+        standalone=alone,
+        peering_name=None if alone else config.peering,  # a name makes kopf require the peering CRD
     )
     return 0

@@ -63,11 +63,9 @@ class Kube:
     def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """A JSON merge patch of the status subresource: only the keys given change."""
         try:
-            self.custom.api_client.call_api(
-                f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status", "PATCH",
-                body={"status": status}, header_params={"Content-Type": "application/merge-patch+json",
-                                                        "Accept": "application/json"},
-                auth_settings=["BearerToken"], response_type="object", _return_http_data_only=True,
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status},
+                _content_type="application/merge-patch+json",
             )
         except kubernetes.client.ApiException as exc:
             raise _mapped(exc, f"patching ScanJob {namespace}/{name} status") from exc

@@ -410,20 +410,22 @@ def step(
             selector_error = str(exc)
     observed = Observed(job, pods, active, now, selector_addresses, selector_error)
     actions = reconcile(observed, config)
-    for manifest in actions.create:
-        client.create_pod(manifest)
-        gauges.shards_started.inc()
-    for pod_name in actions.delete:
-        client.delete_pod(namespace, pod_name)
     if actions.results_configmap is not None:
         client.write_configmap(namespace, actions.results_configmap["name"], job,
                                actions.results_configmap["binaryData"])
     if actions.status:
+        # Status first: a new pod must find its shard in the plan. If a create below fails, the
+        # next pass sees the attempt's pod missing and retries it.
         try:
             client.patch_job_status(namespace, name, actions.status)
         except kube.KubeError:
             gauges.status_write_failures.inc()
             raise
+    for manifest in actions.create:
+        client.create_pod(manifest)
+        gauges.shards_started.inc()
+    for pod_name in actions.delete:
+        client.delete_pod(namespace, pod_name)
     for kind, reason, message in actions.events:
         if reason == "ShardRetrying":
             gauges.shard_retries.inc()

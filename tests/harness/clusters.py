@@ -65,11 +65,11 @@ class ControlPlane:
         return f"https://127.0.0.1:{self.api_port}"
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                kubeconfig: pathlib.Path | None = None) -> subprocess.CompletedProcess[str]:
+                kubeconfig: pathlib.Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         config = kubeconfig or self.admin_kubeconfig
         return subprocess.run(
             [str(BIN / "kubectl"), f"--kubeconfig={config}", *args],
-            input=input, capture_output=True, text=True, check=check, timeout=60,
+            input=input, capture_output=True, text=True, check=check, timeout=timeout,
         )
 
     def rss_mib(self) -> dict[str, float]:

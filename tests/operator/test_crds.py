@@ -23,6 +23,8 @@ def _walk(node: object, path: str = "") -> list[str]:
         for key in ("$ref", "anyOf", "oneOf", "allOf", "title", "$defs", "const"):
             if key in node:
                 problems.append(f"{path}/{key}")
+        if "properties" in node and "additionalProperties" in node:
+            problems.append(f"{path}: properties beside additionalProperties")
         if path != "/properties/metadata" and node.get("type") == "object" and not any(
             k in node for k in ("properties", "additionalProperties", "x-kubernetes-preserve-unknown-fields")
         ):

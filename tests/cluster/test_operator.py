@@ -1,0 +1,301 @@
+"""The operator end to end on the real control plane: kubectl apply -> sharded results in status.
+
+Shard pods run the real engine as processes inside the node agent's node namespaces;
+their targets are test hosts on the same bridge (198.18.64.0/24), built here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from harness import clusters, netns
+
+pytestmark = pytest.mark.cluster
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+NAMESPACE = "scans"
+HOSTS = {  # address -> (open TCP ports served, nftables rule or None)
+    "198.18.64.101": ((22, 80), None),
+    "198.18.64.102": ((80,), None),
+    "198.18.64.103": ((), "meta l4proto tcp drop"),  # silent: makes shards slow enough to kill
+}
+KINDS = {22: "ssh", 80: "http"}
+
+
+class Operator:
+    """The operator as a separate process, restartable."""
+
+    def __init__(self, cluster: clusters.Cluster, folder: pathlib.Path) -> None:
+        self.cluster = cluster
+        self.folder = folder
+        self.settings = folder / "settings.yaml"
+        self.settings.write_text(yaml.safe_dump({
+            "shardCommand": [sys.executable, "-m", "portolan.cli", "shard"],
+            "shardHeartbeatSeconds": 0.5, "reconcileIntervalSeconds": 1.0,
+            "metricsPort": clusters.free_port(), "peering": None,
+            "allowedCidrs": ["198.18.64.0/24", "198.18.0.0/16"],
+        }))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, KUBECONFIG=str(self.cluster.plane.admin_kubeconfig))
+        log = open(self.folder / "operator.log", "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "portolan.cli", "operator", "--standalone", "--namespace", NAMESPACE,
+             "--settings", str(self.settings), "--verbose"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="module")
+def targets(cluster: clusters.Cluster) -> Iterator[dict[str, Any]]:
+    agent = cluster.agent
+    made: list[str] = []
+    servers: list[subprocess.Popen[bytes]] = []
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"))
+    try:
+        for index, (address, (ports, rule)) in enumerate(HOSTS.items()):
+            ns = f"{agent.prefix}-t{index}"
+            netns.add(ns)
+            made.append(ns)
+            netns.veth_to_bridge(agent.switch, "br0", ns, f"{agent.prefix[-5:]}t{index}", f"{address}/24")
+            if rule:
+                subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], check=True, text=True,
+                               input=f"table ip t {{\n chain input {{\n  type filter hook input priority 0;\n  {rule}\n }}\n}}\n")
+            if ports:
+                spec = json.dumps([{"proto": "tcp", "port": p, "kind": KINDS[p]} for p in ports])
+                server = netns.popen(ns, [sys.executable, "-m", "harness.servers", spec], stdout=subprocess.PIPE, env=env)
+                assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
+                servers.append(server)
+        yield {"hosts": HOSTS}
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
+            if server.stdout is not None:
+                server.stdout.close()
+        for ns in made:
+            netns.delete(ns)
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: clusters.Cluster, targets: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    plane = cluster.plane
+    plane.kubectl("apply", "-f", str(ROOT / "crds"))
+    plane.kubectl("wait", "--for=condition=Established", "crd/scanjobs.portolan.dev", "--timeout=30s")
+    plane.kubectl("create", "namespace", NAMESPACE, check=False)
+    plane.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=SHARD_RBAC)
+    running = Operator(cluster, tmp_path_factory.mktemp("operator"))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+SHARD_RBAC = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: portolan-shard}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: portolan-shard}
+rules:
+- {apiGroups: [portolan.dev], resources: [scanjobs], verbs: [get]}
+- {apiGroups: [portolan.dev], resources: [scanjobs/status], verbs: [get, patch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: portolan-shard}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: portolan-shard}
+subjects: [{kind: ServiceAccount, name: portolan-shard}]
+"""
+
+
+def _job(name: str, *, addresses: list[str], ports: str, shards: int, pools: bool = True, **extra: Any) -> str:
+    spec: dict[str, Any] = {
+        "targets": {"addresses": addresses}, "ports": ports, "sharding": {"shards": shards},
+        "timing": {"retries": 0, "initialRttTimeoutMs": 300, "maxRttTimeoutMs": 300},
+        "backoffSeconds": 1, **extra,
+    }
+    if pools:
+        spec["pools"] = [
+            {"name": "edge", "nodeSelector": {"portolan.dev/pool": "edge"},
+             "tolerations": [{"key": "portolan.dev/edge", "operator": "Exists", "effect": "NoSchedule"}]},
+            {"name": "cloud", "nodeSelector": {"portolan.dev/pool": "cloud"}},
+        ]
+    return yaml.safe_dump({"apiVersion": "portolan.dev/v1alpha1", "kind": "ScanJob",
+                           "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec})
+
+
+def _get(cluster: clusters.Cluster, name: str) -> dict[str, Any]:
+    return json.loads(cluster.plane.kubectl("get", "scanjob", name, "-n", NAMESPACE, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+
+def _wait_condition(cluster: clusters.Cluster, name: str, condition: str, timeout: int = 180) -> dict[str, Any]:
+    done = cluster.plane.kubectl("wait", f"--for=condition={condition}", f"scanjob/{name}", "-n", NAMESPACE,
+                                 f"--timeout={timeout}s", check=False, timeout=timeout + 30)
+    job = _get(cluster, name)
+    assert done.returncode == 0, (done.stderr, json.dumps(job.get("status"), indent=1)[:4000])
+    return job
+
+
+def _open_by_pool(job: dict[str, Any]) -> dict[str, set[tuple[str, int, str | None]]]:
+    return {r["pool"]: {(p["host"], p["port"], p.get("service")) for p in r.get("open", [])}
+            for r in job["status"]["results"]}
+
+
+EXPECTED_OPEN = {(address, port, KINDS[port]) for address, (ports, _) in HOSTS.items() for port in ports}
+
+
+def test_a_two_pool_three_shard_job_completes_with_the_hosts_construction(cluster: clusters.Cluster, operator: Operator) -> None:
+    addresses = ["198.18.64.101", "198.18.64.102"]
+    cluster.plane.kubectl("apply", "-f", "-", input=_job("two-pools", addresses=addresses, ports="20-25,80,443", shards=3))
+    job = _wait_condition(cluster, "two-pools", "Complete")
+    status = job["status"]
+    assert status["phase"] == "Complete" and status["summary"] == "6/6"
+    assert _open_by_pool(job) == {"edge": EXPECTED_OPEN - {(a, p, s) for a, p, s in EXPECTED_OPEN if a == "198.18.64.103"},
+                                  "cloud": EXPECTED_OPEN - {(a, p, s) for a, p, s in EXPECTED_OPEN if a == "198.18.64.103"}}
+    probes = len(addresses) * 8
+    for result in status["results"]:
+        assert sum(result["states"].values()) == probes
+        assert result["states"] == {"closed": probes - 3, "open": 3}
+    for shard_id, shard in status["shards"].items():
+        assert shard["node"].startswith(shard_id.split("-")[0] + "-"), (shard_id, shard["node"])
+    accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
+    assert accepted["observedGeneration"] == job["metadata"]["generation"]
+
+
+def _shard_pod(cluster: clusters.Cluster, job: str, shard: str) -> str | None:
+    pods = cluster.core().list_namespaced_pod(NAMESPACE, label_selector=f"portolan.dev/job={job},portolan.dev/shard={shard}").items
+    running = [p for p in pods if p.status.phase == "Running"]
+    return running[0].metadata.name if running else None
+
+
+SLOW = {"addresses": ["198.18.64.101", "198.18.64.103"], "ports": "1-40,80",
+        "timing": {"retries": 1, "initialRttTimeoutMs": 2000, "maxRttTimeoutMs": 2000, "concurrency": 20}}
+
+
+def test_a_killed_shard_is_retried_and_the_job_completes_without_lost_or_duplicated_results(cluster: clusters.Cluster, operator: Operator) -> None:
+    manifest = _job("retry", shards=2, pools=False, retries=2, addresses=SLOW["addresses"], ports=SLOW["ports"])
+    manifest = manifest.replace("maxRttTimeoutMs: 300", "maxRttTimeoutMs: 2000").replace("initialRttTimeoutMs: 300", "initialRttTimeoutMs: 2000")
+    cluster.plane.kubectl("apply", "-f", "-", input=manifest)
+    cluster.wait("shard default-0 to run", lambda: _shard_pod(cluster, "retry", "default-0") is not None, timeout=60)
+    victim = _shard_pod(cluster, "retry", "default-0")
+    assert victim is not None
+    time.sleep(1.0)  # let it heartbeat some progress first
+    cluster.agent.kill_pod(NAMESPACE, victim)
+    job = _wait_condition(cluster, "retry", "Complete", timeout=240)
+    shard = job["status"]["shards"]["default-0"]
+    assert shard["attempt"] == 2 and shard["phase"] == "Succeeded"
+    result = job["status"]["results"][0]
+    assert sum(result["states"].values()) == 2 * 41
+    assert {(p["host"], p["port"]) for p in result["open"]} == {("198.18.64.101", 22), ("198.18.64.101", 80)}
+    assert len(result["open"]) == 2
+
+
+def test_exhausted_retries_fail_the_job_with_a_reason_and_keep_partial_results(cluster: clusters.Cluster, operator: Operator) -> None:
+    manifest = _job("exhaust", shards=2, pools=False, retries=1, addresses=SLOW["addresses"], ports=SLOW["ports"])
+    manifest = manifest.replace("maxRttTimeoutMs: 300", "maxRttTimeoutMs: 2000").replace("initialRttTimeoutMs: 300", "initialRttTimeoutMs: 2000")
+    cluster.plane.kubectl("apply", "-f", "-", input=manifest)
+    for attempt in (1, 2):
+        cluster.wait(f"attempt {attempt} to run", lambda n=attempt: (_shard_pod(cluster, "exhaust", "default-1") or "").endswith(f"-{n}"), timeout=90)
+        pod = _shard_pod(cluster, "exhaust", "default-1")
+        assert pod is not None
+        cluster.agent.kill_pod(NAMESPACE, pod)
+    job = _wait_condition(cluster, "exhaust", "Failed", timeout=240)
+    status = job["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "ShardsFailed" and "partial results kept" in failed["message"]
+    assert status["shards"]["default-1"]["phase"] == "Failed"
+    assert "exit code" in status["shards"]["default-1"]["lastError"]
+    assert status["shards"]["default-0"]["phase"] == "Succeeded"
+    assert sum(status["results"][0]["states"].values()) >= 41  # shard 0's results survived
+
+
+def test_the_operator_killed_mid_scan_resumes_after_restart(cluster: clusters.Cluster, operator: Operator) -> None:
+    manifest = _job("restart", shards=2, pools=False, addresses=SLOW["addresses"], ports=SLOW["ports"])
+    cluster.plane.kubectl("apply", "-f", "-", input=manifest)
+    cluster.wait("a shard to run", lambda: _shard_pod(cluster, "restart", "default-0") is not None, timeout=60)
+    operator.kill()
+    time.sleep(2)
+    operator.start()
+    job = _wait_condition(cluster, "restart", "Complete", timeout=240)
+    assert job["status"]["summary"] == "2/2"
+    assert all(s["attempt"] == 1 for s in job["status"]["shards"].values())
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "reason", "message"),
+    [
+        ("bad-cidr", {"targets": {"addresses": ["198.18.0.0/33"]}}, "InvalidTarget", "malformed CIDR"),
+        ("bad-port", {"ports": "70000"}, "InvalidPorts", "port 70000 is out of range"),
+        ("outside", {"targets": {"addresses": ["198.19.0.5"]}}, "GuardrailViolated", "outside the allowed CIDRs"),
+        ("too-many", {"targets": {"addresses": ["198.18.0.0/16"]}, "ports": "all"}, "GuardrailViolated", "above the limit"),
+    ],
+)
+def test_bad_specs_are_not_accepted_and_say_why(cluster: clusters.Cluster, operator: Operator,
+                                                name: str, change: dict[str, Any], reason: str, message: str) -> None:
+    body = yaml.safe_load(_job(name, addresses=["198.18.64.101"], ports="22", shards=1, pools=False))
+    body["spec"].update(change)
+    cluster.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+    job = _wait_condition(cluster, name, "Accepted=False", timeout=60)
+    accepted = next(c for c in job["status"]["conditions"] if c["type"] == "Accepted")
+    assert accepted["reason"] == reason and message in accepted["message"]
+    pods = cluster.core().list_namespaced_pod(NAMESPACE, label_selector=f"portolan.dev/job={name}").items
+    assert pods == []
+    events = cluster.core().list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={name}").items
+    assert any(e.reason == reason and message in e.message for e in events)
+
+
+def test_a_65536_target_job_never_writes_an_object_over_the_budget(cluster: clusters.Cluster, operator: Operator) -> None:
+    body = yaml.safe_load(_job("wide", addresses=["198.18.0.0/16"], ports="9", shards=8, pools=False))
+    body["spec"]["timing"] = {"retries": 0, "initialRttTimeoutMs": 100, "maxRttTimeoutMs": 100, "concurrency": 4096}
+    body["spec"]["serviceDetection"] = False
+    cluster.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+    sizes = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        job = _get(cluster, "wide")
+        sizes.append(len(json.dumps(job)))
+        if job.get("status", {}).get("phase") in ("Complete", "Failed"):
+            break
+        time.sleep(1)
+    assert job["status"]["phase"] == "Complete", json.dumps(job["status"])[:3000]
+    assert max(sizes) < 256 * 1024
+    assert sum(job["status"]["results"][0]["states"].values()) == 65536
+
+
+def test_metrics_cover_jobs_and_shards(cluster: clusters.Cluster, operator: Operator) -> None:
+    port = yaml.safe_load(operator.settings.read_text())["metricsPort"]
+    import urllib.request
+
+    with contextlib.closing(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)) as reply:
+        text = reply.read().decode()
+    for name in ("portolan_scanjobs{phase=\"Complete\"}", "portolan_shards_started_total", "portolan_shard_retries_total",
+                 "portolan_scanjob_duration_seconds_bucket", "portolan_status_write_failures_total", "portolan_probes_total"):
+        assert name in text, name
