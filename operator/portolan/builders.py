@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import datetime
 import hashlib
+import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -169,3 +170,66 @@ def aggregate(
 
 def status_size(status: statuses.ScanJobStatus) -> int:
     return len(json.dumps(status.model_dump(by_alias=True, exclude_none=True, mode="json")))
+
+
+def _cidrs(ranges: Sequence[str]) -> list[str]:
+    """The smallest CIDR list covering compact address ranges (``a`` or ``a-b``)."""
+    found: list[str] = []
+    for text in ranges:
+        first, _, last = text.partition("-")
+        start = ipaddress.ip_address(first)
+        end = ipaddress.ip_address(last) if last else start
+        found += [str(net) for net in ipaddress.summarize_address_range(start, end)]
+    return found
+
+
+def _port_ranges(expression: str) -> list[tuple[int, int]]:
+    spans = []
+    for item in filter(None, expression.split(",")):
+        first, _, last = item.partition("-")
+        spans.append((int(first), int(last or first)))
+    return spans
+
+
+def scanner_egress_policy(job: Mapping[str, Any], plan: Sequence[statuses.ShardPlan]) -> dict[str, Any]:
+    """A NetworkPolicy letting this job's shard pods reach exactly its targets and the API server.
+
+    Owned by the ScanJob, so it goes away with it.  Egress to TCP 443/6443 (the API server,
+    where shards write their status) and to DNS stays open; everything else is the targets'
+    addresses on the planned ports.
+    """
+    meta = job["metadata"]
+    networks = [ipaddress.ip_network(cidr) for shard in plan for cidr in _cidrs(shard.targets)]
+    v4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
+    v6 = [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
+    targets = [str(n) for n in ipaddress.collapse_addresses(v4)] + [str(n) for n in ipaddress.collapse_addresses(v6)]
+    ports: list[dict[str, Any]] = []
+    for protocol, attribute in (("TCP", "ports"), ("UDP", "udp_ports")):
+        spans = sorted({span for shard in plan for span in _port_ranges(getattr(shard, attribute) or "")})
+        for first, last in spans:
+            entry: dict[str, Any] = {"protocol": protocol, "port": first}
+            if last > first:
+                entry["endPort"] = last
+            ports.append(entry)
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": f"{meta['name']}-scanner-egress"[:63],
+            "namespace": meta["namespace"],
+            "labels": {LABEL_JOB: meta["name"], "app.kubernetes.io/name": "portolan"},
+            "ownerReferences": [{
+                "apiVersion": f"{GROUP}/{scanjobs.API_VERSION}", "kind": scanjobs.KIND,
+                "name": meta["name"], "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_JOB: meta["name"], LABEL_COMPONENT: "shard"}},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {"to": [{"ipBlock": {"cidr": cidr}} for cidr in targets], "ports": ports},
+                {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]},
+                {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+            ],
+        },
+    }

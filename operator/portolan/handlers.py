@@ -98,5 +98,6 @@ def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, v
         namespaces=namespaces,
         standalone=alone,
         peering_name=None if alone else config.peering,  # a name makes kopf require the peering CRD
+        liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None,
     )
     return 0

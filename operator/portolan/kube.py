@@ -95,6 +95,14 @@ class Kube:
             if exc.status != 409:  # already created by an earlier, interrupted reconcile
                 raise _mapped(exc, f"creating pod {manifest['metadata']['name']}") from exc
 
+    def create_network_policy(self, manifest: dict[str, Any]) -> None:
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            kubernetes.client.NetworkingV1Api(self.api).create_namespaced_network_policy(namespace, manifest)
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 409:
+                raise _mapped(exc, f"creating NetworkPolicy {manifest['metadata']['name']}") from exc
+
     def delete_pod(self, namespace: str, name: str) -> None:
         try:
             self.core.delete_namespaced_pod(name, namespace)

@@ -68,6 +68,7 @@ class Actions:
     delete: list[str] = dataclasses.field(default_factory=list)
     events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     results_configmap: dict[str, Any] | None = None
+    network_policy: dict[str, Any] | None = None
     delete_job: bool = False
 
 
@@ -157,6 +158,8 @@ class _Run:
             message = f"planned {len(plan)} shards, {probes} probes"
             self.condition("Accepted", True, "Planned", message)
             self.event("Normal", "Accepted", message)
+            if self.config.scanner_egress_policy:
+                self.actions.network_policy = builders.scanner_egress_policy(self.observed.body, plan)
         if spec.suspend:
             return self.suspend()
         if self.deadline_passed(spec):
@@ -413,6 +416,8 @@ def step(
     if actions.results_configmap is not None:
         client.write_configmap(namespace, actions.results_configmap["name"], job,
                                actions.results_configmap["binaryData"])
+    if actions.network_policy is not None:
+        client.create_network_policy(actions.network_policy)
     if actions.status:
         # Status first: a new pod must find its shard in the plan. If a create below fails, the
         # next pass sees the attempt's pod missing and retries it.

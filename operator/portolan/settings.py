@@ -40,6 +40,12 @@ class OperatorSettings(pydantic.BaseModel):
     shard_heartbeat_seconds: float = pydantic.Field(default=2.0, gt=0)
     reconcile_interval_seconds: float = pydantic.Field(default=2.0, gt=0)
     metrics_port: int = pydantic.Field(default=8080, ge=0, le=65535)
+    liveness_port: int = pydantic.Field(default=0, ge=0, le=65535, description="kopf's /healthz; 0 is off")
+    scanner_egress_policy: bool = pydantic.Field(
+        default=False,
+        description="Create, per ScanJob, a NetworkPolicy that lets its shard pods reach the targets "
+        "(for namespaces that deny egress by default); it is owned by the job and goes with it.",
+    )
     peering: str | None = pydantic.Field(
         default="portolan", description="kopf peering name for HA; null runs standalone."
     )
@@ -58,3 +64,53 @@ def load(path: str | None) -> OperatorSettings:
         return OperatorSettings()
     data = yaml.safe_load(pathlib.Path(path).read_text(encoding="utf-8")) or {}
     return OperatorSettings.model_validate(data)
+
+
+class Image(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    repository: str = "ghcr.io/portolan/portolan"
+    tag: str = "0.1.0"
+    pull_policy: str = pydantic.Field(default="IfNotPresent", alias="pullPolicy")
+
+
+class OperatorValues(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True)
+
+    replicas: int = pydantic.Field(default=2, ge=1, description="More than one uses kopf peering (HA).")
+    command: list[str] = pydantic.Field(default_factory=lambda: ["portolan", "operator"])
+    resources: dict[str, dict[str, str]] = pydantic.Field(
+        default_factory=lambda: {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+    )
+    watch_namespaces: list[str] = pydantic.Field(
+        default_factory=list, alias="watchNamespaces", description="Empty: every namespace."
+    )
+    settings: OperatorSettings = pydantic.Field(default_factory=OperatorSettings)
+
+
+class ShardValues(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    namespaces: list[str] = pydantic.Field(
+        default_factory=lambda: ["default"],
+        description="Namespaces where ScanJobs run: each gets the shard ServiceAccount and its Role.",
+    )
+
+
+class MonitoringValues(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True)
+
+    service_monitor: bool = pydantic.Field(default=False, alias="serviceMonitor")
+    prometheus_rule: bool = pydantic.Field(default=False, alias="prometheusRule")
+    interval: str = "30s"
+
+
+class ChartValues(pydantic.BaseModel):
+    """The Helm chart's values; ``values.schema.json`` is generated from this model."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True)
+
+    image: Image = pydantic.Field(default_factory=Image)
+    operator: OperatorValues = pydantic.Field(default_factory=OperatorValues)
+    shard: ShardValues = pydantic.Field(default_factory=ShardValues)
+    monitoring: MonitoringValues = pydantic.Field(default_factory=MonitoringValues)

@@ -8,13 +8,18 @@ import yaml
 
 from portolan import definitions
 
-CRDS = pathlib.Path(__file__).resolve().parents[2] / "crds"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def test_committed_crds_match_the_models() -> None:
-    for filename, crd in definitions.render_all().items():
-        committed = yaml.safe_load((CRDS / filename).read_text())
-        assert committed == crd, f"crds/{filename} is stale: run `portolan crd --out crds`"
+def test_committed_crds_chart_values_and_schema_match_the_models() -> None:
+    for path, text in definitions.generated_files().items():
+        assert (ROOT / path).read_text() == text, f"{path} is stale: run `portolan generate`"
+
+
+def test_the_chart_carries_the_same_crds_as_crds_dir() -> None:
+    for filename in definitions.render_all():
+        assert (ROOT / "crds" / filename).read_bytes() == (ROOT / "charts/portolan/crds" / filename).read_bytes()
+        assert yaml.safe_load((ROOT / "crds" / filename).read_text())["kind"] == "CustomResourceDefinition"
 
 
 def _walk(node: object, path: str = "") -> list[str]:

@@ -191,3 +191,19 @@ def test_edge_pool_pods_carry_the_pools_placement_and_a_restricted_security_cont
     assert container == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                          "capabilities": {"drop": ["ALL"]}}
     assert pod["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+def test_with_egress_policies_on_a_new_job_gets_a_networkpolicy_for_exactly_its_targets_and_ports() -> None:
+    config = settings.OperatorSettings(scannerEgressPolicy=True)
+    job = Job(targets={"addresses": ["198.18.0.0/30", "198.18.0.9"]}, ports="22,80-82", protocols=["tcp", "udp"])
+    observed = reconcile.Observed(job.body, [], 0, T0)
+    policy = reconcile.reconcile(observed, config).network_policy
+    assert policy is not None
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"portolan.dev/job": "audit", "app.kubernetes.io/component": "shard"}
+    targets, api, dns = policy["spec"]["egress"]
+    assert [b["ipBlock"]["cidr"] for b in targets["to"]] == ["198.18.0.0/30", "198.18.0.9/32"]
+    assert targets["ports"] == [{"protocol": "TCP", "port": 22}, {"protocol": "TCP", "port": 80, "endPort": 82},
+                                {"protocol": "UDP", "port": 22}, {"protocol": "UDP", "port": 80, "endPort": 82}]
+    assert api["ports"][0] == {"protocol": "TCP", "port": 443}
+    assert reconcile.reconcile(observed, CONFIG).network_policy is None
