@@ -1,6 +1,6 @@
 """Operator benchmarks on the real test control plane (see tests/harness).
 
-    sudo .venv/bin/python bench/operator.py [--write bench/OPERATOR.md]
+    sudo .venv/bin/python bench/run_operator.py [--write bench/OPERATOR.md]
 
 1. Overhead from ``kubectl apply`` to ``Complete`` for a job of 64 shards that each probe a
    single closed loopback port (their scanning takes milliseconds, so the time is the

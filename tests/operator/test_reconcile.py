@@ -201,7 +201,7 @@ def test_with_egress_policies_on_a_new_job_gets_a_networkpolicy_for_exactly_its_
     assert policy is not None
     assert policy["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     assert policy["spec"]["podSelector"]["matchLabels"] == {"portolan.dev/job": "audit", "app.kubernetes.io/component": "shard"}
-    targets, api, dns = policy["spec"]["egress"]
+    targets, api, _dns = policy["spec"]["egress"]
     assert [b["ipBlock"]["cidr"] for b in targets["to"]] == ["198.18.0.0/30", "198.18.0.9/32"]
     assert targets["ports"] == [{"protocol": "TCP", "port": 22}, {"protocol": "TCP", "port": 80, "endPort": 82},
                                 {"protocol": "UDP", "port": 22}, {"protocol": "UDP", "port": 80, "endPort": 82}]
