@@ -125,15 +125,19 @@ def main() -> None:
             "",
         ]
     finally:
+        text = "\n".join(lines) + "\n"
+        print(text, flush=True)
+        if args.write:
+            args.write.write_text(text)
         if operator is not None:
             operator.terminate()
-            operator.wait(timeout=30)
+            try:
+                operator.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                operator.kill()
+                operator.wait()
         agent.stop()
         plane.stop()
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        args.write.write_text(text)
 
 
 if __name__ == "__main__":

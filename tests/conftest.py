@@ -4,4 +4,4 @@
 real Kubernetes control plane; both are pytest plugins registered here.
 """
 
-pytest_plugins = ["harness.labs", "harness.clusters"]
+pytest_plugins = ["harness.labs", "harness.clusters", "harness.targethosts"]

@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "shard", help="run one shard of a ScanJob (inside a shard pod; configured by environment)"
     )
     operator = commands.add_parser("operator", help="run the operator (kopf)")
-    operator.add_argument("--settings", help="operator settings file (YAML)")
+    operator.add_argument(
+        "--settings", help="operator settings file (YAML); else the YAML in $PORTOLAN_SETTINGS, else defaults"
+    )
     operator.add_argument("--namespace", action="append", help="watch only these namespaces")
     operator.add_argument("--standalone", action="store_true", help="no peering (single replica)")
     operator.add_argument("--verbose", action="store_true", help="log every handler call")
@@ -281,7 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "operator":
             import portolan.handlers as handlers
 
-            return handlers.run(args.settings, args.namespace or [], standalone=args.standalone, verbose=args.verbose)
+            import os
+
+            return handlers.run(args.settings, args.namespace or [], standalone=args.standalone, verbose=args.verbose,
+                                settings_text=os.environ.get("PORTOLAN_SETTINGS"))
         raise errors.SpecError(f"unknown command {args.command!r}")
     except errors.SpecError as exc:
         print(f"portolan: error: {exc}", file=sys.stderr)

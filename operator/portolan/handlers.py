@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import secrets
 from typing import Any
 
 import kopf
@@ -84,15 +85,20 @@ def build_registry(
     return registry
 
 
-def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, verbose: bool = False) -> int:
+def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, verbose: bool = False,
+        settings_text: str | None = None) -> int:
     """The operator's entry point (``portolan operator``)."""
     kopf.configure(verbose=verbose)
-    config = settings.load(settings_path)
+    config = settings.load(settings_path, settings_text)
     client = kube.Kube(kube.client_from_environment())
     gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
     registry = build_registry(config, client, gauges)
     alone = standalone or config.peering is None
+    # kopf peering pauses every replica that shares the top priority, so each replica draws its
+    # own: the highest one works, the others stand by and take over when its keep-alive stops.
+    priority = None if alone else secrets.randbelow(1_000_000) + 1
     kopf.run(
+        priority=priority,
         registry=registry,
         clusterwide=not namespaces,
         namespaces=namespaces,

@@ -58,12 +58,12 @@ class OperatorSettings(pydantic.BaseModel):
         return value
 
 
-def load(path: str | None) -> OperatorSettings:
-    """Read settings from a YAML/JSON file, or the defaults when no path is given."""
-    if not path:
-        return OperatorSettings()
-    data = yaml.safe_load(pathlib.Path(path).read_text(encoding="utf-8")) or {}
-    return OperatorSettings.model_validate(data)
+def load(path: str | None, text: str | None = None) -> OperatorSettings:
+    """Read settings from a YAML/JSON file, else from YAML text, else the defaults."""
+    if path:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    data = yaml.safe_load(text) if text else None
+    return OperatorSettings.model_validate(data or {})
 
 
 class Image(pydantic.BaseModel):

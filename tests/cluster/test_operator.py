@@ -19,18 +19,15 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import clusters, netns
+from harness import clusters, targethosts
 
 pytestmark = pytest.mark.cluster
 
+HOSTS = targethosts.HOSTS
+KINDS = targethosts.KINDS
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NAMESPACE = "scans"
-HOSTS = {  # address -> (open TCP ports served, nftables rule or None)
-    "198.18.64.101": ((22, 80), None),
-    "198.18.64.102": ((80,), None),
-    "198.18.64.103": ((), "meta l4proto tcp drop"),  # silent: makes shards slow enough to kill
-}
-KINDS = {22: "ssh", 80: "http"}
 
 
 class Operator:
@@ -68,37 +65,6 @@ class Operator:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
-
-
-@pytest.fixture(scope="module")
-def targets(cluster: clusters.Cluster) -> Iterator[dict[str, Any]]:
-    agent = cluster.agent
-    made: list[str] = []
-    servers: list[subprocess.Popen[bytes]] = []
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"))
-    try:
-        for index, (address, (ports, rule)) in enumerate(HOSTS.items()):
-            ns = f"{agent.prefix}-t{index}"
-            netns.add(ns)
-            made.append(ns)
-            netns.veth_to_bridge(agent.switch, "br0", ns, f"{agent.prefix[-5:]}t{index}", f"{address}/24")
-            if rule:
-                subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], check=True, text=True,
-                               input=f"table ip t {{\n chain input {{\n  type filter hook input priority 0;\n  {rule}\n }}\n}}\n")
-            if ports:
-                spec = json.dumps([{"proto": "tcp", "port": p, "kind": KINDS[p]} for p in ports])
-                server = netns.popen(ns, [sys.executable, "-m", "harness.servers", spec], stdout=subprocess.PIPE, env=env)
-                assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
-                servers.append(server)
-        yield {"hosts": HOSTS}
-    finally:
-        for server in servers:
-            server.kill()
-            server.wait()
-            if server.stdout is not None:
-                server.stdout.close()
-        for ns in made:
-            netns.delete(ns)
 
 
 @pytest.fixture(scope="module")

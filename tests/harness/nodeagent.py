@@ -311,6 +311,10 @@ class NodeAgent:
         for item in container.env or []:
             if item.value is not None:
                 env[item.name] = item.value
+            elif item.value_from is not None and item.value_from.config_map_key_ref is not None:
+                ref = item.value_from.config_map_key_ref
+                data = self.core.read_namespaced_config_map(ref.name, pod.metadata.namespace).data or {}
+                env[item.name] = data.get(ref.key, "")
             elif item.value_from is not None and item.value_from.field_ref is not None:
                 path = item.value_from.field_ref.field_path
                 if path.startswith("metadata.labels['"):
