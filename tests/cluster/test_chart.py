@@ -128,6 +128,9 @@ def test_helm_install_runs_the_operator_as_its_own_account_and_completes_a_scanj
         policy = json.loads(plane.kubectl("get", "networkpolicy", "via-helm-scanner-egress", "-n", NAMESPACE, "-o", "json").stdout)
         assert policy["metadata"]["ownerReferences"][0]["name"] == "via-helm"
         assert [b["ipBlock"]["cidr"] for b in policy["spec"]["egress"][0]["to"]] == ["198.18.64.101/32", "198.18.64.102/32"]
+        plane.kubectl("delete", "scanjob", "via-helm", "-n", NAMESPACE)
+        cluster.wait("the egress policy to go with its job", lambda: plane.kubectl(
+            "get", "networkpolicy", "via-helm-scanner-egress", "-n", NAMESPACE, check=False).returncode != 0, timeout=90)
     finally:
         _helm("uninstall", RELEASE, "-n", "portolan-system", "--kubeconfig", kubeconfig, "--wait", check=False)
 

@@ -265,3 +265,17 @@ def test_metrics_cover_jobs_and_shards(cluster: clusters.Cluster, operator: Oper
     for name in ("portolan_scanjobs{phase=\"Complete\"}", "portolan_shards_started_total", "portolan_shard_retries_total",
                  "portolan_scanjob_duration_seconds_bucket", "portolan_status_write_failures_total", "portolan_probes_total"):
         assert name in text, name
+
+
+def test_node_selectors_become_targets_and_a_finished_job_goes_away_after_its_ttl(cluster: clusters.Cluster, operator: Operator) -> None:
+    body = yaml.safe_load(_job("by-node", addresses=[], ports="9", shards=1, pools=False))
+    body["spec"]["targets"] = {"selectors": [{"kind": "Node", "matchLabels": {"portolan.dev/pool": "cloud"}}]}
+    body["spec"]["ttlSecondsAfterFinished"] = 3
+    body["spec"]["serviceDetection"] = False
+    cluster.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(body))
+    job = _wait_condition(cluster, "by-node", "Complete", timeout=120)
+    cloud = sorted(node.address for node in cluster.agent.nodes.values() if node.pool == "cloud")
+    assert job["status"]["plan"][0]["targets"] == ["-".join(cloud)] or sorted(job["status"]["plan"][0]["targets"]) == cloud
+    assert job["status"]["results"][0]["states"] == {"closed": 2}
+    cluster.wait("the job to expire", lambda: cluster.plane.kubectl("get", "scanjob", "by-node", "-n", NAMESPACE, check=False).returncode != 0, timeout=60)
+    cluster.wait("its pods to be collected", lambda: not cluster.core().list_namespaced_pod(NAMESPACE, label_selector="portolan.dev/job=by-node").items, timeout=90)

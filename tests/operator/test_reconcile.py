@@ -207,3 +207,22 @@ def test_with_egress_policies_on_a_new_job_gets_a_networkpolicy_for_exactly_its_
                                 {"protocol": "UDP", "port": 22}, {"protocol": "UDP", "port": 80, "endPort": 82}]
     assert api["ports"][0] == {"protocol": "TCP", "port": 443}
     assert reconcile.reconcile(observed, CONFIG).network_policy is None
+
+
+def test_results_over_the_byte_budget_move_to_a_gzipped_configmap_named_in_status() -> None:
+    import base64
+    import gzip
+    import json
+
+    config = settings.OperatorSettings(statusByteBudget=16 * 1024)
+    job = Job(targets={"addresses": ["198.18.0.0/24"]}, ports="1-200", sharding={"shards": 2})
+    observed = reconcile.Observed(job.body, [], 0, T0)
+    _merge(job.body["status"], reconcile.reconcile(observed, config).status)
+    many = [{"host": f"198.18.0.{h}", "port": p, "protocol": "tcp"} for h in range(128) for p in range(1, 3)]
+    for shard in ("default-0", "default-1"):
+        job.shard_reports(shard, phase="Succeeded", finishedAttempt=1, attempt=1, states={"open": 256}, open=many)
+    actions = reconcile.reconcile(reconcile.Observed(job.body, [], 0, T0), config)
+    assert actions.results_configmap is not None and actions.status["resultsRef"] == "configmap/audit-results"
+    assert len(json.dumps(actions.status)) < 16 * 1024
+    stored = json.loads(gzip.decompress(base64.b64decode(actions.results_configmap["binaryData"]["results.json.gz"])))
+    assert len(stored[0]["open"]) > 0 and actions.status["results"][0]["open"] == []
