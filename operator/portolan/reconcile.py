@@ -395,8 +395,9 @@ def step(
     now: datetime.datetime,
 ) -> Actions:
     """One reconciliation of one ScanJob against the API: observe, decide, act."""
-    pods = [pod_view(p) for p in client.shard_pods(namespace, name)]
-    active = sum(1 for p in client.shard_pods(namespace) if pod_view(p).active)
+    everyone = client.shard_pods(namespace)  # one list serves the job and the namespace's concurrency
+    pods = [pod_view(p) for p in everyone if (p.metadata.labels or {}).get(builders.LABEL_JOB) == name]
+    active = sum(1 for p in everyone if pod_view(p).active)
     gauges.shards_running.set(active)
     job = client.get_job(namespace, name)  # read after the pods: a finished pod's report is visible
     selector_addresses: list[str] = []
