@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--exclude", action="append", default=None, help="never probe these")
     scan.add_argument("-t", "--tcp", action="store_true", help="TCP connect scan")
     scan.add_argument("-u", "--udp", action="store_true", help="UDP scan with protocol payloads")
+    scan.add_argument("--syn", action="store_true",
+                      help="TCP SYN scan on raw sockets (needs CAP_NET_RAW; falls back to connect without it)")
     scan.add_argument("-o", "--output", default="table", help="table, json, jsonl or xml")
     scan.add_argument("--output-file", help="write the report here instead of stdout")
     scan.add_argument("--rate", type=int, help="global probes per second")
@@ -128,6 +130,8 @@ def _spec_from(args: argparse.Namespace) -> tuple[object, str]:
         updates["timing"] = scanjobs.Timing.model_validate(merged)
     if args.no_service:
         updates["service_detection"] = False
+    if args.syn:
+        updates["technique"] = scanjobs.Technique.SYN
     if args.verify:
         updates["verify_open"] = True
     spec = scanjobs.ScanJobSpec.model_validate(spec.model_dump() | updates)
@@ -281,9 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "generate":
             return _crd(args.root)
         if args.command == "operator":
-            import portolan.handlers as handlers
-
             import os
+
+            import portolan.handlers as handlers
 
             return handlers.run(args.settings, args.namespace or [], standalone=args.standalone, verbose=args.verbose,
                                 settings_text=os.environ.get("PORTOLAN_SETTINGS"))

@@ -162,3 +162,11 @@ def test_progress_ticks_end_at_the_total_and_count_open_ports(lab: labs.Lab) -> 
     assert ticks[-1].done == ticks[-1].total == 1024
     assert ticks[-1].open == len([p for p in host.ports("tcp") if p <= 1024 and lab.expected[(host.address, p, "tcp")][0] == "open"])
     assert [t.done for t in ticks] == sorted(t.done for t in ticks)
+
+
+def test_a_syn_scan_gets_the_constructions_states_with_raw_mode_reasons(lab: labs.Lab) -> None:
+    report = _scan(lab, "tcp", serviceDetection=False, technique="syn")
+    assert report.notes == []
+    seen = _verdicts(report)
+    for key, (state, reason) in _expected_for(lab, "tcp").items():
+        assert seen[key] == (state, "reset" if reason == "conn-refused" else reason), key

@@ -31,8 +31,8 @@ from collections.abc import Callable, Sequence
 import portolan
 from portolan import errors
 from portolan.engine import ports as ports_
+from portolan.engine import syn_scanning, tcp_scanning, udp_scanning
 from portolan.engine import targets as targets_
-from portolan.engine import tcp_scanning, udp_scanning
 from portolan.models import results, scanjobs
 
 PortCallback = Callable[[results.PortResult], None]
@@ -59,6 +59,7 @@ class Plan:
     timing: scanjobs.Timing
     service_detection: bool
     verify_open: bool
+    technique: scanjobs.Technique = scanjobs.Technique.CONNECT
 
     @property
     def probe_count(self) -> int:
@@ -72,10 +73,6 @@ def plan(
     max_targets: int = targets_.DEFAULT_LIMIT,
 ) -> Plan:
     """Expand a spec's targets and ports; raise SpecError subclasses on bad input."""
-    if spec.technique != scanjobs.Technique.CONNECT:
-        raise errors.SpecError(
-            f"technique {spec.technique.value!r} is not available in this build; use 'connect'"
-        )
     if spec.targets.selectors and not spec.targets.addresses:
         raise errors.TargetError(
             "targets.selectors need a cluster (they name Kubernetes objects); give addresses "
@@ -93,6 +90,7 @@ def plan(
         timing=spec.timing,
         service_detection=spec.service_detection,
         verify_open=spec.verify_open,
+        technique=spec.technique,
     )
 
 
@@ -324,7 +322,27 @@ def run(
     collector = _Collector(plan_, on_port, on_progress, clock)
     packets = 0
     notes: list[results.ScanNote] = []
-    if plan_.tcp_ports:
+    syn_targets: list[int] = []
+    if plan_.tcp_ports and plan_.technique == scanjobs.Technique.SYN:
+        why = syn_scanning.syn_available()
+        if why is None:
+            syn_targets = [i for i, t in enumerate(plan_.targets) if ":" not in t.address]
+        else:
+            notes.append(results.ScanNote(code="SynUnavailable", message=f"{why}; used TCP connect instead"))
+    if syn_targets:
+        packets += _syn_pass(plan_, collector, syn_targets, clock, stop)
+    connect_targets = [i for i in range(len(plan_.targets)) if i not in set(syn_targets)]
+    if plan_.tcp_ports and connect_targets and len(connect_targets) < len(plan_.targets):
+        subset = dataclasses.replace(plan_, targets=[plan_.targets[i] for i in connect_targets])
+
+        def back(index: int, port: int, state: results.PortState, reason: results.Reason,
+                 rtt: float | None, tries: int) -> None:
+            collector.tcp(connect_targets[index], port, state, reason, rtt, tries)
+
+        scanner = tcp_scanning.TcpConnectScanner(subset.targets, plan_.tcp_ports, plan_.timing, back,
+                                                 clock=clock, stop=stop)
+        packets += scanner.run().packets
+    elif plan_.tcp_ports and not syn_targets:
         count = workers if workers is not None else default_workers(plan_)
         if count > 1:
             tcp_stats = _tcp_in_workers(plan_, collector, count, stop)
@@ -334,12 +352,10 @@ def run(
             )
             tcp_stats = scanner.run()
         packets += tcp_stats.packets
-        if not (stop is not None and stop.is_set()):
-            paced, note_list = _reprobe_icmp_limited(
-                plan_, collector, clock, stop, rate_limit_budget
-            )
-            packets += paced
-            notes.extend(note_list)
+    if plan_.tcp_ports and not (stop is not None and stop.is_set()):
+        paced, note_list = _reprobe_icmp_limited(plan_, collector, clock, stop, rate_limit_budget)
+        packets += paced
+        notes.extend(note_list)
         if plan_.verify_open and not (stop is not None and stop.is_set()):
             packets += _verify_open(plan_, collector, clock, stop)
     if plan_.udp_ports and not (stop is not None and stop.is_set()):
@@ -448,6 +464,20 @@ def _reprobe_icmp_limited(
             )
         )
     return packets, notes
+
+
+def _syn_pass(
+    plan_: Plan, collector: _Collector, hosts: list[int], clock: Callable[[], float], stop: threading.Event | None
+) -> int:
+    """SYN-scan the IPv4 targets; verdicts map back to the plan's target indexes."""
+
+    def back(index: int, port: int, state: results.PortState, reason: results.Reason,
+             rtt: float | None, tries: int) -> None:
+        collector.tcp(hosts[index], port, state, reason, rtt, tries)
+
+    scanner = syn_scanning.SynScanner([plan_.targets[i] for i in hosts], plan_.tcp_ports, plan_.timing, back,
+                                      clock=clock, stop=stop)
+    return scanner.run()
 
 
 def _verify_open(

@@ -1,0 +1,284 @@
+"""SYN scanning over raw sockets (needs CAP_NET_RAW), stateless replies like ZMap/masscan.
+
+Probes are one prebuilt 20-byte TCP SYN template, patched per probe (destination port,
+sequence number, checksum) and sent on a raw IPv4 socket (the kernel adds the IP header).
+Replies are read from an AF_PACKET socket with a classic BPF program that passes only TCP
+segments to our source port and ICMP errors, so Python sees almost nothing else.  Replies are
+matched without per-probe state: the sequence number is a keyed hash of (address, port), so a
+SYN-ACK or RST whose acknowledgement is that cookie + 1 — or an ICMP error quoting our SYN with
+that sequence — belongs to our probe.  Only retry bookkeeping is kept per probe.
+
+Verdicts are the connect engine's, with raw-mode reasons: SYN-ACK → open/syn-ack (with the
+reply's TTL), RST → closed/reset, ICMP unreachable → filtered/<reason>, silence after the
+retries → filtered/no-response.  The kernel answers each SYN-ACK with a RST because no socket
+owns the connection; that is harmless here.
+
+Limits: IPv4 only (IPv6 targets should use the connect engine); one fixed source port per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import ipaddress
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from portolan import errors
+from portolan.engine import pacing, targets, tcp_scanning
+from portolan.models import results, scanjobs
+
+ETH_P_IP = 0x0800
+SO_ATTACH_FILTER = 26
+PACKET_OUTGOING = 4
+_TCP = struct.Struct("!HHIIBBHHH")  # sport dport seq ack offset flags window checksum urgent
+_SYN, _RST, _ACK = 0x02, 0x04, 0x10
+
+
+def _bpf(source_port: int) -> bytes:
+    """Accept IPv4 TCP to ``source_port`` (unfragmented) and ICMP; drop everything else."""
+    program = [
+        (0x30, 0, 0, 9),  # ldb [9]           protocol
+        (0x15, 0, 5, 6),  # jeq #6 (tcp)      else -> icmp check
+        (0x28, 0, 0, 6),  # ldh [6]           flags + fragment offset
+        (0x45, 4, 0, 0x1FFF),  # jset #0x1fff  -> drop
+        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf)  IP header length
+        (0x48, 0, 0, 2),  # ldh [x+2]         TCP destination port
+        (0x15, 2, 1, source_port),  # jeq #sport -> accept, else drop
+        (0x15, 1, 0, 1),  # icmp check: jeq #1 -> accept
+        (0x06, 0, 0, 0),  # drop
+        (0x06, 0, 0, 0xFFFF),  # accept
+    ]
+    # Jump offsets count from the next instruction.
+    return b"".join(struct.pack("HBBI", code, jt, jf, k) for code, jt, jf, k in program)
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def source_address(destination: str) -> str:
+    """The local address the kernel would use towards ``destination`` (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((destination, 9))
+        return str(probe.getsockname()[0])
+
+
+class Cookies:
+    """Keyed 32-bit sequence numbers for (address, port) pairs."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self.key = key or os.urandom(16)
+
+    def __call__(self, address: bytes, port: int) -> int:
+        digest = hashlib.blake2s(address + port.to_bytes(2, "big"), key=self.key, digest_size=4).digest()
+        value: int = int.from_bytes(digest, "big")
+        return value
+
+
+def syn_available() -> str | None:
+    """None if raw sockets can be opened here, else why not."""
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP).close()
+        socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP)).close()
+    except PermissionError:
+        return "SYN scanning needs CAP_NET_RAW"
+    except OSError as exc:
+        return f"raw sockets unavailable: {exc}"
+    return None
+
+
+class SynScanner:
+    """One SYN pass over IPv4 targets x ports, with the connect engine's verdict callback."""
+
+    def __init__(
+        self,
+        targets_: Sequence[targets.Target],
+        ports: Sequence[int],
+        timing: scanjobs.Timing,
+        on_verdict: tcp_scanning.Verdict,
+        *,
+        clock: pacing.Clock = time.monotonic,
+        stop: threading.Event | None = None,
+        cookies: Cookies | None = None,
+        ttl_sink: Callable[[int, int, int], None] | None = None,
+    ) -> None:
+        if any(t.family != socket.AF_INET for t in targets_):
+            raise errors.SpecError("SYN scanning supports IPv4 targets only; use connect for IPv6")
+        self.targets = list(targets_)
+        self.ports = list(ports)
+        self.timing = timing
+        self.on_verdict = on_verdict
+        self.clock = clock
+        self.stop = stop
+        self.cookies = cookies or Cookies()
+        self.ttl_sink = ttl_sink
+        self.source_port = 40000 + int.from_bytes(os.urandom(2), "big") % 20000
+        self.packets = 0
+
+    def run(self) -> int:
+        why = syn_available()
+        if why is not None:
+            raise errors.ScanError(why)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        receiver = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+        try:
+            _attach(receiver, _bpf(self.source_port))
+            receiver.setblocking(False)
+            while True:  # drop what arrived before the filter was attached
+                try:
+                    receiver.recv(65535)
+                except BlockingIOError:
+                    break
+            sender.setblocking(False)
+            self._loop(sender, receiver)
+        finally:
+            sender.close()
+            receiver.close()
+        return self.packets
+
+    def _loop(self, sender: socket.socket, receiver: socket.socket) -> None:
+        index_of = {ipaddress.IPv4Address(t.address).packed: i for i, t in enumerate(self.targets)}
+        sources = {i: socket.inet_aton(source_address(t.address)) for i, t in enumerate(self.targets)}
+        rtt = [pacing.estimator(self.timing) for _ in self.targets]
+        bucket = pacing.TokenBucket(self.timing.max_rate, self.clock) if self.timing.max_rate else None
+        pending: dict[tuple[int, int], tuple[int, float]] = {}  # (host, port) -> (tries, sent)
+        deadlines: list[tuple[float, int, int, int]] = []
+        queue = [(h, p, 0) for p in self.ports for h in range(len(self.targets))]
+        queue.reverse()
+        retry: list[tuple[int, int, int]] = []
+        epoll = select.epoll()
+        epoll.register(receiver.fileno(), select.EPOLLIN)
+        window = max(1, self.timing.concurrency)
+        try:
+            while (queue or retry or pending) and not (self.stop and self.stop.is_set()):
+                now = self.clock()
+                while (queue or retry) and len(pending) < window:
+                    if bucket is not None and not bucket.take():
+                        break
+                    host, port, tries = retry.pop() if retry else queue.pop()
+                    self._send(sender, host, port, sources[host])
+                    pending[(host, port)] = (tries + 1, now)
+                    heapq.heappush(deadlines, (now + rtt[host].current, host, port, tries + 1))
+                wait = deadlines[0][0] - now if deadlines else 0.01
+                for _ in epoll.poll(max(0.0, min(wait, 0.02))):
+                    self._receive(receiver, index_of, pending, rtt)
+                now = self.clock()
+                while deadlines and deadlines[0][0] <= now:
+                    _, host, port, tries = heapq.heappop(deadlines)
+                    entry = pending.get((host, port))
+                    if entry is None or entry[0] != tries:
+                        continue
+                    del pending[(host, port)]
+                    if tries <= self.timing.retries:
+                        retry.append((host, port, tries))
+                    else:
+                        self.on_verdict(host, port, results.PortState.FILTERED, results.Reason.NO_RESPONSE, None, tries)
+        finally:
+            epoll.close()
+
+    def _send(self, sender: socket.socket, host: int, port: int, source: bytes) -> None:
+        address = self.targets[host].address
+        destination = socket.inet_aton(address)
+        seq = self.cookies(destination, port)
+        header = _TCP.pack(self.source_port, port, seq, 0, 5 << 4, _SYN, 64240, 0, 0)
+        pseudo = source + destination + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(header))
+        header = header[:16] + struct.pack("!H", _checksum(pseudo + header)) + header[18:]
+        try:
+            sender.sendto(header, (address, 0))
+            self.packets += 1
+        except (BlockingIOError, InterruptedError):
+            pass  # counted as sent and lost: the retry logic covers it
+        except OSError as exc:
+            reason = tcp_scanning._local_reason(exc.errno or 0)
+            self.on_verdict(host, port, results.PortState.FILTERED, reason, None, 1)
+
+    def _receive(
+        self,
+        receiver: socket.socket,
+        index_of: dict[bytes, int],
+        pending: dict[tuple[int, int], tuple[int, float]],
+        rtt: list[pacing.RttEstimator],
+    ) -> None:
+        now = self.clock()
+        for _ in range(4096):
+            try:
+                packet, meta = receiver.recvfrom(65535)
+            except BlockingIOError:
+                return
+            if len(meta) > 2 and meta[2] == PACKET_OUTGOING:
+                continue
+            found = parse_reply(packet, self.source_port, self.cookies)
+            if found is None:
+                continue
+            address, port, state, reason, ttl = found
+            host = index_of.get(address)
+            if host is None or (host, port) not in pending:
+                continue
+            tries, sent = pending.pop((host, port))
+            if state != results.PortState.FILTERED or reason != results.Reason.NO_RESPONSE:
+                rtt[host].observe(now - sent)
+            if self.ttl_sink is not None:
+                self.ttl_sink(host, port, ttl)
+            self.on_verdict(host, port, state, reason, now - sent, tries)
+
+
+_ICMP_REASONS = {
+    0: results.Reason.NET_UNREACH, 1: results.Reason.HOST_UNREACH, 2: results.Reason.PROTO_UNREACH,
+    3: results.Reason.PORT_UNREACH, 9: results.Reason.NET_PROHIBITED, 10: results.Reason.HOST_PROHIBITED,
+    13: results.Reason.ADMIN_PROHIBITED,
+}
+
+
+def parse_reply(
+    packet: bytes, source_port: int, cookies: Cookies
+) -> tuple[bytes, int, results.PortState, results.Reason, int] | None:
+    """Decode an IPv4 packet into (target address, port, state, reason, ttl) if it answers one of our SYNs."""
+    if len(packet) < 20 or packet[0] >> 4 != 4:
+        return None
+    ihl = (packet[0] & 0x0F) * 4
+    ttl, protocol = packet[8], packet[9]
+    sender = packet[12:16]
+    if protocol == socket.IPPROTO_TCP and len(packet) >= ihl + 20:
+        sport, dport, _, ack, _, flags, _, _, _ = _TCP.unpack_from(packet, ihl)
+        if dport != source_port or (ack - 1) & 0xFFFFFFFF != cookies(sender, sport):
+            return None
+        if flags & _RST:
+            return sender, sport, results.PortState.CLOSED, results.Reason.RESET, ttl
+        if flags & _SYN and flags & _ACK:
+            return sender, sport, results.PortState.OPEN, results.Reason.SYN_ACK, ttl
+        return None
+    if protocol == 1 and len(packet) >= ihl + 8 + 20 + 8:
+        icmp_type, code = packet[ihl], packet[ihl + 1]
+        inner = packet[ihl + 8 :]
+        if icmp_type != 3 or inner[0] >> 4 != 4 or inner[9] != socket.IPPROTO_TCP:
+            return None
+        inner_ihl = (inner[0] & 0x0F) * 4
+        if len(inner) < inner_ihl + 8:
+            return None
+        target = inner[16:20]
+        sport, dport, seq = struct.unpack_from("!HHI", inner, inner_ihl)
+        if sport != source_port or seq != cookies(target, dport):
+            return None
+        reason = _ICMP_REASONS.get(code, results.Reason.ICMP_OTHER)
+        return target, dport, results.PortState.FILTERED, reason, ttl
+    return None
+
+
+def _attach(sock: socket.socket, program: bytes) -> None:
+    """SO_ATTACH_FILTER: the kernel copies the program, so the buffer only lives for the call."""
+    import ctypes
+
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("HxxxxxxQ", len(program) // 8, ctypes.addressof(buffer))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)

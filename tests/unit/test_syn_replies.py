@@ -1,0 +1,57 @@
+"""Stateless reply matching of the SYN engine: cookies, TCP flags, quoted ICMP, and garbage."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from portolan.engine import syn_scanning
+from portolan.models import results
+
+COOKIES = syn_scanning.Cookies(b"k" * 16)
+TARGET = socket.inet_aton("198.18.0.10")
+ME = socket.inet_aton("198.18.0.1")
+SPORT = 45000
+
+
+def _ip(protocol: int, source: bytes, destination: bytes, payload: bytes, ttl: int = 63) -> bytes:
+    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, ttl, protocol, 0, source, destination) + payload
+
+
+def _tcp(sport: int, dport: int, seq: int, ack: int, flags: int) -> bytes:
+    return struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 1024, 0, 0)
+
+
+def test_a_syn_ack_acknowledging_our_cookie_is_open_with_its_ttl() -> None:
+    cookie = COOKIES(TARGET, 22)
+    packet = _ip(6, TARGET, ME, _tcp(22, SPORT, 7, cookie + 1, 0x12), ttl=61)
+    assert syn_scanning.parse_reply(packet, SPORT, COOKIES) == (TARGET, 22, results.PortState.OPEN, results.Reason.SYN_ACK, 61)
+
+
+def test_a_rst_is_closed_and_a_wrong_cookie_or_port_is_ignored() -> None:
+    cookie = COOKIES(TARGET, 23)
+    assert syn_scanning.parse_reply(_ip(6, TARGET, ME, _tcp(23, SPORT, 0, cookie + 1, 0x14)), SPORT, COOKIES)[2] == results.PortState.CLOSED  # type: ignore[index]
+    assert syn_scanning.parse_reply(_ip(6, TARGET, ME, _tcp(23, SPORT, 0, cookie + 2, 0x14)), SPORT, COOKIES) is None
+    assert syn_scanning.parse_reply(_ip(6, TARGET, ME, _tcp(23, SPORT + 1, 0, cookie + 1, 0x14)), SPORT, COOKIES) is None
+
+
+def test_an_icmp_error_quoting_our_syn_is_filtered_with_its_code() -> None:
+    quoted = _ip(6, ME, TARGET, _tcp(SPORT, 1001, COOKIES(TARGET, 1001), 0, 0x02))[:28]
+    icmp = struct.pack("!BBHI", 3, 13, 0, 0) + quoted
+    found = syn_scanning.parse_reply(_ip(1, TARGET, ME, icmp), SPORT, COOKIES)
+    assert found == (TARGET, 1001, results.PortState.FILTERED, results.Reason.ADMIN_PROHIBITED, 63)
+
+
+def test_the_bpf_program_has_ten_well_formed_instructions() -> None:
+    program = syn_scanning._bpf(SPORT)
+    assert len(program) == 10 * 8
+    codes = [struct.unpack_from("HBBI", program, i * 8) for i in range(10)]
+    assert codes[6] == (0x15, 2, 1, SPORT) and codes[-1] == (0x06, 0, 0, 0xFFFF)
+
+
+@given(st.binary(max_size=200))
+def test_reply_parsing_never_raises_on_arbitrary_bytes(data: bytes) -> None:
+    syn_scanning.parse_reply(data, SPORT, COOKIES)
