@@ -76,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to spend re-probing ports of hosts that rate-limit ICMP (default 60)",
     )
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    capture = commands.add_parser("capture", help="capture, decode and write packets (needs CAP_NET_RAW)")
+    capture.add_argument("-i", "--interface", help="the interface to capture on")
+    capture.add_argument("-f", "--filter", default="", help="a tcpdump filter expression")
+    capture.add_argument("-s", "--snaplen", type=int, default=262144, help="bytes kept per packet")
+    capture.add_argument("-p", "--promisc", action="store_true", help="promiscuous mode")
+    capture.add_argument("-w", "--write", help="base path of the capture files (rotated: BASE-0001.pcapng, ...)")
+    capture.add_argument("--format", default="pcapng", choices=["pcapng", "pcap"])
+    capture.add_argument("--rotate-size", type=int, help="start a new file after this many bytes")
+    capture.add_argument("--rotate-seconds", type=float, help="start a new file after this many seconds")
+    capture.add_argument("--gzip", action="store_true", help="compress the files")
+    capture.add_argument("-c", "--count", type=int, help="stop after this many packets")
+    capture.add_argument("--duration", type=float, help="stop after this many seconds")
+    capture.add_argument("-r", "--read", help="decode a pcap/pcapng file instead of capturing")
+    capture.add_argument("-q", "--quiet", action="store_true", help="no line per packet")
     commands.add_parser("crd", help="print the CRDs generated from the models")
     generate = commands.add_parser("generate", help="rewrite crds/ and the chart's generated files")
     generate.add_argument("--root", default=".", help="the repository root")
@@ -238,6 +252,51 @@ def _scan(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return EXIT_OK if report.complete else EXIT_INTERRUPTED
 
 
+def _capture(args: argparse.Namespace) -> int:
+    import pathlib
+    import time
+
+    from portolan.capture import capturing, decoding, pcapfiles
+
+    if args.read:
+        for record in pcapfiles.read(pathlib.Path(args.read)):
+            decoded = decoding.decode_ethernet(record.data) if record.linktype == 1 else decoding.decode_ip(record.data)
+            if not args.quiet:
+                print(f"{record.timestamp_ns / 1e9:.6f} {decoded.summary()}")
+        return EXIT_OK
+    if not args.interface:
+        raise errors.SpecError("capture needs -i INTERFACE (or -r FILE to read one)")
+    writer = None
+    if args.write:
+        writer = pcapfiles.RotatingWriter(
+            pathlib.Path(args.write), fmt=args.format, snaplen=args.snaplen, rotate_bytes=args.rotate_size,
+            rotate_seconds=args.rotate_seconds, compress=args.gzip, clock=time.monotonic,
+        )
+    stop = threading.Event()
+
+    def interrupt(signum: int, frame: types.FrameType | None) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
+
+    def show(decoded: object) -> None:
+        print(decoded.summary(), flush=True)  # type: ignore[attr-defined]
+
+    try:
+        session = capturing.Capture(args.interface, expression=args.filter, snaplen=args.snaplen,
+                                    promiscuous=args.promisc, writer=writer,
+                                    on_packet=None if args.quiet else show, stop=stop)
+    except OSError as exc:
+        raise errors.ScanError(f"cannot capture on {args.interface}: {exc.strerror or exc}") from exc
+    stats = session.run(count=args.count, seconds=args.duration)
+    print(stats.summary(), file=sys.stderr)
+    if writer is not None:
+        for path, count in zip(writer.files, writer.counts, strict=True):
+            print(f"wrote {path} ({count} packets)", file=sys.stderr)
+    return EXIT_OK
+
+
 def _crd(root: str | None) -> int:
     import pathlib
 
@@ -282,6 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _shard()
         if args.command == "crd":
             return _crd(None)
+        if args.command == "capture":
+            return _capture(args)
         if args.command == "generate":
             return _crd(args.root)
         if args.command == "operator":

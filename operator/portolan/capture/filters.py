@@ -1,0 +1,72 @@
+"""tcpdump filter expressions compiled to classic BPF by libpcap (through ctypes).
+
+Only ``pcap_open_dead`` and ``pcap_compile`` are used: libpcap compiles, the kernel runs the
+program on an AF_PACKET socket (SO_ATTACH_FILTER).  Raises :class:`FilterError` with
+libpcap's own message for a bad expression.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import socket
+import struct
+
+from portolan import errors
+
+DLT_EN10MB = 1
+SO_ATTACH_FILTER = 26
+
+
+class FilterError(errors.SpecError):
+    reason = "InvalidFilter"
+
+
+class _Insn(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
+
+
+class _Program(ctypes.Structure):
+    _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.POINTER(_Insn))]
+
+
+def _libpcap() -> ctypes.CDLL:
+    name = ctypes.util.find_library("pcap") or "libpcap.so.0.8"
+    try:
+        library = ctypes.CDLL(name)
+    except OSError as exc:
+        raise errors.ScanError(f"libpcap is needed to compile capture filters: {exc}") from exc
+    library.pcap_open_dead.restype = ctypes.c_void_p
+    library.pcap_open_dead.argtypes = [ctypes.c_int, ctypes.c_int]
+    library.pcap_compile.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Program), ctypes.c_char_p, ctypes.c_int,
+                                     ctypes.c_uint32]
+    library.pcap_geterr.restype = ctypes.c_char_p
+    library.pcap_geterr.argtypes = [ctypes.c_void_p]
+    library.pcap_freecode.argtypes = [ctypes.POINTER(_Program)]
+    library.pcap_close.argtypes = [ctypes.c_void_p]
+    return library
+
+
+def compile_filter(expression: str, snaplen: int = 262144, linktype: int = DLT_EN10MB) -> list[tuple[int, int, int, int]]:
+    """Compile a tcpdump expression into BPF instructions (code, jt, jf, k)."""
+    library = _libpcap()
+    handle = library.pcap_open_dead(linktype, snaplen)
+    program = _Program()
+    try:
+        if library.pcap_compile(handle, ctypes.byref(program), expression.encode(), 1, 0xFFFFFFFF) != 0:
+            message = (library.pcap_geterr(handle) or b"").decode(errors="replace")
+            raise FilterError(f"bad capture filter {expression!r}: {message}")
+        instructions = [(program.bf_insns[i].code, program.bf_insns[i].jt, program.bf_insns[i].jf, program.bf_insns[i].k)
+                        for i in range(program.bf_len)]
+        library.pcap_freecode(ctypes.byref(program))
+        return instructions
+    finally:
+        library.pcap_close(handle)
+
+
+def attach(sock: socket.socket, instructions: list[tuple[int, int, int, int]]) -> None:
+    """Attach compiled instructions to a socket (the kernel copies them)."""
+    body = b"".join(struct.pack("HBBI", *insn) for insn in instructions)
+    buffer = ctypes.create_string_buffer(body, len(body))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HxxxxxxQ", len(instructions),
+                                                                      ctypes.addressof(buffer)))
