@@ -367,6 +367,17 @@ def reconcile(observed: Observed, config: settings.OperatorSettings) -> Actions:
     return _Run(observed, config).run()
 
 
+def _already(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
+    """True if a merge patch would change nothing: many writers share this object, so skip no-ops."""
+    for key, value in patch.items():
+        if isinstance(value, Mapping) and isinstance(current.get(key), Mapping):
+            if not _already(current[key], value):
+                return False
+        elif current.get(key) != value:
+            return False
+    return True
+
+
 def pod_view(pod: Any) -> PodView:
     """Reduce a client Pod object to what reconciliation reads."""
     labels = pod.metadata.labels or {}
@@ -419,7 +430,7 @@ def step(
                                actions.results_configmap["binaryData"])
     if actions.network_policy is not None:
         client.create_network_policy(actions.network_policy)
-    if actions.status:
+    if actions.status and not _already(status, actions.status):
         # Status first: a new pod must find its shard in the plan. If a create below fails, the
         # next pass sees the attempt's pod missing and retries it.
         try:

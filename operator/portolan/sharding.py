@@ -122,7 +122,8 @@ class ShardRunner:
         except errors.SpecError as exc:
             self._patch({**self._base(), "lastError": f"{exc.reason}: {exc}", "finishedAttempt": self.env.attempt})
             return EXIT_SPEC
-        self._patch({**self._base(), "phase": "Running", "done": 0, "total": plan.probe_count})
+        # No write at start: short shards write once, at the end; long ones heartbeat every interval.
+        self.last_beat = time.monotonic()
         try:
             report = scanning.run(
                 plan, on_progress=self.progress, identify=services.identify_services,

@@ -226,3 +226,10 @@ def test_results_over_the_byte_budget_move_to_a_gzipped_configmap_named_in_statu
     assert len(json.dumps(actions.status)) < 16 * 1024
     stored = json.loads(gzip.decompress(base64.b64decode(actions.results_configmap["binaryData"]["results.json.gz"])))
     assert len(stored[0]["open"]) > 0 and actions.status["results"][0]["open"] == []
+
+
+def test_a_patch_that_changes_nothing_is_recognised_so_it_is_not_sent() -> None:
+    current = {"phase": "Running", "shards": {"a-0": {"attempt": 1, "done": 5}}, "conditions": [{"type": "X"}]}
+    assert reconcile._already(current, {"phase": "Running", "shards": {"a-0": {"attempt": 1}}})
+    assert not reconcile._already(current, {"shards": {"a-0": {"attempt": 2}}})
+    assert not reconcile._already(current, {"conditions": [{"type": "Y"}]})
