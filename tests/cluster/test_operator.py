@@ -277,5 +277,11 @@ def test_node_selectors_become_targets_and_a_finished_job_goes_away_after_its_tt
     cloud = sorted(node.address for node in cluster.agent.nodes.values() if node.pool == "cloud")
     assert job["status"]["plan"][0]["targets"] == ["-".join(cloud)] or sorted(job["status"]["plan"][0]["targets"]) == cloud
     assert job["status"]["results"][0]["states"] == {"closed": 2}
-    cluster.wait("the job to expire", lambda: cluster.plane.kubectl("get", "scanjob", "by-node", "-n", NAMESPACE, check=False).returncode != 0, timeout=60)
+    gone = lambda: cluster.plane.kubectl("get", "scanjob", "by-node", "-n", NAMESPACE, check=False).returncode != 0  # noqa: E731
+    try:
+        cluster.wait("the job to expire", gone, timeout=150)
+    except AssertionError as exc:
+        log = (operator.folder / "operator.log").read_text()
+        lines = [line for line in log.splitlines() if "by-node" in line and "DEBUG" not in line][-40:]
+        raise AssertionError("\n".join(lines) + json.dumps(_get(cluster, "by-node")["metadata"], indent=1)[:2000]) from exc
     cluster.wait("its pods to be collected", lambda: not cluster.core().list_namespaced_pod(NAMESPACE, label_selector="portolan.dev/job=by-node").items, timeout=90)
