@@ -88,7 +88,7 @@ def build_registry(
 def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, verbose: bool = False,
         settings_text: str | None = None) -> int:
     """The operator's entry point (``portolan operator``)."""
-    kopf.configure(verbose=verbose)
+    kopf.configure(verbose=verbose, log_prefix=True)
     config = settings.load(settings_path, settings_text)
     client = kube.Kube(kube.client_from_environment())
     gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
