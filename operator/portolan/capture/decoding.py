@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import struct
+from collections.abc import Callable
 
 from portolan.engine import services
 
@@ -44,23 +45,22 @@ class Decoded:
         return " ".join(parts)
 
 
-def decode_ethernet(frame: bytes) -> Decoded:
-    out = Decoded(length=len(frame))
+def _guarded(layer: Callable[[bytes, Decoded], None], data: bytes) -> Decoded:
+    out = Decoded(length=len(data))
     try:
-        _ethernet(frame, out)
+        layer(data, out)
     except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
         out.error = f"malformed: {exc}"
     return out
+
+
+def decode_ethernet(frame: bytes) -> Decoded:
+    return _guarded(_ethernet, frame)
 
 
 def decode_ip(packet: bytes) -> Decoded:
     """For captures without a link layer (raw IP)."""
-    out = Decoded(length=len(packet))
-    try:
-        _ip(packet, out)
-    except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
-        out.error = f"malformed: {exc}"
-    return out
+    return _guarded(_ip, packet)
 
 
 def _ethernet(frame: bytes, out: Decoded) -> None:
