@@ -107,10 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _spec_from(args: argparse.Namespace) -> tuple[object, str]:
-    from portolan import manifesting
     from portolan.models import scanjobs
 
     if args.file:
+        from portolan import manifesting  # YAML is loaded only when a manifest is read
+
         job = manifesting.load(args.file)
     elif args.targets:
         job = scanjobs.ScanJob.model_validate(
@@ -118,6 +119,8 @@ def _spec_from(args: argparse.Namespace) -> tuple[object, str]:
              "spec": {"targets": {"addresses": list(args.targets)}}}
         )
     else:
+        from portolan import manifesting
+
         job = manifesting.default()
     spec = job.spec
     updates: dict[str, object] = {}

@@ -143,6 +143,44 @@ class _Collector:
                 self.last_tick = now
                 self.on_progress(results.Progress(done=self.done, total=self.total, open=self.open))
 
+    def tcp_records(self, records: collections.abc.Iterable[tuple[int, int, int, int, int, float]]) -> int:
+        """Take a batch of packed worker verdicts; returns the packets any trailer reported.
+
+        Without a per-port callback this is the hot path of a big scan: the verdict tables are
+        filled directly and progress is reported once per batch, not once per port.
+        """
+        if self.on_port is not None:
+            packets = 0
+            for host, port, state, reason, tries, rtt in records:
+                if state == _TRAILER:
+                    packets += host
+                    continue
+                self.tcp(host, port, _STATES[state], _REASONS[reason], None if rtt < 0 else float(rtt), tries)
+            return packets
+        packets = 0
+        verdicts = self.verdicts
+        tcp = results.Protocol.TCP
+        open_index = _STATE_INDEX[results.PortState.OPEN]
+        states = _STATES
+        reasons = _REASONS
+        for host, port, state, reason, tries, rtt in records:
+            if state == _TRAILER:  # the worker's packet count
+                packets += host
+                continue
+            table = verdicts[host]
+            key = (tcp, port)
+            if key not in table:
+                self.done += 1
+                if state == open_index:
+                    self.open += 1
+            table[key] = (states[state], reasons[reason], None if rtt < 0 else float(rtt), tries)
+        if self.on_progress is not None:
+            now = self.clock()
+            if now - self.last_tick >= 0.1 or self.done == self.total:
+                self.last_tick = now
+                self.on_progress(results.Progress(done=self.done, total=self.total, open=self.open))
+        return packets
+
     def tcp(
         self, host: int, port: int, state: results.PortState, reason: results.Reason,
         rtt: float | None, tries: int,
@@ -228,16 +266,7 @@ def _tcp_in_workers(
                 buffer = buffers[fd]
                 buffer.extend(chunk)
                 whole = len(buffer) - len(buffer) % size
-                for host, port, state, reason, tries, rtt in _RECORD.iter_unpack(
-                    bytes(buffer[:whole])
-                ):
-                    if state == _TRAILER:  # the worker's packet count
-                        stats.packets += host
-                        continue
-                    collector.tcp(
-                        host, port, _STATES[state], _REASONS[reason],
-                        None if rtt < 0 else float(rtt), tries,
-                    )
+                stats.packets += collector.tcp_records(_RECORD.iter_unpack(bytes(buffer[:whole])))
                 del buffer[:whole]
     finally:
         selector.close()
@@ -561,10 +590,13 @@ def _report(
             for group, count in groups.items()
             if not list_all and count > COLLAPSE_ABOVE and group[1] != results.PortState.OPEN
         }
+        # Filter before sorting: a collapsed group is usually almost every port.
+        keys = sorted(
+            key for key, verdict in table.items() if (key[0], verdict[0], verdict[1]) not in collapsed
+        )
         listed = [
             collector.port_result(index, protocol, port, services.get((index, protocol, port)))
-            for (protocol, port), verdict in sorted(table.items())
-            if (protocol, verdict[0], verdict[1]) not in collapsed
+            for protocol, port in keys
         ]
         extraports = [
             results.ExtraPorts(protocol=g[0], state=g[1], reason=g[2], count=groups[g])

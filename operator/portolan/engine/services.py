@@ -14,10 +14,8 @@ runs on a small thread pool (I/O bound, a handful of sockets per endpoint).
 
 from __future__ import annotations
 
-import concurrent.futures
 import re
 import socket
-import ssl
 import time
 from collections.abc import Callable, Sequence
 
@@ -121,6 +119,8 @@ def _probe_http(address: str, port: int, timeout: float) -> results.ServiceInfo 
 
 
 def _probe_tls(address: str, port: int, timeout: float) -> results.ServiceInfo | None:
+    import ssl  # only scans that meet a TLS port pay for loading OpenSSL
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -193,6 +193,8 @@ def identify_services(
     """Identify many endpoints concurrently, each within its own deadline."""
     if not endpoints:
         return {}
+    import concurrent.futures
+
     found: dict[tuple[str, int], results.ServiceInfo] = {}
     workers = min(concurrency, len(endpoints))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
