@@ -23,6 +23,7 @@ LABEL_SHARD = f"{GROUP}/shard"
 LABEL_ATTEMPT = f"{GROUP}/attempt"
 LABEL_POOL = f"{GROUP}/pool"
 LABEL_COMPONENT = "app.kubernetes.io/component"
+CAPTURE_MOUNT = "/var/run/portolan/capture"  # where a shard pod sees the evidence claim
 
 
 def timestamp(now: datetime.datetime) -> str:
@@ -88,6 +89,17 @@ def shard_pod(
             }
         ],
     }
+    if spec.technique == scanjobs.Technique.SYN or spec.capture is not None:
+        # Raw sockets: CAP_NET_RAW is only effective for root in a container (no ambient
+        # capabilities), so such pods need a namespace that allows Pod Security "privileged".
+        pod_spec["securityContext"] = {"runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0,
+                                       "seccompProfile": {"type": "RuntimeDefault"}}
+        pod_spec["containers"][0]["securityContext"]["capabilities"] = {"drop": ["ALL"], "add": ["NET_RAW"]}
+    if spec.capture is not None:
+        pod_spec["volumes"] = [{"name": "capture",
+                                "persistentVolumeClaim": {"claimName": spec.capture.persistent_volume_claim}}]
+        pod_spec["containers"][0]["volumeMounts"] = [{"name": "capture", "mountPath": CAPTURE_MOUNT}]
+        env.append({"name": "PORTOLAN_CAPTURE_DIR", "value": CAPTURE_MOUNT})
     if pool is not None:
         if pool.node_selector:
             pod_spec["nodeSelector"] = dict(pool.node_selector)

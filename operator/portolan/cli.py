@@ -30,6 +30,8 @@ from portolan import errors
 if TYPE_CHECKING:
     import rich.progress
 
+    from portolan.capture import recording
+
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_SCAN = 3
@@ -75,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--udp-budget", type=float, default=60.0,
         help="seconds to spend re-probing ports of hosts that rate-limit ICMP (default 60)",
     )
+    scan.add_argument("--capture-dir", metavar="DIR",
+                      help="record the scan's own packets as evidence in DIR (pcapng; needs CAP_NET_RAW)")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     capture = commands.add_parser("capture", help="capture, decode and write packets (needs CAP_NET_RAW)")
     capture.add_argument("-i", "--interface", help="the interface to capture on")
@@ -229,6 +233,7 @@ def _scan(args: argparse.Namespace, argv: Sequence[str]) -> int:
     def emit(port: object) -> None:
         out.write(rendering.jsonl_line(port) + "\n")  # type: ignore[arg-type]
 
+    recorder = _recorder(args, spec, plan)
     try:
         with _Progress(sys.stderr, not args.quiet) as progress:
             report = scanning.run(
@@ -244,15 +249,47 @@ def _scan(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 rate_limit_budget=args.udp_budget,
                 args="portolan " + " ".join(argv),
             )
+        if recorder is not None:
+            evidence = recorder.finish()
+            recorder = None
+            names = ", ".join(str(path) for path in evidence.files)
+            print(f"evidence: {evidence.packets} packets ({evidence.dropped} dropped) in {names}", file=sys.stderr)
         if not stream_jsonl:
             rendering.write_report(report, args.output, out)
         out.flush()
     finally:
+        if recorder is not None:
+            recorder.finish()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if out is not sys.stdout:
             out.close()
     return EXIT_OK if report.complete else EXIT_INTERRUPTED
+
+
+def _recorder(args: argparse.Namespace, spec: object, plan: object) -> recording.Recorder | None:
+    """Start recording evidence when --capture-dir asks; a manifest's capture: settings shape the files."""
+    import pathlib
+    import time
+
+    from portolan.capture import recording
+    from portolan.engine import scanning
+    from portolan.models import scanjobs
+
+    assert isinstance(spec, scanjobs.ScanJobSpec) and isinstance(plan, scanning.Plan)
+    wanted = spec.capture
+    if not args.capture_dir:
+        if wanted is not None:
+            print(f"note: capture: names the claim {wanted.persistent_volume_claim!r}, which exists only in a "
+                  "cluster; pass --capture-dir DIR to record evidence here", file=sys.stderr)
+        return None
+    wanted = wanted or scanjobs.Capture(persistent_volume_claim="local")
+    base = pathlib.Path(args.capture_dir) / time.strftime("portolan-%Y%m%dT%H%M%S")
+    return recording.Recorder(
+        base, (target.address for target in plan.targets), fmt=wanted.format, snaplen=wanted.snap_length,
+        compress=wanted.compress,
+        rotate_bytes=None if wanted.rotate_megabytes is None else wanted.rotate_megabytes << 20,
+    ).start()
 
 
 def _capture(args: argparse.Namespace) -> int:

@@ -74,6 +74,11 @@ def check_guardrails(
     spec: scanjobs.ScanJobSpec, config: settings.OperatorSettings, addresses: Sequence[str]
 ) -> None:
     """Reject specs that break the operator's limits, before expanding anything big."""
+    if not config.allow_raw_sockets and (spec.technique == scanjobs.Technique.SYN or spec.capture is not None):
+        raise errors.GuardrailError(
+            "this operator does not allow raw sockets (allowRawSockets: false): "
+            "use technique: connect and no capture"
+        )
     estimated = targets_.count_addresses(addresses)
     if estimated > config.max_targets_per_job:
         raise errors.GuardrailError(
@@ -110,8 +115,6 @@ def plan(
     resolve: targets_.Resolver = targets_.resolve_host,
 ) -> list[statuses.ShardPlan]:
     """Plan the shards of a job whose selector targets are already resolved into ``addresses``."""
-    if spec.technique != scanjobs.Technique.CONNECT:
-        raise errors.SpecError(f"technique {spec.technique.value!r} is not available; use 'connect'")
     check_guardrails(spec, config, addresses)
     found = targets_.parse_targets(
         addresses, spec.targets.exclude, resolve=resolve, limit=config.max_targets_per_job

@@ -30,6 +30,11 @@ class OperatorSettings(pydantic.BaseModel):
     max_probes_per_job: int = pydantic.Field(default=50_000_000, ge=1)
     max_targets_per_job: int = pydantic.Field(default=1 << 20, ge=1)
     max_concurrent_shards_per_namespace: int = pydantic.Field(default=64, ge=1)
+    allow_raw_sockets: bool = pydantic.Field(
+        default=True,
+        description="Allow jobs whose shard pods need CAP_NET_RAW (technique: syn, capture:); "
+        "false refuses them with GuardrailViolated.",
+    )
     status_byte_budget: int = pydantic.Field(default=256 * 1024, ge=16 * 1024, le=1024 * 1024)
     shard_open_ports_cap: int = pydantic.Field(
         default=200, ge=1, description="Open ports a shard lists in status; more are counted."

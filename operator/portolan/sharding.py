@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import pathlib
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from portolan import builders, errors, kube
+from portolan.capture import recording
 from portolan.engine import payloads, scanning, services
 from portolan.engine import ports as ports_
 from portolan.engine import targets as targets_
@@ -44,6 +46,7 @@ class ShardEnv:
     heartbeat_seconds: float
     pod: str | None
     node: str | None
+    capture_dir: str | None = None
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> ShardEnv:
@@ -54,6 +57,7 @@ class ShardEnv:
                 open_cap=int(env.get("PORTOLAN_OPEN_CAP", "200")),
                 heartbeat_seconds=float(env.get("PORTOLAN_HEARTBEAT_SECONDS", "2")),
                 pod=env.get("PORTOLAN_POD_NAME"), node=env.get("PORTOLAN_NODE_NAME"),
+                capture_dir=env.get("PORTOLAN_CAPTURE_DIR") or None,
             )
         except (KeyError, ValueError) as exc:
             raise errors.SpecError(f"shard environment incomplete or malformed: {exc}") from exc
@@ -111,7 +115,45 @@ class ShardRunner:
             tcp_ports=ports_.parse_ports(shard.ports) if shard.ports else [],
             udp_ports=ports_.parse_ports(shard.udp_ports) if shard.udp_ports else [],
             timing=spec.timing, service_detection=spec.service_detection, verify_open=spec.verify_open,
+            technique=spec.technique,
         )
+
+    def _recorder(self, job: dict[str, Any], plan: scanning.Plan) -> tuple[recording.Recorder | None, dict[str, Any] | None]:
+        """Start recording this attempt's traffic if the job asks for it; the status entry says how it went."""
+        spec = scanjobs.ScanJobSpec.model_validate(job["spec"])
+        if spec.capture is None:
+            return None, None
+        entry: dict[str, Any] = {"persistentVolumeClaim": spec.capture.persistent_volume_claim, "files": [],
+                                 "packets": 0, "dropped": 0, "filter": None, "error": None}
+        if self.env.capture_dir is None:
+            entry["error"] = "NoVolume: the pod has no capture volume mounted"
+            return None, entry
+        relative = pathlib.PurePosixPath(self.env.namespace, self.env.job, f"{self.env.shard}-a{self.env.attempt}")
+        try:
+            recorder = recording.Recorder(
+                pathlib.Path(self.env.capture_dir, relative), (t.address for t in plan.targets),
+                fmt=spec.capture.format, snaplen=spec.capture.snap_length, compress=spec.capture.compress,
+                rotate_bytes=None if spec.capture.rotate_megabytes is None else spec.capture.rotate_megabytes << 20,
+            ).start()
+        except errors.PortolanError as exc:
+            entry["error"] = f"{exc.reason}: {exc}"
+            return None, entry
+        entry["filter"] = recorder.expression
+        return recorder, entry
+
+    def _evidence(self, recorder: recording.Recorder | None, entry: dict[str, Any] | None) -> dict[str, Any]:
+        if entry is None:
+            return {}
+        if recorder is not None:
+            root = pathlib.Path(self.env.capture_dir or "/")
+            try:
+                evidence = recorder.finish()
+            except errors.PortolanError as exc:
+                entry["error"] = f"{exc.reason}: {exc}"
+                evidence = recording.Evidence(list(recorder.writer.files), recorder.expression, 0, 0)
+            entry.update(files=[str(path.relative_to(root)) for path in evidence.files],
+                         packets=evidence.packets, dropped=evidence.dropped)
+        return {"capture": entry}
 
     def run(self) -> int:
         job = self.kube.get_job(self.env.namespace, self.env.job)
@@ -124,6 +166,7 @@ class ShardRunner:
             return EXIT_SPEC
         # No write at start: short shards write once, at the end; long ones heartbeat every interval.
         self.last_beat = time.monotonic()
+        recorder, capture = self._recorder(job, plan)
         try:
             report = scanning.run(
                 plan, on_progress=self.progress, identify=services.identify_services,
@@ -131,7 +174,8 @@ class ShardRunner:
                 stop=self.stop, args=f"shard {self.env.shard} attempt {self.env.attempt}",
             )
         except errors.ScanError as exc:
-            self._patch({**self._base(), "lastError": f"{exc.reason}: {exc}", "finishedAttempt": self.env.attempt})
+            self._patch({**self._base(), "lastError": f"{exc.reason}: {exc}", "finishedAttempt": self.env.attempt,
+                         **self._evidence(recorder, capture)})
             return EXIT_SCAN
         found = [
             {"host": port.host, "port": port.port, "protocol": port.protocol.value,
@@ -142,7 +186,7 @@ class ShardRunner:
             **self._base(), "done": report.summary.probes, "total": plan.probe_count,
             "states": report.summary.states, "open": found[: self.env.open_cap],
             "openTruncated": max(0, len(found) - self.env.open_cap),
-            "finishedAttempt": self.env.attempt,
+            "finishedAttempt": self.env.attempt, **self._evidence(recorder, capture),
         }
         if not report.complete:
             fields["lastError"] = "Terminated: the shard was stopped; partial results kept"

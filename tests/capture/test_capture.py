@@ -7,6 +7,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 
@@ -145,3 +146,75 @@ def test_the_decoder_never_raises_on_mutated_or_truncated_real_frames(at: int, v
     decoding.decode_ethernet(bytes(mutated[:cut]))
     decoding.decode_ethernet(bytes(mutated))
     assert decoding.tls_sni(bytes(mutated)) is None or isinstance(decoding.tls_sni(bytes(mutated)), str)
+
+
+@pytest.mark.lab
+def test_time_rotation_loses_no_packet_at_file_boundaries(lab: labs.Lab, tmp_path: pathlib.Path) -> None:
+    host = lab.hosts["services"].address
+    sent = 200
+    progress = [0]  # fake time: one "second" per 25 packets sent, so files turn over as the sender goes
+    writer = pcapfiles.RotatingWriter(tmp_path / "timed", fmt="pcap", rotate_seconds=1.0,
+                                      clock=lambda: progress[0] / 25)
+
+    def blast() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for number in range(sent):
+                sock.sendto(f"seq={number:05d}".encode(), (host, 7778))
+                progress[0] = number + 1
+                time.sleep(0.001)
+
+    _capture_while(lab, f"udp and dst host {host} and dst port 7778", blast, writer=writer)
+    numbers = [int(record.data[14 + 20 + 8:].decode().split("=")[1])
+               for path in writer.files for record in pcapfiles.read(path)]
+    assert numbers == list(range(sent))
+    assert len(writer.files) >= 4
+    assert [path.name for path in writer.files] == [f"timed-{i:04d}.pcap" for i in range(1, len(writer.files) + 1)]
+
+
+@pytest.mark.lab
+def test_a_scan_records_its_own_probes_and_the_answers_and_nothing_else(
+        lab: labs.Lab, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    services, rejecting, other = (lab.hosts[name].address for name in ("services", "rejecting", "filtered"))
+    stop = threading.Event()
+
+    def chatter() -> None:  # unrelated traffic from the same namespace, during the scan
+        with lab.inside(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(2000):
+                if stop.wait(0.005):
+                    return
+                sock.sendto(b"noise", (other, 5353))
+
+    noise = threading.Thread(target=chatter)
+    noise.start()
+    try:
+        with lab.inside():
+            code = cli.main(["scan", services, rejecting, "-p", "22,23,1001", "--no-service", "-q", "-o", "json",
+                             "--capture-dir", str(tmp_path)])
+    finally:
+        stop.set()
+        noise.join(10)
+    assert code == 0
+    files = sorted(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".pcapng"
+    seen = [decoding.decode_ethernet(record.data) for record in pcapfiles.read(files[0])]
+    assert f"evidence: {len(seen)} packets (0 dropped) in {files[0]}" in capsys.readouterr().err
+    assert not [d for d in seen if other in (d.source, d.destination)]
+    scanner = lab.scanner_address
+    for host in (services, rejecting):
+        for port in (22, 23, 1001):
+            probes = [d for d in seen if (d.source, d.destination, d.dport) == (scanner, host, port)]
+            assert probes and all(d.transport == "tcp" for d in probes), (host, port)
+    answered = {(d.source, d.sport) for d in seen if d.destination == scanner and d.transport == "tcp"}
+    assert {(services, 22), (services, 23), (services, 1001), (rejecting, 22), (rejecting, 23)} <= answered
+    icmp = [d for d in seen if d.source == rejecting and d.transport in ("icmp", "icmpv4")]
+    assert icmp, [d.summary() for d in seen]
+
+
+def test_a_scan_without_cap_net_raw_asked_to_record_evidence_says_so_and_sends_nothing(
+        fresh_netns: str, tmp_path: pathlib.Path) -> None:
+    dropped = ["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw"]
+    done = subprocess.run(["ip", "netns", "exec", fresh_netns, *dropped, sys.executable, "-m", "portolan.cli", "scan",
+                           "127.0.0.1", "-p", "1", "--capture-dir", str(tmp_path), "-q"], capture_output=True, text=True)
+    assert done.returncode == cli.EXIT_SCAN
+    assert "packet capture needs CAP_NET_RAW" in done.stderr
+    assert done.stdout == ""

@@ -14,8 +14,10 @@ It reports Running, then Succeeded/Failed with the exit code, honours deletion
 (SIGTERM, the grace period, SIGKILL, then the final delete with grace 0), and can
 be told to kill a pod's process or to drop a node, for fault tests.
 
-Limits: one container per pod (init containers and sidecars are ignored), no
-restarts (any restartPolicy behaves like Never), no volumes beyond the token, images
+Volumes: ``hostPath``, ``emptyDir`` and ``persistentVolumeClaim`` bound to a hostPath
+PersistentVolume are bind-mounted at their ``mountPath`` inside the process's own mount
+namespace.  Limits: one container per pod (init containers and sidecars are ignored), no
+restarts (any restartPolicy behaves like Never), other volume types are skipped, images
 ignored.
 """
 
@@ -38,6 +40,10 @@ import kubernetes
 from harness import netns, pki
 
 LEASE_SECONDS = 40
+
+
+class VolumeError(Exception):
+    """A pod's volume cannot be provided on this node."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,6 +348,38 @@ class NodeAgent:
                 "KUBERNETES_SERVICE_PORT": str(self.port),
                 "PORTOLAN_SERVICEACCOUNT_DIR": str(folder)}
 
+    def _mounts(self, pod: Any, container: Any, folder: pathlib.Path) -> list[tuple[str, str]]:
+        """(mountPath, host directory) for each volumeMount: hostPath, emptyDir, or a claim bound to a hostPath PV."""
+        volumes = {v.name: v for v in pod.spec.volumes or []}
+        mounts = []
+        for mount in container.volume_mounts or []:
+            volume = volumes.get(mount.name)
+            if volume is None:
+                raise VolumeError(f"no volume {mount.name!r}")
+            if volume.host_path is not None:
+                source = pathlib.Path(volume.host_path.path)
+            elif volume.empty_dir is not None:
+                source = folder / "volumes" / mount.name
+                source.mkdir(parents=True, exist_ok=True)
+            elif volume.persistent_volume_claim is not None:
+                name = volume.persistent_volume_claim.claim_name
+                try:
+                    claim = self.core.read_namespaced_persistent_volume_claim(name, pod.metadata.namespace)
+                    if not claim.spec.volume_name:
+                        raise VolumeError(f"claim {name!r} is not bound")
+                    volume_ = self.core.read_persistent_volume(claim.spec.volume_name)
+                except kubernetes.client.ApiException as exc:
+                    raise VolumeError(f"claim {name!r}: {exc.reason}") from exc
+                if volume_.spec.host_path is None:
+                    raise VolumeError(f"volume {claim.spec.volume_name!r} is not a hostPath volume")
+                source = pathlib.Path(volume_.spec.host_path.path)
+            else:
+                continue  # projected service-account tokens are handled by _credentials
+            if not source.is_dir():
+                raise VolumeError(f"{source} is not a directory on this node")
+            mounts.append((mount.mount_path, str(source)))
+        return mounts
+
     def _run(self, pod: Any) -> None:
         folder = self.folder / "pods" / f"{pod.metadata.namespace}_{pod.metadata.name}_{pod.metadata.uid[:8]}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -360,6 +398,18 @@ class NodeAgent:
         except kubernetes.client.ApiException as exc:
             self._status(running, "Failed", exit_code=1, reason="CredentialsFailed", message=str(exc.reason))
             return
+        try:
+            mounts = self._mounts(pod, container, folder)
+        except VolumeError as exc:
+            self._status(running, "Failed", exit_code=1, reason="VolumeFailed", message=str(exc))
+            return
+        if mounts:
+            # ip netns exec gives the process its own mount namespace (slave of the root one),
+            # so these bind mounts are seen by the pod alone, at the paths it asked for.
+            script = "".join(f'mkdir -p "${2 * i + 1}" && mount --bind "${2 * i + 2}" "${2 * i + 1}" && '
+                             for i in range(len(mounts)))
+            script += f"shift {2 * len(mounts)} && exec \"$@\""
+            argv = ["sh", "-c", script, "sh", *(part for pair in mounts for part in pair), *argv]
         log = open(folder / "log", "wb")  # noqa: SIM115 - handed to the child
         running.process = subprocess.Popen(
             ["ip", "netns", "exec", self.ns(pod.spec.node_name), *argv], env=env, cwd=folder,

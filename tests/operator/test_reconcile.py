@@ -233,3 +233,34 @@ def test_a_patch_that_changes_nothing_is_recognised_so_it_is_not_sent() -> None:
     assert reconcile._already(current, {"phase": "Running", "shards": {"a-0": {"attempt": 1}}})
     assert not reconcile._already(current, {"shards": {"a-0": {"attempt": 2}}})
     assert not reconcile._already(current, {"conditions": [{"type": "Y"}]})
+
+
+def test_a_capture_job_mounts_the_named_claim_and_adds_only_net_raw() -> None:
+    job = Job(capture={"persistentVolumeClaim": "evidence"})
+    pod = job.step(T0).create[0]
+    spec = pod["spec"]
+    container = spec["containers"][0]
+    assert spec["volumes"] == [{"name": "capture", "persistentVolumeClaim": {"claimName": "evidence"}}]
+    assert container["volumeMounts"] == [{"name": "capture", "mountPath": "/var/run/portolan/capture"}]
+    assert {"name": "PORTOLAN_CAPTURE_DIR", "value": "/var/run/portolan/capture"} in container["env"]
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"], "add": ["NET_RAW"]}}
+    assert spec["securityContext"]["runAsUser"] == 0
+
+
+def test_a_syn_job_without_capture_gets_net_raw_but_no_volume() -> None:
+    pod = Job(technique="syn").step(T0).create[0]
+    assert pod["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] == ["NET_RAW"]
+    assert "volumes" not in pod["spec"]
+
+
+def test_with_raw_sockets_disallowed_a_syn_or_capture_job_is_refused_with_no_pods() -> None:
+    strict = settings.OperatorSettings(allow_raw_sockets=False)
+    for spec in ({"technique": "syn"}, {"capture": {"persistentVolumeClaim": "evidence"}}):
+        job = Job(**spec)
+        observed = reconcile.Observed(job.body, [], 0, T0)
+        actions = reconcile.reconcile(observed, strict)
+        assert actions.create == []
+        accepted = next(c for c in actions.status["conditions"] if c["type"] == "Accepted")
+        assert (accepted["status"], accepted["reason"]) == ("False", "GuardrailViolated")
+        assert "allowRawSockets: false" in accepted["message"]

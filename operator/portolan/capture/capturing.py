@@ -27,6 +27,7 @@ PACKET_MR_PROMISC = 1
 PACKET_STATISTICS = 6
 PACKET_OUTGOING = 4
 ARPHRD_LOOPBACK = 772
+ANY = "any"  # capture on every interface of the network namespace, as tcpdump -i any
 
 
 @dataclasses.dataclass
@@ -70,6 +71,8 @@ class Capture:
         self.sock = self._open()
 
     def _open(self) -> socket.socket:
+        if self.interface == ANY:
+            return self._open_any()
         sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             if self.program is not None:
@@ -80,6 +83,27 @@ class Capture:
                 sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, struct.pack("iHH8s", index, PACKET_MR_PROMISC, 0, b""))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _open_any(self) -> socket.socket:
+        # Every interface: the protocol is given at creation (an unbound socket), so packets may
+        # queue before the filter is attached; like libpcap, drain them once it is.
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        try:
+            if self.program is not None:
+                filters.attach(sock, self.program)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            sock.setblocking(False)
+            if self.program is not None:
+                while True:
+                    try:
+                        sock.recv(65535)
+                    except BlockingIOError:
+                        break
+                sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)  # reading resets the counters
         except BaseException:
             sock.close()
             raise

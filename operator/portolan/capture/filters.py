@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import ipaddress
 import socket
 import struct
+from collections.abc import Iterable
 
 from portolan import errors
 
 DLT_EN10MB = 1
 SO_ATTACH_FILTER = 26
+MAX_NETWORK_TERMS = 32
+_WIDER_V4 = (24, 16, 8, 0)
+_WIDER_V6 = (64, 48, 32, 0)
 
 
 class FilterError(errors.SpecError):
@@ -70,3 +75,31 @@ def attach(sock: socket.socket, instructions: list[tuple[int, int, int, int]]) -
     buffer = ctypes.create_string_buffer(body, len(body))
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HxxxxxxQ", len(instructions),
                                                                       ctypes.addressof(buffer)))
+
+
+def probe_filter(addresses: Iterable[str], *, limit: int = MAX_NETWORK_TERMS) -> str:
+    """A tcpdump expression for the traffic of a scan of these addresses, and ICMP errors about it.
+
+    Addresses are collapsed into networks; when that leaves more than ``limit`` terms, the
+    networks are widened (IPv4 /24, /16, ...; IPv6 /64, /48, ...) until it does not, so the
+    filter stays short enough for the kernel's 4096-instruction limit.  ICMP and ICMPv6 are
+    always included: an unreachable or prohibited answer may come from any router.
+    """
+    parsed = [ipaddress.ip_address(a) for a in addresses]
+    nets4 = list(ipaddress.collapse_addresses(ipaddress.IPv4Network(a) for a in parsed if a.version == 4))
+    nets6 = list(ipaddress.collapse_addresses(ipaddress.IPv6Network(a) for a in parsed if a.version == 6))
+    for wide4, wide6 in zip(_WIDER_V4, _WIDER_V6, strict=True):
+        if len(nets4) + len(nets6) <= limit:
+            break
+        nets4 = list(ipaddress.collapse_addresses(
+            n if n.prefixlen <= wide4 else n.supernet(new_prefix=wide4) for n in nets4))
+        nets6 = list(ipaddress.collapse_addresses(
+            n if n.prefixlen <= wide6 else n.supernet(new_prefix=wide6) for n in nets6))
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [*nets4, *nets6]
+    terms = [
+        f"host {net.network_address}" if net.prefixlen == net.max_prefixlen else f"net {net}"
+        for net in networks
+    ]
+    if not terms:
+        return "icmp or icmp6"
+    return " or ".join([*terms, "icmp", "icmp6"])

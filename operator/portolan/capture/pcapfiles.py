@@ -122,6 +122,11 @@ class RotatingWriter:
         self.files.append(path)
         self.counts.append(0)
 
+    def begin(self) -> None:
+        """Open the first file now, so a capture that sees nothing still leaves a (header-only) file."""
+        if self.stream is None and not self.files:
+            self._open()
+
     def write(self, record: Record) -> None:
         now = self.clock()
         if self.stream is None or (self.rotate_bytes is not None and self.written >= self.rotate_bytes) or (

@@ -136,6 +136,26 @@ def _default_protocols() -> list[Literal["tcp", "udp"]]:
     return ["tcp"]
 
 
+class Capture(_Model):
+    """Evidence: each shard records its own probe traffic into a volume the user names.
+
+    Needs CAP_NET_RAW, so shard pods of such a job run as root with NET_RAW added: the
+    namespace must allow it (Pod Security "privileged").  The claim should be ReadWriteMany
+    when pools span nodes.
+    """
+
+    persistent_volume_claim: str = pydantic.Field(
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description="PersistentVolumeClaim in the job's namespace that receives the files.",
+    )
+    format: Literal["pcap", "pcapng"] = "pcapng"
+    snap_length: int = pydantic.Field(default=65535, ge=64, le=262144, description="Bytes kept per packet.")
+    compress: bool = pydantic.Field(default=False, description="gzip each file.")
+    rotate_megabytes: int | None = pydantic.Field(
+        default=None, ge=1, le=4096, description="Start a new file after this many MiB."
+    )
+
+
 class ScanJobSpec(_Model):
     """What a ScanJob asks for."""
 
@@ -161,6 +181,9 @@ class ScanJobSpec(_Model):
     active_deadline_seconds: int | None = pydantic.Field(default=None, ge=1)
     ttl_seconds_after_finished: int | None = pydantic.Field(default=None, ge=0)
     suspend: bool = False
+    capture: Capture | None = pydantic.Field(
+        default=None, description="Record each shard's probe traffic as pcap evidence (needs CAP_NET_RAW)."
+    )
 
     @pydantic.field_validator("protocols")
     @classmethod

@@ -69,6 +69,17 @@ class ShardPlan(_Model):
     probes: int
 
 
+class ShardCapture(_Model):
+    """Where one shard attempt's evidence went, relative to the claim's root."""
+
+    persistent_volume_claim: str
+    files: list[str] = pydantic.Field(default_factory=list)
+    filter: str | None = None
+    packets: int = 0
+    dropped: int = 0
+    error: str | None = None
+
+
 class ShardStatus(_Model):
     """What one shard reports (its pod writes it) and what the operator adds (attempts, errors)."""
 
@@ -86,6 +97,7 @@ class ShardStatus(_Model):
     finished_attempt: int | None = None
     heartbeat: str | None = None
     retry_after: str | None = None
+    capture: ShardCapture | None = None
 
 
 class VantageResult(_Model):
