@@ -156,6 +156,52 @@ def test_a_two_pool_three_shard_job_completes_with_the_hosts_construction(cluste
     assert accepted["observedGeneration"] == job["metadata"]["generation"]
 
 
+def test_a_syn_job_with_capture_completes_and_each_shard_says_where_its_evidence_is(
+        cluster: clusters.Cluster, operator: Operator, tmp_path: pathlib.Path) -> None:
+    from portolan.capture import decoding, pcapfiles
+
+    store = tmp_path / "evidence"
+    store.mkdir()
+    cluster.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "portolan-evidence"},
+         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                  "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(store), "type": "Directory"}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "evidence", "namespace": NAMESPACE},
+         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": "portolan-evidence",
+                  "resources": {"requests": {"storage": "1Gi"}}}},
+    ]))
+    cluster.wait("the claim to bind", lambda: cluster.core().read_namespaced_persistent_volume_claim(
+        "evidence", NAMESPACE).status.phase == "Bound", timeout=60)
+    addresses = ["198.18.64.101", "198.18.64.102"]
+    cluster.plane.kubectl("apply", "-f", "-", input=_job(
+        "evidence", addresses=addresses, ports="20-25,80,443", shards=2, pools=False, technique="syn",
+        capture={"persistentVolumeClaim": "evidence"}))
+    job = _wait_condition(cluster, "evidence", "Complete")
+    status = job["status"]
+    assert _open_by_pool(job) == {"default": EXPECTED_OPEN - {e for e in EXPECTED_OPEN if e[0] == "198.18.64.103"}}
+    targets = {shard["id"]: shard["targets"] for shard in status["plan"]}
+    for shard_id, shard in status["shards"].items():
+        capture = shard["capture"]
+        assert capture["persistentVolumeClaim"] == "evidence" and capture.get("error") is None, capture
+        assert capture["files"] == [f"{NAMESPACE}/evidence/{shard_id}-a{shard['attempt']}-0001.pcapng"]
+        seen = [decoding.decode_ethernet(r.data) for r in pcapfiles.read(store / capture["files"][0])]
+        assert len(seen) == capture["packets"] > 0
+        mine = {str(a) for block in targets[shard_id] for a in _expand(block)}
+        peers = {d.destination for d in seen if d.source not in mine} | {d.source for d in seen if d.source in mine}
+        assert peers <= mine, (shard_id, peers, mine)
+        syns = {(d.destination, d.dport) for d in seen if d.destination in mine and d.transport == "tcp"}
+        assert {(a, p) for a in mine for p in (20, 21, 22, 23, 24, 25, 80, 443)} <= syns
+
+
+def _expand(block: str) -> list[str]:
+    import ipaddress
+
+    if "-" in block:
+        first, last = (ipaddress.ip_address(x) for x in block.split("-"))
+        return [str(ipaddress.ip_address(n)) for n in range(int(first), int(last) + 1)]
+    return [str(a) for a in ipaddress.ip_network(block, strict=False)] if "/" in block else [block]
+
+
 def _shard_pod(cluster: clusters.Cluster, job: str, shard: str) -> str | None:
     pods = cluster.core().list_namespaced_pod(NAMESPACE, label_selector=f"portolan.dev/job={job},portolan.dev/shard={shard}").items
     running = [p for p in pods if p.status.phase == "Running"]

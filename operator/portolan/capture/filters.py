@@ -21,6 +21,8 @@ SO_ATTACH_FILTER = 26
 MAX_NETWORK_TERMS = 32
 _WIDER_V4 = (24, 16, 8, 0)
 _WIDER_V6 = (64, 48, 32, 0)
+ICMP_ERRORS = "icmp[icmptype] == icmp-unreach or icmp[icmptype] == icmp-timxceed"
+ICMP6_ERRORS = "icmp6[icmp6type] == icmp6-destinationunreach or icmp6[icmp6type] == icmp6-timeexceeded"
 
 
 class FilterError(errors.SpecError):
@@ -82,8 +84,9 @@ def probe_filter(addresses: Iterable[str], *, limit: int = MAX_NETWORK_TERMS) ->
 
     Addresses are collapsed into networks; when that leaves more than ``limit`` terms, the
     networks are widened (IPv4 /24, /16, ...; IPv6 /64, /48, ...) until it does not, so the
-    filter stays short enough for the kernel's 4096-instruction limit.  ICMP and ICMPv6 are
-    always included: an unreachable or prohibited answer may come from any router.
+    filter stays short enough for the kernel's 4096-instruction limit.  ICMP and ICMPv6 errors
+    (unreachable, time exceeded) are included whatever their source, since an unreachable or
+    prohibited answer may come from any router; other ICMP (neighbour discovery) is not.
     """
     parsed = [ipaddress.ip_address(a) for a in addresses]
     nets4 = list(ipaddress.collapse_addresses(ipaddress.IPv4Network(a) for a in parsed if a.version == 4))
@@ -100,6 +103,6 @@ def probe_filter(addresses: Iterable[str], *, limit: int = MAX_NETWORK_TERMS) ->
         f"host {net.network_address}" if net.prefixlen == net.max_prefixlen else f"net {net}"
         for net in networks
     ]
-    if not terms:
-        return "icmp or icmp6"
-    return " or ".join([*terms, "icmp", "icmp6"])
+    errors_ = [ICMP_ERRORS] if nets4 or not networks else []
+    errors_ += [ICMP6_ERRORS] if nets6 or not networks else []
+    return " or ".join([*terms, *errors_])
