@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import labs
+from harness import labs, netns
 from portolan.engine import payloads, scanning, services
 from portolan.models import results, scanjobs
 
@@ -170,3 +170,55 @@ def test_a_syn_scan_gets_the_constructions_states_with_raw_mode_reasons(lab: lab
     seen = _verdicts(report)
     for key, (state, reason) in _expected_for(lab, "tcp").items():
         assert seen[key] == (state, "reset" if reason == "conn-refused" else reason), key
+
+
+def test_a_syn_scan_reports_the_ttl_of_every_answer_and_none_for_silence(lab: labs.Lab) -> None:
+    report = _scan(lab, "tcp", serviceDetection=False, technique="syn")
+    ports = [port for host in report.hosts for port in host.ports]
+    answered = [p for p in ports if p.reason != results.Reason.NO_RESPONSE]
+    assert answered and all(p.reason_ttl == 64 for p in answered)  # Linux hosts, one hop away
+    assert all(p.reason_ttl is None for p in ports if p.reason == results.Reason.NO_RESPONSE)
+
+
+IPV6_RULES = """
+table inet syn6 {
+  chain input {
+    type filter hook input priority 0;
+    tcp dport 1001 reject with icmpv6 type admin-prohibited
+    tcp dport 1002 drop
+  }
+}
+"""
+
+
+def test_a_syn_scan_over_ipv6_gets_the_same_states_as_connect_with_raw_mode_reasons(fresh_netns: str) -> None:
+    import socket
+    import subprocess
+
+    subprocess.run(["ip", "netns", "exec", fresh_netns, "nft", "-f", "-"], input=IPV6_RULES, text=True, check=True)
+    listeners = []
+    with netns.entered(fresh_netns):
+        for port in (2201, 2202):
+            server = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            server.bind(("::1", port))
+            server.listen()
+            listeners.append(server)
+        try:
+            reports = {
+                technique: scanning.run(scanning.plan(_spec(["::1"], "2200-2203,1001,1002", ["tcp"],
+                                                            serviceDetection=False, technique=technique)),
+                                        list_all=True)
+                for technique in ("connect", "syn")
+            }
+        finally:
+            for server in listeners:
+                server.close()
+    connect, syn = (_verdicts(reports[t]) for t in ("connect", "syn"))
+    assert not [n for n in reports["syn"].notes if n.code == "SynUnavailable"]
+    assert syn == {
+        ("::1", 2200, "tcp"): ("closed", "reset"), ("::1", 2201, "tcp"): ("open", "syn-ack"),
+        ("::1", 2202, "tcp"): ("open", "syn-ack"), ("::1", 2203, "tcp"): ("closed", "reset"),
+        ("::1", 1001, "tcp"): ("filtered", "admin-prohibited"), ("::1", 1002, "tcp"): ("filtered", "no-response"),
+    }
+    assert {k: v[0] for k, v in connect.items()} == {k: v[0] for k, v in syn.items()}
+    assert all(p.reason_ttl == 64 for h in reports["syn"].hosts for p in h.ports if p.port != 1002)

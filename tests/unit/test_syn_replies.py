@@ -55,3 +55,40 @@ def test_the_bpf_program_has_ten_well_formed_instructions() -> None:
 @given(st.binary(max_size=200))
 def test_reply_parsing_never_raises_on_arbitrary_bytes(data: bytes) -> None:
     syn_scanning.parse_reply(data, SPORT, COOKIES)
+
+
+TARGET6 = socket.inet_pton(socket.AF_INET6, "2001:db8::10")
+ME6 = socket.inet_pton(socket.AF_INET6, "2001:db8::1")
+
+
+def _ip6(next_header: int, source: bytes, destination: bytes, payload: bytes, hops: int = 62) -> bytes:
+    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), next_header, hops, source, destination) + payload
+
+
+def test_ipv6_syn_ack_and_rst_are_open_and_closed_with_the_hop_limit() -> None:
+    cookie = COOKIES(TARGET6, 443)
+    assert syn_scanning.parse_reply(_ip6(6, TARGET6, ME6, _tcp(443, SPORT, 1, cookie + 1, 0x12)), SPORT, COOKIES) == (
+        TARGET6, 443, results.PortState.OPEN, results.Reason.SYN_ACK, 62)
+    assert syn_scanning.parse_reply(_ip6(6, TARGET6, ME6, _tcp(443, SPORT, 0, cookie + 1, 0x14)), SPORT, COOKIES) == (
+        TARGET6, 443, results.PortState.CLOSED, results.Reason.RESET, 62)
+    assert syn_scanning.parse_reply(_ip6(6, TARGET6, ME6, _tcp(443, SPORT, 0, cookie, 0x14)), SPORT, COOKIES) is None
+
+
+def test_an_icmpv6_unreachable_quoting_our_syn_is_filtered_with_its_code() -> None:
+    quoted = _ip6(6, ME6, TARGET6, _tcp(SPORT, 1001, COOKIES(TARGET6, 1001), 0, 0x02))[:48]
+    for code, reason in ((1, results.Reason.ADMIN_PROHIBITED), (4, results.Reason.PORT_UNREACH),
+                         (3, results.Reason.HOST_UNREACH)):
+        icmp = struct.pack("!BBHI", 1, code, 0, 0) + quoted
+        found = syn_scanning.parse_reply(_ip6(58, ME6, ME6, icmp, hops=64), SPORT, COOKIES)
+        assert found == (TARGET6, 1001, results.PortState.FILTERED, reason, 64)
+
+
+def test_the_ipv6_bpf_program_checks_the_tcp_port_after_the_fixed_header() -> None:
+    program = syn_scanning._bpf6(SPORT)
+    codes = [struct.unpack_from("HBBI", program, i * 8) for i in range(len(program) // 8)]
+    assert codes[2] == (0x28, 0, 0, 42) and codes[3] == (0x15, 2, 1, SPORT) and codes[-1] == (0x06, 0, 0, 0xFFFF)
+
+
+@given(st.binary(max_size=200))
+def test_ipv6_reply_parsing_never_raises_on_arbitrary_bytes(data: bytes) -> None:
+    syn_scanning.parse_reply(bytes([0x60]) + data, SPORT, COOKIES)

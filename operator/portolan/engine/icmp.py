@@ -25,7 +25,7 @@ ORIGIN_ICMP6 = 3
 
 _EXTENDED_ERR = struct.Struct("=IBBBBII")
 
-_ICMP4_UNREACH: dict[int, results.Reason] = {
+ICMP4_UNREACH: dict[int, results.Reason] = {
     0: results.Reason.NET_UNREACH,
     1: results.Reason.HOST_UNREACH,
     2: results.Reason.PROTO_UNREACH,
@@ -38,7 +38,7 @@ _ICMP4_UNREACH: dict[int, results.Reason] = {
     12: results.Reason.HOST_UNREACH,
     13: results.Reason.ADMIN_PROHIBITED,
 }
-_ICMP6_UNREACH: dict[int, results.Reason] = {
+ICMP6_UNREACH: dict[int, results.Reason] = {
     0: results.Reason.NET_UNREACH,
     1: results.Reason.ADMIN_PROHIBITED,
     3: results.Reason.HOST_UNREACH,
@@ -66,9 +66,9 @@ class QueuedError:
     def reason(self) -> results.Reason:
         """The nmap reason for this error."""
         if self.origin == ORIGIN_ICMP and self.type == 3:
-            return _ICMP4_UNREACH.get(self.code, results.Reason.ICMP_OTHER)
+            return ICMP4_UNREACH.get(self.code, results.Reason.ICMP_OTHER)
         if self.origin == ORIGIN_ICMP6 and self.type == 1:
-            return _ICMP6_UNREACH.get(self.code, results.Reason.ICMP_OTHER)
+            return ICMP6_UNREACH.get(self.code, results.Reason.ICMP_OTHER)
         if self.is_icmp:
             return results.Reason.ICMP_OTHER
         return results.Reason.LOCAL_ERROR

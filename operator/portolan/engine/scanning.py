@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import os
 import selectors
+import socket
 import struct
 import threading
 import time
@@ -117,6 +118,7 @@ class _Collector:
             {} for _ in plan_.targets
         ]
         self.replies: dict[tuple[int, int], bytes] = {}
+        self.ttls: dict[tuple[int, int], int] = {}  # (host, TCP port) -> TTL of the answer (SYN scans)
 
     def add(
         self,
@@ -209,7 +211,7 @@ class _Collector:
             protocol=protocol,
             state=state,
             reason=reason,
-            reason_ttl=None,
+            reason_ttl=self.ttls.get((host, port)) if protocol == results.Protocol.TCP else None,
             rtt_ms=None if rtt is None else round(rtt * 1000, 3),
             tries=tries,
             service=service,
@@ -353,11 +355,15 @@ def run(
     notes: list[results.ScanNote] = []
     syn_targets: list[int] = []
     if plan_.tcp_ports and plan_.technique == scanjobs.Technique.SYN:
-        why = syn_scanning.syn_available()
-        if why is None:
-            syn_targets = [i for i, t in enumerate(plan_.targets) if ":" not in t.address]
-        else:
-            notes.append(results.ScanNote(code="SynUnavailable", message=f"{why}; used TCP connect instead"))
+        for family in sorted({t.family for t in plan_.targets}):
+            why = syn_scanning.syn_available(family)
+            if why is None:
+                syn_targets += [i for i, t in enumerate(plan_.targets) if t.family == family]
+            else:
+                kind = "IPv6" if family == socket.AF_INET6 else "IPv4"
+                notes.append(results.ScanNote(code="SynUnavailable",
+                                              message=f"{why}; used TCP connect for {kind} targets instead"))
+        syn_targets.sort()
     if syn_targets:
         packets += _syn_pass(plan_, collector, syn_targets, clock, stop)
     connect_targets = [i for i in range(len(plan_.targets)) if i not in set(syn_targets)]
@@ -498,15 +504,22 @@ def _reprobe_icmp_limited(
 def _syn_pass(
     plan_: Plan, collector: _Collector, hosts: list[int], clock: Callable[[], float], stop: threading.Event | None
 ) -> int:
-    """SYN-scan the IPv4 targets; verdicts map back to the plan's target indexes."""
+    """SYN-scan these targets, one scanner per address family; verdicts map back to the plan's indexes."""
+    packets = 0
+    for family in sorted({plan_.targets[i].family for i in hosts}):
+        chosen = [i for i in hosts if plan_.targets[i].family == family]
 
-    def back(index: int, port: int, state: results.PortState, reason: results.Reason,
-             rtt: float | None, tries: int) -> None:
-        collector.tcp(hosts[index], port, state, reason, rtt, tries)
+        def back(index: int, port: int, state: results.PortState, reason: results.Reason,
+                 rtt: float | None, tries: int, chosen_: list[int] = chosen) -> None:
+            collector.tcp(chosen_[index], port, state, reason, rtt, tries)
 
-    scanner = syn_scanning.SynScanner([plan_.targets[i] for i in hosts], plan_.tcp_ports, plan_.timing, back,
-                                      clock=clock, stop=stop)
-    return scanner.run()
+        def ttl(index: int, port: int, value: int, chosen_: list[int] = chosen) -> None:
+            collector.ttls[(chosen_[index], port)] = value
+
+        scanner = syn_scanning.SynScanner([plan_.targets[i] for i in chosen], plan_.tcp_ports, plan_.timing, back,
+                                          clock=clock, stop=stop, ttl_sink=ttl)
+        packets += scanner.run()
+    return packets
 
 
 def _verify_open(

@@ -1,7 +1,8 @@
 """SYN scanning over raw sockets (needs CAP_NET_RAW), stateless replies like ZMap/masscan.
 
 Probes are one prebuilt 20-byte TCP SYN template, patched per probe (destination port,
-sequence number, checksum) and sent on a raw IPv4 socket (the kernel adds the IP header).
+sequence number, checksum) and sent on a raw socket (the kernel adds the IP header; for IPv6
+it also fills in the checksum, IPV6_CHECKSUM).
 Replies are read from an AF_PACKET socket with a classic BPF program that passes only TCP
 segments to our source port and ICMP errors, so Python sees almost nothing else.  Replies are
 matched without per-probe state: the sequence number is a keyed hash of (address, port), so a
@@ -13,7 +14,8 @@ reply's TTL), RST → closed/reset, ICMP unreachable → filtered/<reason>, sile
 retries → filtered/no-response.  The kernel answers each SYN-ACK with a RST because no socket
 owns the connection; that is harmless here.
 
-Limits: IPv4 only (IPv6 targets should use the connect engine); one fixed source port per run.
+Limits: one address family per scanner (the caller runs one per family); IPv6 replies with
+extension headers before TCP are not recognised; one fixed source port per run.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from portolan import errors
-from portolan.engine import pacing, targets, tcp_scanning
+from portolan.engine import icmp, pacing, targets, tcp_scanning
 from portolan.models import results, scanjobs
 
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+IPV6_CHECKSUM = 7
 SO_ATTACH_FILTER = 26
 PACKET_OUTGOING = 4
 _TCP = struct.Struct("!HHIIBBHHH")  # sport dport seq ack offset flags window checksum urgent
@@ -55,6 +59,20 @@ def _bpf(source_port: int) -> bytes:
         (0x06, 0, 0, 0xFFFF),  # accept
     ]
     # Jump offsets count from the next instruction.
+    return b"".join(struct.pack("HBBI", code, jt, jf, k) for code, jt, jf, k in program)
+
+
+def _bpf6(source_port: int) -> bytes:
+    """Accept IPv6 TCP to ``source_port`` right after the fixed header, and ICMPv6; drop the rest."""
+    program = [
+        (0x30, 0, 0, 6),  # ldb [6]           next header
+        (0x15, 0, 2, 6),  # jeq #6 (tcp)      else -> icmpv6 check
+        (0x28, 0, 0, 42),  # ldh [40+2]       TCP destination port
+        (0x15, 2, 1, source_port),  # jeq #sport -> accept, else drop
+        (0x15, 1, 0, 58),  # icmpv6 check: jeq #58 -> accept
+        (0x06, 0, 0, 0),  # drop
+        (0x06, 0, 0, 0xFFFF),  # accept
+    ]
     return b"".join(struct.pack("HBBI", code, jt, jf, k) for code, jt, jf, k in program)
 
 
@@ -86,11 +104,12 @@ class Cookies:
         return value
 
 
-def syn_available() -> str | None:
-    """None if raw sockets can be opened here, else why not."""
+def syn_available(family: socket.AddressFamily = socket.AF_INET) -> str | None:
+    """None if raw sockets of this family can be opened here, else why not."""
+    link = ETH_P_IP if family == socket.AF_INET else ETH_P_IPV6
     try:
-        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP).close()
-        socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP)).close()
+        socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_TCP).close()
+        socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(link)).close()
     except PermissionError:
         return "SYN scanning needs CAP_NET_RAW"
     except OSError as exc:
@@ -99,7 +118,7 @@ def syn_available() -> str | None:
 
 
 class SynScanner:
-    """One SYN pass over IPv4 targets x ports, with the connect engine's verdict callback."""
+    """One SYN pass over targets x ports of one address family, with the connect engine's verdict callback."""
 
     def __init__(
         self,
@@ -113,8 +132,10 @@ class SynScanner:
         cookies: Cookies | None = None,
         ttl_sink: Callable[[int, int, int], None] | None = None,
     ) -> None:
-        if any(t.family != socket.AF_INET for t in targets_):
-            raise errors.SpecError("SYN scanning supports IPv4 targets only; use connect for IPv6")
+        families = {t.family for t in targets_}
+        if len(families) > 1:
+            raise errors.SpecError("one SYN scanner per address family: split IPv4 and IPv6 targets")
+        self.family = families.pop() if families else socket.AF_INET
         self.targets = list(targets_)
         self.ports = list(ports)
         self.timing = timing
@@ -127,13 +148,16 @@ class SynScanner:
         self.packets = 0
 
     def run(self) -> int:
-        why = syn_available()
+        why = syn_available(self.family)
         if why is not None:
             raise errors.ScanError(why)
-        sender = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
-        receiver = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+        v6 = self.family == socket.AF_INET6
+        sender = socket.socket(self.family, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        receiver = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6 if v6 else ETH_P_IP))
         try:
-            _attach(receiver, _bpf(self.source_port))
+            if v6:
+                sender.setsockopt(socket.IPPROTO_IPV6, IPV6_CHECKSUM, 16)  # the kernel sums the TCP header
+            _attach(receiver, _bpf6(self.source_port) if v6 else _bpf(self.source_port))
             receiver.setblocking(False)
             while True:  # drop what arrived before the filter was attached
                 try:
@@ -148,8 +172,9 @@ class SynScanner:
         return self.packets
 
     def _loop(self, sender: socket.socket, receiver: socket.socket) -> None:
-        index_of = {ipaddress.IPv4Address(t.address).packed: i for i, t in enumerate(self.targets)}
-        sources = {i: socket.inet_aton(source_address(t.address)) for i, t in enumerate(self.targets)}
+        index_of = {ipaddress.ip_address(t.address).packed: i for i, t in enumerate(self.targets)}
+        sources = {i: b"" if self.family == socket.AF_INET6 else socket.inet_aton(source_address(t.address))
+                   for i, t in enumerate(self.targets)}
         rtt = [pacing.estimator(self.timing) for _ in self.targets]
         bucket = pacing.TokenBucket(self.timing.max_rate, self.clock) if self.timing.max_rate else None
         pending: dict[tuple[int, int], tuple[int, float]] = {}  # (host, port) -> (tries, sent)
@@ -189,13 +214,15 @@ class SynScanner:
 
     def _send(self, sender: socket.socket, host: int, port: int, source: bytes) -> None:
         address = self.targets[host].address
-        destination = socket.inet_aton(address)
+        v6 = self.family == socket.AF_INET6
+        destination = socket.inet_pton(self.family, address)
         seq = self.cookies(destination, port)
         header = _TCP.pack(self.source_port, port, seq, 0, 5 << 4, _SYN, 64240, 0, 0)
-        pseudo = source + destination + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(header))
-        header = header[:16] + struct.pack("!H", _checksum(pseudo + header)) + header[18:]
+        if not v6:
+            pseudo = source + destination + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(header))
+            header = header[:16] + struct.pack("!H", _checksum(pseudo + header)) + header[18:]
         try:
-            sender.sendto(header, (address, 0))
+            sender.sendto(header, (address, 0, 0, 0) if v6 else (address, 0))
             self.packets += 1
         except (BlockingIOError, InterruptedError):
             pass  # counted as sent and lost: the retry logic covers it
@@ -233,31 +260,22 @@ class SynScanner:
             self.on_verdict(host, port, state, reason, now - sent, tries)
 
 
-_ICMP_REASONS = {
-    0: results.Reason.NET_UNREACH, 1: results.Reason.HOST_UNREACH, 2: results.Reason.PROTO_UNREACH,
-    3: results.Reason.PORT_UNREACH, 9: results.Reason.NET_PROHIBITED, 10: results.Reason.HOST_PROHIBITED,
-    13: results.Reason.ADMIN_PROHIBITED,
-}
-
-
 def parse_reply(
     packet: bytes, source_port: int, cookies: Cookies
 ) -> tuple[bytes, int, results.PortState, results.Reason, int] | None:
-    """Decode an IPv4 packet into (target address, port, state, reason, ttl) if it answers one of our SYNs."""
+    """Decode an IP packet into (target address, port, state, reason, ttl) if it answers one of our SYNs.
+
+    The TTL is the IPv4 TTL or IPv6 hop limit of the answer, as nmap's reason_ttl.
+    """
+    if packet and packet[0] >> 4 == 6:
+        return _parse_reply6(packet, source_port, cookies)
     if len(packet) < 20 or packet[0] >> 4 != 4:
         return None
     ihl = (packet[0] & 0x0F) * 4
     ttl, protocol = packet[8], packet[9]
     sender = packet[12:16]
     if protocol == socket.IPPROTO_TCP and len(packet) >= ihl + 20:
-        sport, dport, _, ack, _, flags, _, _, _ = _TCP.unpack_from(packet, ihl)
-        if dport != source_port or (ack - 1) & 0xFFFFFFFF != cookies(sender, sport):
-            return None
-        if flags & _RST:
-            return sender, sport, results.PortState.CLOSED, results.Reason.RESET, ttl
-        if flags & _SYN and flags & _ACK:
-            return sender, sport, results.PortState.OPEN, results.Reason.SYN_ACK, ttl
-        return None
+        return _tcp_verdict(packet[ihl : ihl + 20], sender, source_port, cookies, ttl)
     if protocol == 1 and len(packet) >= ihl + 8 + 20 + 8:
         icmp_type, code = packet[ihl], packet[ihl + 1]
         inner = packet[ihl + 8 :]
@@ -270,8 +288,43 @@ def parse_reply(
         sport, dport, seq = struct.unpack_from("!HHI", inner, inner_ihl)
         if sport != source_port or seq != cookies(target, dport):
             return None
-        reason = _ICMP_REASONS.get(code, results.Reason.ICMP_OTHER)
+        reason = icmp.ICMP4_UNREACH.get(code, results.Reason.ICMP_OTHER)
         return target, dport, results.PortState.FILTERED, reason, ttl
+    return None
+
+
+def _tcp_verdict(
+    segment: bytes, sender: bytes, source_port: int, cookies: Cookies, ttl: int
+) -> tuple[bytes, int, results.PortState, results.Reason, int] | None:
+    sport, dport, _, ack, _, flags, _, _, _ = _TCP.unpack_from(segment)
+    if dport != source_port or (ack - 1) & 0xFFFFFFFF != cookies(sender, sport):
+        return None
+    if flags & _RST:
+        return sender, sport, results.PortState.CLOSED, results.Reason.RESET, ttl
+    if flags & _SYN and flags & _ACK:
+        return sender, sport, results.PortState.OPEN, results.Reason.SYN_ACK, ttl
+    return None
+
+
+def _parse_reply6(
+    packet: bytes, source_port: int, cookies: Cookies
+) -> tuple[bytes, int, results.PortState, results.Reason, int] | None:
+    if len(packet) < 40:
+        return None
+    next_header, hop_limit, sender = packet[6], packet[7], packet[8:24]
+    if next_header == socket.IPPROTO_TCP and len(packet) >= 60:
+        return _tcp_verdict(packet[40:60], sender, source_port, cookies, hop_limit)
+    if next_header == 58 and len(packet) >= 40 + 8 + 40 + 8:
+        icmp_type, code = packet[40], packet[41]
+        inner = packet[48:]
+        if icmp_type != 1 or inner[0] >> 4 != 6 or inner[6] != socket.IPPROTO_TCP:
+            return None
+        target = inner[24:40]
+        sport, dport, seq = struct.unpack_from("!HHI", inner, 40)
+        if sport != source_port or seq != cookies(target, dport):
+            return None
+        reason = icmp.ICMP6_UNREACH.get(code, results.Reason.ICMP_OTHER)
+        return target, dport, results.PortState.FILTERED, reason, hop_limit
     return None
 
 
