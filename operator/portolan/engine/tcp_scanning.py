@@ -164,7 +164,8 @@ class TcpConnectScanner:
 
 
 # Outcomes of driving a socket.
-_STARTED, _NONE_LEFT, _WAITING, _BROKEN, _OTHER_FAMILY = range(5)
+# _SPENT: a verdict was given but the socket cannot be reused.
+_STARTED, _NONE_LEFT, _WAITING, _BROKEN, _OTHER_FAMILY, _SPENT = range(6)
 
 
 class _Loop:
@@ -232,6 +233,7 @@ class _Loop:
         stats = self.stats
         on_verdict = self.on_verdict
         clock = self.clock
+        refused = False
         while True:
             now = clock()
             probe = self.next_probe(now)
@@ -252,13 +254,24 @@ class _Loop:
                 else (host.sockaddr[0], port)
             )
             err = sock.connect_ex(address)
-            if err == errno.ECONNABORTED and registered:
+            if err == errno.ECONNABORTED and (registered or refused):
                 # A reused socket: the first connect after a refusal resets it, the next one goes.
                 err = sock.connect_ex(address)
             stats.packets += 1
             if tries == 0:
                 stats.probes += 1
             tries += 1
+            if err == errno.EINPROGRESS:
+                # A RST from a local stack (loopback, a veth peer) is often processed before
+                # connect() returns: one getsockopt saves an epoll round trip per closed port.
+                early = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if early == errno.ECONNREFUSED:
+                    refused = True
+                    on_verdict(index, port, _CLOSED, results.Reason.CONN_REFUSED, 0.0, tries)
+                    continue
+                if early != 0:
+                    self._failed(sock, host, index, port, early, 0.0, tries)
+                    return _SPENT
             if err == errno.EINPROGRESS or err == 0:
                 self.seq += 1
                 slot.host = index
@@ -272,6 +285,7 @@ class _Loop:
                     self.epoll.register(fd, select.EPOLLOUT)
                 return _STARTED
             if err == errno.ECONNREFUSED:
+                refused = True
                 on_verdict(index, port, _CLOSED, results.Reason.CONN_REFUSED, 0.0, tries)
                 continue
             if err in _RETRYABLE_LOCAL:
@@ -308,7 +322,7 @@ class _Loop:
                 self.slots[sock.fileno()] = slot
                 continue
             sock.close()
-            if outcome != _OTHER_FAMILY:
+            if outcome not in (_OTHER_FAMILY, _SPENT):
                 return
 
     def run(self) -> None:
@@ -373,13 +387,18 @@ class _Loop:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             self.retire(slot)
             return
+        self._failed(sock, host, index, slot.port, err, rtt, slot.tries)
+        self.retire(slot)
+
+    def _failed(self, sock: socket.socket, host: _Host, index: int, port: int, err: int, rtt: float,
+                tries: int) -> None:
+        """A connect that failed other than by refusal: an ICMP error if one is queued, else the local error."""
         queued = [q for q in icmp.drain(sock) if q.is_icmp]
         if queued:
             host.rtt.observe(rtt)
-            self.on_verdict(index, slot.port, _FILTERED, queued[0].reason(), rtt, slot.tries)
+            self.on_verdict(index, port, _FILTERED, queued[0].reason(), rtt, tries)
         else:
-            self.on_verdict(index, slot.port, _FILTERED, _local_reason(err), None, slot.tries)
-        self.retire(slot)
+            self.on_verdict(index, port, _FILTERED, _local_reason(err), None, tries)
 
     def expire(self, now: float) -> None:
         """Retry or give up on probes whose timeout passed in silence."""
