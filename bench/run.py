@@ -22,9 +22,11 @@ import math
 import os
 import pathlib
 import platform
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
 
@@ -202,12 +204,45 @@ def syn_bench(repeat: int) -> tuple[dict[str, dict[str, object]], dict[str, floa
         }
         for name, row in results.items():
             rates[name] = len(ports) / float(row["median_s"])  # type: ignore[arg-type]
+        argvs = {
+            "portolan --syn": [*PORTOLAN, "scan", lab.address, "--syn", "-p", "1-10000", "-o", "json", "--no-service", "-q"],
+            "masscan --rate 100000": ["masscan", lab.address, "-p1-10000", "--rate", "100000", "--router-mac", mac,
+                                      "--adapter", "pbya", "--adapter-ip", "198.18.200.50", "--wait", "1", "-oL", "/dev/stdout"],
+            "nmap -sS": ["nmap", "-sS", "-Pn", "-n", "-p", "1-10000", "-oX", "-", lab.address],
+        }
+        for name, argv in argvs.items():
+            syns, span = wire_syns(lab, "pbyb", argv)
+            results[name]["wire_syns"] = syns
+            results[name]["wire_span_s"] = span
     finally:
         for server in servers:
             server.kill()
             server.wait()
         lab.close()
     return results, rates
+
+
+def wire_syns(lab: TwoHosts, interface: str, argv: list[str]) -> tuple[int, float]:
+    """Run a scanner once while tcpdump records the SYNs reaching the target: (count, first-to-last seconds)."""
+    from portolan.capture import pcapfiles
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = pathlib.Path(folder) / "wire.pcap"
+        dump = subprocess.Popen(["ip", "netns", "exec", lab.host, "tcpdump", "-i", interface, "-n", "-U", "-w", str(path),
+                                 "tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn"], stderr=subprocess.PIPE, text=True)
+        assert dump.stderr is not None
+        dump.stderr.readline()  # "listening on ...": the capture is armed
+        try:
+            timed(lab.scanner, argv)
+            time.sleep(0.3)
+        finally:
+            dump.send_signal(signal.SIGINT)
+            dump.wait(10)
+            dump.stderr.close()
+        stamps = [record.timestamp_ns for record in pcapfiles.read(path)]
+    if len(stamps) < 2:
+        return len(stamps), 0.0
+    return len(stamps), (max(stamps) - min(stamps)) / 1e9
 
 
 def table(results: dict[str, dict[str, object]], baseline: str) -> list[str]:
@@ -247,6 +282,17 @@ def main() -> None:
         out += ["", "Probes per second (ports / median wall time, start-up included): "
                 + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items())
                 + ". masscan reports open ports only; its accuracy counts every unreported port as closed.", ""]
+        wire = {name: (int(row["wire_syns"]), float(row["wire_span_s"])) for name, row in syn.items()}  # type: ignore[call-overload]
+        out += ["SYNs on the wire (tcpdump on the target's interface, one more run per tool; first to last SYN):", "",
+                "| tool | SYNs seen | sending span (s) | SYNs per second |", "|---|---|---|---|"]
+        for name, (count, span) in wire.items():
+            out.append(f"| {name} | {count:,} | {span:.3f} | {count / span:,.0f} |" if span else f"| {name} | {count:,} | - | - |")
+        ours, theirs = wire["portolan --syn"], wire["masscan --rate 100000"]
+        if ours[1] and theirs[1]:
+            out += ["", f"Send rate portolan / masscan = {(ours[0] / ours[1]) / (theirs[0] / theirs[1]):.2f} "
+                    "(goal: within 3×, i.e. ≥ 0.33); wall time portolan / nmap -sS = "
+                    f"{float(syn['portolan --syn']['median_s']) / float(syn['nmap -sS']['median_s']):.2f} (goal < 1)."]  # type: ignore[arg-type]
+        out.append("")
         text = "\n".join(out) + "\n"
         print(text)
         if args.write:
