@@ -92,3 +92,30 @@ def test_the_ipv6_bpf_program_checks_the_tcp_port_after_the_fixed_header() -> No
 @given(st.binary(max_size=200))
 def test_ipv6_reply_parsing_never_raises_on_arbitrary_bytes(data: bytes) -> None:
     syn_scanning.parse_reply(bytes([0x60]) + data, SPORT, COOKIES)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes, address: object) -> int:
+        self.sent.append(data)
+        return len(data)
+
+
+@given(st.integers(min_value=1, max_value=65535))
+def test_every_ipv4_syn_carries_a_checksum_that_verifies_over_the_pseudo_header(port: int) -> None:
+    from portolan.engine import targets
+    from portolan.models import scanjobs
+
+    scanner = syn_scanning.SynScanner(targets.parse_targets(["127.0.0.1"], []), [port], scanjobs.Timing(),
+                                      lambda *args: None, cookies=COOKIES)
+    scanner._addressing = [scanner._address_parts("127.0.0.1")]
+    sink = _Recorder()
+    scanner._send(sink, 0, port)  # type: ignore[arg-type]
+    (segment,) = sink.sent
+    loopback = socket.inet_aton("127.0.0.1")
+    pseudo = loopback + loopback + struct.pack("!BBH", 0, 6, len(segment))
+    assert syn_scanning._checksum(pseudo + segment) == 0
+    sport, dport, seq, _, _, flags, _, _, _ = struct.unpack("!HHIIBBHHH", segment)
+    assert (sport, dport, seq, flags) == (scanner.source_port, port, COOKIES(loopback, port), 0x02)

@@ -97,10 +97,12 @@ class Cookies:
 
     def __init__(self, key: bytes | None = None) -> None:
         self.key = key or os.urandom(16)
+        self._keyed = hashlib.blake2s(key=self.key, digest_size=4)  # copied per call: no key setup each time
 
     def __call__(self, address: bytes, port: int) -> int:
-        digest = hashlib.blake2s(address + port.to_bytes(2, "big"), key=self.key, digest_size=4).digest()
-        value: int = int.from_bytes(digest, "big")
+        state = self._keyed.copy()
+        state.update(address + port.to_bytes(2, "big"))
+        value: int = int.from_bytes(state.digest(), "big")
         return value
 
 
@@ -146,6 +148,7 @@ class SynScanner:
         self.ttl_sink = ttl_sink
         self.source_port = 40000 + int.from_bytes(os.urandom(2), "big") % 20000
         self.packets = 0
+        self._addressing: list[tuple[str, bytes, int | None]] = []
 
     def run(self) -> int:
         why = syn_available(self.family)
@@ -158,6 +161,8 @@ class SynScanner:
             if v6:
                 sender.setsockopt(socket.IPPROTO_IPV6, IPV6_CHECKSUM, 16)  # the kernel sums the TCP header
             _attach(receiver, _bpf6(self.source_port) if v6 else _bpf(self.source_port))
+            # Answers arrive in bursts as fast as SYNs leave; the default ~200 KiB overflows.
+            _large_receive_buffer(receiver, 8 << 20)
             receiver.setblocking(False)
             while True:  # drop what arrived before the filter was attached
                 try:
@@ -173,8 +178,7 @@ class SynScanner:
 
     def _loop(self, sender: socket.socket, receiver: socket.socket) -> None:
         index_of = {ipaddress.ip_address(t.address).packed: i for i, t in enumerate(self.targets)}
-        sources = {i: b"" if self.family == socket.AF_INET6 else socket.inet_aton(source_address(t.address))
-                   for i, t in enumerate(self.targets)}
+        self._addressing = [self._address_parts(t.address) for t in self.targets]
         rtt = [pacing.estimator(self.timing) for _ in self.targets]
         bucket = pacing.TokenBucket(self.timing.max_rate, self.clock) if self.timing.max_rate else None
         pending: dict[tuple[int, int], tuple[int, float]] = {}  # (host, port) -> (tries, sent)
@@ -192,7 +196,7 @@ class SynScanner:
                     if bucket is not None and not bucket.take():
                         break
                     host, port, tries = retry.pop() if retry else queue.pop()
-                    self._send(sender, host, port, sources[host])
+                    self._send(sender, host, port)
                     pending[(host, port)] = (tries + 1, now)
                     heapq.heappush(deadlines, (now + rtt[host].current, host, port, tries + 1))
                 wait = deadlines[0][0] - now if deadlines else 0.01
@@ -212,17 +216,29 @@ class SynScanner:
         finally:
             epoll.close()
 
-    def _send(self, sender: socket.socket, host: int, port: int, source: bytes) -> None:
-        address = self.targets[host].address
-        v6 = self.family == socket.AF_INET6
+    def _address_parts(self, address: str) -> tuple[str, bytes, int | None]:
+        """(address, packed, partial checksum of the pseudo-header and fixed TCP fields or None for IPv6)."""
         destination = socket.inet_pton(self.family, address)
+        if self.family == socket.AF_INET6:
+            return address, destination, None
+        source = socket.inet_aton(source_address(address))
+        fixed = _TCP.pack(self.source_port, 0, 0, 0, 5 << 4, _SYN, 64240, 0, 0)
+        pseudo = source + destination + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(fixed))
+        return address, destination, (~_checksum(pseudo + fixed)) & 0xFFFF
+
+    def _send(self, sender: socket.socket, host: int, port: int) -> None:
+        address, destination, partial = self._addressing[host]
         seq = self.cookies(destination, port)
-        header = _TCP.pack(self.source_port, port, seq, 0, 5 << 4, _SYN, 64240, 0, 0)
-        if not v6:
-            pseudo = source + destination + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(header))
-            header = header[:16] + struct.pack("!H", _checksum(pseudo + header)) + header[18:]
+        if partial is None:  # IPv6: the kernel fills in the checksum (IPV6_CHECKSUM)
+            header = _TCP.pack(self.source_port, port, seq, 0, 5 << 4, _SYN, 64240, 0, 0)
+        else:
+            # Incremental ones'-complement sum: the per-host part is precomputed, only port and sequence vary.
+            total = partial + port + (seq >> 16) + (seq & 0xFFFF)
+            total = (total & 0xFFFF) + (total >> 16)
+            total = (total & 0xFFFF) + (total >> 16)
+            header = _TCP.pack(self.source_port, port, seq, 0, 5 << 4, _SYN, 64240, ~total & 0xFFFF, 0)
         try:
-            sender.sendto(header, (address, 0, 0, 0) if v6 else (address, 0))
+            sender.sendto(header, (address, 0, 0, 0) if partial is None else (address, 0))
             self.packets += 1
         except (BlockingIOError, InterruptedError):
             pass  # counted as sent and lost: the retry logic covers it
@@ -326,6 +342,17 @@ def _parse_reply6(
         reason = icmp.ICMP6_UNREACH.get(code, results.Reason.ICMP_OTHER)
         return target, dport, results.PortState.FILTERED, reason, hop_limit
     return None
+
+
+SO_RCVBUFFORCE = 33
+
+
+def _large_receive_buffer(sock: socket.socket, size: int) -> None:
+    """SO_RCVBUFFORCE past net.core.rmem_max when privileged (we have CAP_NET_RAW, maybe not NET_ADMIN)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 def _attach(sock: socket.socket, program: bytes) -> None:
