@@ -171,9 +171,32 @@ def _application(payload: bytes, out: Decoded) -> None:
         out.application = "dns"
         out.detail = dns_name(payload)
     elif payload:
-        name = next((services.guess_service(p) for p in ports if services.guess_service(p)), None)
-        if name:
-            out.application = name
+        out.application, out.detail = _known_payload(payload, out.transport, ports)
+        if out.application is None:
+            out.application = next((services.guess_service(p) for p in ports if services.guess_service(p)), None)
+
+
+_POSTGRES_SSL = b"\x04\xd2\x16\x2f"
+_POSTGRES_V3 = b"\x00\x03\x00\x00"
+
+
+def _known_payload(payload: bytes, transport: str | None, ports: tuple[int, int]) -> tuple[str | None, str | None]:
+    """The protocols the engine identifies, recognised from a payload (either direction)."""
+    if transport == "tcp":
+        banner = services.match_banner(ports[0], payload)  # server-first: SSH, MySQL, FTP, SMTP, POP3, IMAP
+        if banner is not None:
+            return banner.name, (banner.banner or banner.version)
+        redis = services.match_redis(payload)
+        if redis is not None or (payload[:1] == b"*" and b"\r\n$" in payload[:16] and 6379 in ports):
+            return "redis", payload.split(b"\r\n", 1)[0].decode("latin-1")[:80]
+        if len(payload) >= 8 and payload[4:8] in (_POSTGRES_SSL, _POSTGRES_V3):
+            return "postgresql", "ssl-request" if payload[4:8] == _POSTGRES_SSL else "startup"
+    if transport == "udp":
+        if len(payload) >= 48 and payload[0] & 0x07 in (3, 4) and 123 in ports:
+            return "ntp", "client" if payload[0] & 0x07 == 3 else "server"
+        if payload[:1] == b"\x30" and (161 in ports or 162 in ports):
+            return "snmp", None
+    return None, None
 
 
 def tls_sni(record: bytes) -> str | None:
