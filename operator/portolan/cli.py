@@ -329,6 +329,9 @@ def _capture(args: argparse.Namespace) -> int:
                                     on_packet=None if args.quiet else show, stop=stop)
     except OSError as exc:
         raise errors.ScanError(f"cannot capture on {args.interface}: {exc.strerror or exc}") from exc
+    # Like tcpdump: once this line is out, the filter is attached and nothing matching is missed.
+    print(f"listening on {args.interface}, filter {args.filter or '(none)'!r}, snapshot length {args.snaplen} bytes",
+          file=sys.stderr, flush=True)
     stats = session.run(count=args.count, seconds=args.duration)
     print(stats.summary(), file=sys.stderr)
     if writer is not None:

@@ -218,3 +218,32 @@ def test_a_scan_without_cap_net_raw_asked_to_record_evidence_says_so_and_sends_n
     assert done.returncode == cli.EXIT_SCAN
     assert "packet capture needs CAP_NET_RAW" in done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("stop_signal", ["SIGTERM", "SIGINT"])
+def test_a_stopped_capture_keeps_every_packet_in_its_last_gzipped_file(
+        lab: labs.Lab, tmp_path: pathlib.Path, stop_signal: str) -> None:
+    import signal
+
+    host = lab.hosts["services"].address
+    base = tmp_path / "live"
+    process = lab.popen([sys.executable, "-m", "portolan.cli", "capture", "-i", "eth0", "-q", "--gzip",
+                         "-f", f"udp and dst host {host} and dst port 7779", "-w", str(base), "--rotate-size", "3000"],
+                        stderr=subprocess.PIPE)
+    assert process.stderr is not None
+    assert process.stderr.readline().startswith(b"listening on eth0")
+    sent = 120
+    with lab.inside(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for number in range(sent):
+            sock.sendto(f"seq={number:05d}".encode(), (host, 7779))
+            time.sleep(0.002)
+    time.sleep(0.3)
+    process.send_signal(getattr(signal, stop_signal))
+    _, errors = process.communicate(timeout=20)
+    assert process.returncode == 0, errors
+    files = sorted(tmp_path.glob("live-*.pcapng.gz"))
+    assert len(files) > 1
+    numbers = [int(record.data[14 + 20 + 8:].decode().split("=")[1]) for path in files for record in pcapfiles.read(path)]
+    assert numbers == list(range(sent))
+    assert f"{sent} packets" in errors.decode()
