@@ -4,7 +4,9 @@ Everything is built inside :func:`build_registry` from injected settings, API
 client and metrics (nothing happens at import).  Portolan errors become kopf
 errors only here: API failures are temporary (kopf retries with a delay); bad
 specs never raise — reconciliation turns them into ``Accepted=False`` and an
-Event, so a bad object cannot crash-loop the operator.
+Event, so a bad object cannot crash-loop the operator.  kopf's per-object timers
+make kopf put its finalizer on every ScanJob; on shutdown the finalizers are
+released, so ScanJobs stay deletable while no operator runs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import datetime
 import logging
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import kopf
@@ -21,6 +24,7 @@ from portolan import kube, metrics, reconcile, settings
 from portolan.models import scanjobs, statuses
 
 PLURAL = "scanjobs"
+KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
 
 def _now() -> datetime.datetime:
@@ -28,10 +32,12 @@ def _now() -> datetime.datetime:
 
 
 def build_registry(
-    config: settings.OperatorSettings, client: kube.Kube, gauges: metrics.Metrics
+    config: settings.OperatorSettings, client: kube.Kube, gauges: metrics.Metrics,
+    namespaces: Sequence[str] = (),
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     phases: dict[str, str] = {}
+    finalizer: dict[str, str] = {}
     resource = (scanjobs.API_GROUP, scanjobs.API_VERSION, PLURAL)
 
     @kopf.on.login(registry=registry)
@@ -46,6 +52,7 @@ def build_registry(
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="portolan.dev")
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 60
+        finalizer["name"] = settings.persistence.finalizer
         if config.metrics_port:
             prometheus_client.start_http_server(config.metrics_port, registry=gauges.registry)
 
@@ -78,6 +85,18 @@ def build_registry(
     def tick(namespace: str | None, name: str, uid: str, **_: Any) -> None:
         run_step(namespace, name, uid)
 
+    @kopf.on.cleanup(registry=registry)
+    def release(logger: kopf.Logger, **_: Any) -> None:
+        # kopf timers put kopf's finalizer on every ScanJob; without a running operator nothing
+        # would remove it and `kubectl delete` would hang (e.g. after helm uninstall). Release
+        # them on the way out; the next operator to start puts them back.
+        try:
+            count = client.release_finalizer(namespaces, finalizer.get("name", KOPF_FINALIZER))
+        except kube.KubeError as exc:
+            logger.warning(f"could not release finalizers on shutdown: {exc}")
+            return
+        logger.info(f"released the finalizer of {count} ScanJob(s) on shutdown")
+
     @kopf.on.delete(*resource, registry=registry, optional=True)
     def deleted(uid: str, **_: Any) -> None:
         phases.pop(uid, None)
@@ -92,7 +111,7 @@ def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, v
     config = settings.load(settings_path, settings_text)
     client = kube.Kube(kube.client_from_environment())
     gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
-    registry = build_registry(config, client, gauges)
+    registry = build_registry(config, client, gauges, namespaces)
     alone = standalone or config.peering is None
     # kopf peering pauses every replica that shares the top priority, so each replica draws its
     # own: the highest one works, the others stand by and take over when its keep-alive stops.

@@ -70,6 +70,38 @@ class Kube:
         except kubernetes.client.ApiException as exc:
             raise _mapped(exc, f"patching ScanJob {namespace}/{name} status") from exc
 
+    def release_finalizer(self, namespaces: Sequence[str], finalizer: str) -> int:
+        """Remove ``finalizer`` from every ScanJob that carries it; returns how many were released.
+
+        Each removal is a JSON patch that first tests the list entry, so a concurrent change
+        to the finalizers is never overwritten (that object is skipped instead).
+        """
+        try:
+            if namespaces:
+                items = [item for namespace in namespaces for item in
+                         self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]]
+            else:
+                items = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+        except kubernetes.client.ApiException as exc:
+            raise _mapped(exc, "listing ScanJobs") from exc
+        released = 0
+        for item in items:
+            meta = item["metadata"]
+            finalizers = meta.get("finalizers") or []
+            if finalizer not in finalizers:
+                continue
+            at = finalizers.index(finalizer)
+            patch = [{"op": "test", "path": f"/metadata/finalizers/{at}", "value": finalizer},
+                     {"op": "remove", "path": f"/metadata/finalizers/{at}"}]
+            try:
+                self.custom.patch_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch,
+                                                           _content_type="application/json-patch+json")
+                released += 1
+            except kubernetes.client.ApiException as exc:
+                if exc.status not in (404, 409, 422):
+                    raise _mapped(exc, f"releasing ScanJob {meta['namespace']}/{meta['name']}") from exc
+        return released
+
     def delete_job(self, namespace: str, name: str) -> None:
         try:
             self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,

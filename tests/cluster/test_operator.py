@@ -261,6 +261,23 @@ def test_the_operator_killed_mid_scan_resumes_after_restart(cluster: clusters.Cl
     assert all(s["attempt"] == 1 for s in job["status"]["shards"].values())
 
 
+def test_a_stopped_operator_releases_its_finalizers_so_scanjobs_can_still_be_deleted(
+        cluster: clusters.Cluster, operator: Operator) -> None:
+    cluster.plane.kubectl("apply", "-f", "-", input=_job("orphan", shards=1, pools=False, suspend=True,
+                                                         addresses=["198.18.64.101"], ports="22"))
+    finalizers = lambda: _get(cluster, "orphan")["metadata"].get("finalizers") or []  # noqa: E731
+    cluster.wait("kopf's finalizer", lambda: bool(finalizers()), timeout=60)
+    operator.stop()
+    try:
+        assert finalizers() == []
+        deleted = cluster.plane.kubectl("delete", "scanjob", "orphan", "-n", NAMESPACE, "--timeout=20s", check=False)
+        assert deleted.returncode == 0, deleted.stderr
+    finally:
+        operator.start()
+    log = (operator.folder / "operator.log").read_text()
+    assert "released the finalizer of" in log
+
+
 @pytest.mark.parametrize(
     ("name", "change", "reason", "message"),
     [
