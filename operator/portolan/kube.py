@@ -135,9 +135,23 @@ class Kube:
             if exc.status != 409:
                 raise _mapped(exc, f"creating NetworkPolicy {manifest['metadata']['name']}") from exc
 
-    def delete_pod(self, namespace: str, name: str) -> None:
+    def node_problem(self, name: str) -> str | None:
+        """None if the Node exists and is Ready, else what is wrong with it."""
         try:
-            self.core.delete_namespaced_pod(name, namespace)
+            node = self.core.read_node(name)
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return "is gone"
+            raise _mapped(exc, f"reading node {name}") from exc
+        ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
+        if ready is None or ready.status != "True":
+            why = f"{ready.reason}" if ready is not None and ready.reason else "no Ready condition"
+            return f"is not Ready ({why})"
+        return None
+
+    def delete_pod(self, namespace: str, name: str, *, grace_seconds: int | None = None) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds)
         except kubernetes.client.ApiException as exc:
             if exc.status != 404:
                 raise _mapped(exc, f"deleting pod {name}") from exc

@@ -59,6 +59,7 @@ class Observed:
     now: datetime.datetime
     selector_addresses: Sequence[str] = ()
     selector_error: str | None = None
+    lost_nodes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # node -> what is wrong with it
 
 
 @dataclasses.dataclass
@@ -66,6 +67,7 @@ class Actions:
     status: dict[str, Any] = dataclasses.field(default_factory=dict)
     create: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     delete: list[str] = dataclasses.field(default_factory=list)
+    force_delete: list[str] = dataclasses.field(default_factory=list)  # pods on lost nodes: no kubelet will confirm
     events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     results_configmap: dict[str, Any] | None = None
     network_policy: dict[str, Any] | None = None
@@ -248,6 +250,12 @@ class _Run:
                 error = entry.last_error if entry.finished_attempt == entry.attempt and entry.last_error else ""
                 message = f"ShardPodFailed: pod {current.name} on {current.node or 'no node'}: {detail}{reason}"
                 self.fail(spec, shard.id, entry, f"{message}; {error}" if error else message)
+            elif current.active and current.node is not None and current.node in self.observed.lost_nodes:
+                # A stale attempt that still runs somewhere cannot write results (shards check
+                # their attempt), so giving up on it now is safe.
+                self.actions.force_delete.append(current.name)
+                self.fail(spec, shard.id, entry,
+                          f"NodeLost: node {current.node} {self.observed.lost_nodes[current.node]}")
             elif current.phase == "Running" and entry.phase == statuses.ShardPhase.PENDING:
                 self.touch(shard.id, node=current.node)
         if created:
@@ -423,7 +431,12 @@ def step(
             pass  # reconcile reports it
         except kube.KubeError as exc:
             selector_error = str(exc)
-    observed = Observed(job, pods, active, now, selector_addresses, selector_error)
+    lost: dict[str, str] = {}
+    for node in sorted({p.node for p in pods if p.active and p.node}):
+        problem = client.node_problem(node)
+        if problem is not None:
+            lost[node] = problem
+    observed = Observed(job, pods, active, now, selector_addresses, selector_error, lost)
     actions = reconcile(observed, config)
     if actions.results_configmap is not None:
         client.write_configmap(namespace, actions.results_configmap["name"], job,
@@ -443,6 +456,8 @@ def step(
         gauges.shards_started.inc()
     for pod_name in actions.delete:
         client.delete_pod(namespace, pod_name)
+    for pod_name in actions.force_delete:
+        client.delete_pod(namespace, pod_name, grace_seconds=0)
     for kind, reason, message in actions.events:
         if reason == "ShardRetrying":
             gauges.shard_retries.inc()

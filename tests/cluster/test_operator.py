@@ -348,3 +348,22 @@ def test_node_selectors_become_targets_and_a_finished_job_goes_away_after_its_tt
         lines = [line for line in log.splitlines() if "by-node" in line and "DEBUG" not in line][-40:]
         raise AssertionError("\n".join(lines) + json.dumps(_get(cluster, "by-node")["metadata"], indent=1)[:2000]) from exc
     cluster.wait("its pods to be collected", lambda: not cluster.core().list_namespaced_pod(NAMESPACE, label_selector="portolan.dev/job=by-node").items, timeout=90)
+
+
+def test_a_shard_whose_node_goes_silent_is_retried_on_another_node(cluster: clusters.Cluster, operator: Operator) -> None:
+    manifest = _job("node-lost", shards=1, pools=False, retries=1, addresses=SLOW["addresses"], ports=SLOW["ports"],
+                    timing=SLOW["timing"])
+    cluster.plane.kubectl("apply", "-f", "-", input=manifest)
+    cluster.wait("the shard to run", lambda: _shard_pod(cluster, "node-lost", "default-0") is not None, timeout=60)
+    first = cluster.core().read_namespaced_pod(_shard_pod(cluster, "node-lost", "default-0"), NAMESPACE)
+    lost = first.spec.node_name
+    cluster.agent.drop_node(lost, delete=False)  # the process dies, heartbeats stop; the Node object stays
+    try:
+        job = _wait_condition(cluster, "node-lost", "Complete", timeout=240)
+    finally:
+        cluster.agent.revive_node(lost)
+    shard = job["status"]["shards"]["default-0"]
+    assert shard["attempt"] == 2 and shard["node"] != lost
+    assert job["status"]["results"][0]["states"] == {"closed": 39, "filtered": 41, "open": 2}
+    events = cluster.core().list_namespaced_event(NAMESPACE, field_selector="involvedObject.name=node-lost").items
+    assert any(e.reason == "ShardRetrying" and f"NodeLost: node {lost} is not Ready" in e.message for e in events)

@@ -252,6 +252,13 @@ class NodeAgent:
                         self._node_status(node)
             beat += 1
 
+    def revive_node(self, name: str) -> None:
+        """Undo drop_node(delete=False): heartbeats resume and new pods bound here run again."""
+        self.dropped.discard(name)
+        with contextlib.suppress(Exception):
+            self._lease(name)
+            self._node_status(self.nodes[name])
+
     def drop_node(self, name: str, *, delete: bool = True) -> None:
         """Simulate a node's death: its pods' processes die, heartbeats stop, the Node goes away."""
         self.dropped.add(name)

@@ -264,3 +264,18 @@ def test_with_raw_sockets_disallowed_a_syn_or_capture_job_is_refused_with_no_pod
         accepted = next(c for c in actions.status["conditions"] if c["type"] == "Accepted")
         assert (accepted["status"], accepted["reason"]) == ("False", "GuardrailViolated")
         assert "allowRawSockets: false" in accepted["message"]
+
+
+def test_a_shard_on_a_lost_node_is_force_deleted_and_retried_with_the_nodes_problem() -> None:
+    job = Job()
+    job.step(T0)
+    job.set_pod("default-0", "Running")
+    observed = reconcile.Observed(job.body, list(job.pods.values()), 2, T0 + datetime.timedelta(seconds=5),
+                                  lost_nodes={"edge-1": "is not Ready (NodeStatusUnknown)"})
+    actions = reconcile.reconcile(observed, CONFIG)
+    lost = job.pod("default-0").name
+    assert actions.force_delete == [lost] and actions.delete == []
+    entry = actions.status["shards"]["default-0"]
+    assert entry["phase"] == "Retrying"
+    assert entry["lastError"] == "NodeLost: node edge-1 is not Ready (NodeStatusUnknown)"
+    assert "default-1" not in actions.status.get("shards", {}) or actions.status["shards"]["default-1"].get("phase") != "Retrying"
