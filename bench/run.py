@@ -228,7 +228,7 @@ def wire_syns(lab: TwoHosts, interface: str, argv: list[str]) -> tuple[int, floa
 
     with tempfile.TemporaryDirectory() as folder:
         path = pathlib.Path(folder) / "wire.pcap"
-        dump = subprocess.Popen(["ip", "netns", "exec", lab.host, "tcpdump", "-i", interface, "-n", "-U", "-w", str(path),
+        dump = subprocess.Popen(["ip", "netns", "exec", lab.host, "tcpdump", "-i", interface, "-n", "-U", "-B", "32768", "-w", str(path),
                                  "tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn"], stderr=subprocess.PIPE, text=True)
         assert dump.stderr is not None
         dump.stderr.readline()  # "listening on ...": the capture is armed
