@@ -220,22 +220,6 @@ def control_plane() -> Iterator[ControlPlane]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def main() -> None:  # pragma: no cover - for humans
-    folder = pathlib.Path(tempfile.mkdtemp(prefix="portolan-k8s-"))
-    plane = start(folder)
-    print(f"export KUBECONFIG={plane.admin_kubeconfig}", flush=True)
-    print(f"# started in {plane.started_seconds:.1f} s; Ctrl-C stops it", file=sys.stderr)
-    try:
-        signal.pause()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        plane.stop()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    main()
 
 
 @dataclasses.dataclass
@@ -294,3 +278,37 @@ def cluster(control_plane: ControlPlane) -> Iterator[Cluster]:
     finally:
         agent.stop()
         api.close()
+
+
+def main() -> None:  # pragma: no cover - for humans (tools/k8s/up.sh)
+    """Start the control plane (and with --nodes the node agent) until Ctrl-C or SIGTERM."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="tools/k8s/up.sh")
+    parser.add_argument("--nodes", action="store_true",
+                        help="also run the test node agent: edge and cloud Nodes whose pods run as local processes")
+    args = parser.parse_args()
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="portolan-k8s-"))
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    plane = start(folder)
+    agent = None
+    try:
+        if args.nodes:
+            from harness import nodeagent
+
+            agent = nodeagent.NodeAgent(plane.api_port, plane.pki.ca.cert, plane.admin_kubeconfig, plane.folder)
+            agent.start()
+        print(f"export KUBECONFIG={plane.admin_kubeconfig}", flush=True)
+        print(f"# started in {plane.started_seconds:.1f} s; Ctrl-C stops it and removes everything", file=sys.stderr)
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if agent is not None:
+            agent.stop()
+        plane.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
