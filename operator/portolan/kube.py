@@ -7,18 +7,22 @@ status kept), so nothing above this module knows the client's error types.
 
 from __future__ import annotations
 
+import base64
 import datetime
-from collections.abc import Sequence
+import gzip
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kubernetes
 
 from portolan import builders, errors
-from portolan.models import scanjobs
+from portolan.models import scanjobs, schedules
 
 GROUP = scanjobs.API_GROUP
 VERSION = scanjobs.API_VERSION
 PLURAL = "scanjobs"
+SCHEDULES = schedules.PLURAL
 
 
 class KubeError(errors.PortolanError):
@@ -69,6 +73,56 @@ class Kube:
             )
         except kubernetes.client.ApiException as exc:
             raise _mapped(exc, f"patching ScanJob {namespace}/{name} status") from exc
+
+    def get_schedule(self, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            body: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                            SCHEDULES, name)
+            return body
+        except kubernetes.client.ApiException as exc:
+            raise _mapped(exc, f"reading ScanSchedule {namespace}/{name}") from exc
+
+    def patch_schedule_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, SCHEDULES, name, {"status": status},
+                _content_type="application/merge-patch+json",
+            )
+        except kubernetes.client.ApiException as exc:
+            raise _mapped(exc, f"patching ScanSchedule {namespace}/{name} status") from exc
+
+    def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        try:
+            listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                               label_selector=label_selector)
+        except kubernetes.client.ApiException as exc:
+            raise _mapped(exc, f"listing ScanJobs in {namespace}") from exc
+        items: list[dict[str, Any]] = listed["items"]
+        return items
+
+    def create_job(self, manifest: dict[str, Any]) -> None:
+        """Create a ScanJob; one that already exists (a retried create) is fine."""
+        meta = manifest["metadata"]
+        try:
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, manifest)
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 409:
+                raise _mapped(exc, f"creating ScanJob {meta['namespace']}/{meta['name']}") from exc
+
+    def job_results(self, job: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """A job's full results: from the ConfigMap named in status.resultsRef when they were spilled."""
+        meta = job["metadata"]
+        ref = str((job.get("status") or {}).get("resultsRef") or "")
+        name = ref.removeprefix("configmap/")
+        try:
+            configmap = self.core.read_namespaced_config_map(name, meta["namespace"])
+        except kubernetes.client.ApiException as exc:
+            raise _mapped(exc, f"reading {ref}") from exc
+        blob = (configmap.binary_data or {}).get("results.json.gz")
+        if not blob:
+            return []
+        found: list[dict[str, Any]] = json.loads(gzip.decompress(base64.b64decode(blob)))
+        return found
 
     def release_finalizer(self, namespaces: Sequence[str], finalizer: str) -> int:
         """Remove ``finalizer`` from every ScanJob that carries it; returns how many were released.
@@ -203,7 +257,8 @@ class Kube:
         stamp = builders.timestamp(now)
         body = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": scanjobs.KIND, "name": meta["name"],
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": job.get("kind") or scanjobs.KIND,
+                               "name": meta["name"],
                                "namespace": meta["namespace"], "uid": meta["uid"]},
             "type": kind, "reason": reason, "message": message[:1024],
             "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
