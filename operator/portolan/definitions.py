@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from portolan import settings
-from portolan.models import scanjobs, statuses
+from portolan.models import scanjobs, schedules, statuses
 
 _DROP = {"title", "$defs"}
 
@@ -112,6 +112,46 @@ def scanjob_crd() -> dict[str, Any]:
     }
 
 
+def scanschedule_crd() -> dict[str, Any]:
+    spec = structural(schedules.ScanScheduleSpec.model_json_schema(by_alias=True, mode="validation"))
+    status = structural(schedules.ScanScheduleStatus.model_json_schema(by_alias=True, mode="validation"))
+    status.pop("required", None)
+    columns = [
+        {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+        {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+        {"name": "Last", "type": "date", "jsonPath": ".status.lastScheduleTime"},
+        {"name": "Next", "type": "string", "jsonPath": ".status.nextScheduleTime"},
+        {"name": "Drifted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Drifted\")].status"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{schedules.PLURAL}.{scanjobs.API_GROUP}",
+                     "labels": {"app.kubernetes.io/name": "portolan"}},
+        "spec": {
+            "group": scanjobs.API_GROUP,
+            "scope": "Namespaced",
+            "names": {"kind": schedules.KIND, "listKind": "ScanScheduleList", "plural": schedules.PLURAL,
+                      "singular": "scanschedule", "shortNames": ["ss"], "categories": ["portolan"]},
+            "versions": [{
+                "name": scanjobs.API_VERSION, "served": True, "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": columns,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "description": "ScanJobs on a schedule, with the drift between consecutive runs.",
+                    "required": ["spec"],
+                    "properties": {
+                        "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+                        "metadata": {"type": "object"}, "spec": spec, "status": status,
+                    },
+                }},
+            }],
+        },
+    }
+
+
 def peering_crd(*, clusterwide: bool) -> dict[str, Any]:
     """kopf's peering resource, for several operator replicas (HA): cluster-wide or per namespace."""
     kind = "ClusterKopfPeering" if clusterwide else "KopfPeering"
@@ -134,6 +174,7 @@ def render_all() -> dict[str, dict[str, Any]]:
     """File name in ``crds/`` -> CRD."""
     return {
         "scanjobs.portolan.dev.yaml": scanjob_crd(),
+        "scanschedules.portolan.dev.yaml": scanschedule_crd(),
         "clusterkopfpeerings.kopf.dev.yaml": peering_crd(clusterwide=True),
         "kopfpeerings.kopf.dev.yaml": peering_crd(clusterwide=False),
     }

@@ -20,8 +20,8 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from portolan import kube, metrics, reconcile, settings
-from portolan.models import scanjobs, statuses
+from portolan import kube, metrics, reconcile, scheduling, settings
+from portolan.models import scanjobs, schedules, statuses
 
 PLURAL = "scanjobs"
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
@@ -85,17 +85,45 @@ def build_registry(
     def tick(namespace: str | None, name: str, uid: str, **_: Any) -> None:
         run_step(namespace, name, uid)
 
+    schedule_resource = (scanjobs.API_GROUP, scanjobs.API_VERSION, schedules.PLURAL)
+
+    def run_schedule(namespace: str | None, name: str) -> None:
+        if namespace is None:
+            return
+        try:
+            decision = scheduling.step(client, namespace, name, _now())
+        except kube.KubeError as exc:
+            gauges.reconcile_errors.labels(reason=exc.reason).inc()
+            if exc.status == 404:
+                return
+            raise kopf.TemporaryError(str(exc), delay=5) from exc
+        if any(reason == "DriftDetected" for _, reason, _ in decision.events):
+            drift = decision.status.get("drift") or {}
+            gauges.drift_ports.labels(change="opened").inc(len(drift.get("opened", [])))
+            gauges.drift_ports.labels(change="closed").inc(len(drift.get("closed", [])))
+
+    @kopf.on.create(*schedule_resource, registry=registry)
+    @kopf.on.resume(*schedule_resource, registry=registry)
+    @kopf.on.update(*schedule_resource, registry=registry, field="spec")
+    def schedule_changed(namespace: str | None, name: str, **_: Any) -> None:
+        run_schedule(namespace, name)
+
+    @kopf.timer(*schedule_resource, registry=registry, interval=config.reconcile_interval_seconds, sharp=True)
+    def schedule_tick(namespace: str | None, name: str, **_: Any) -> None:
+        run_schedule(namespace, name)
+
     @kopf.on.cleanup(registry=registry)
     def release(logger: kopf.Logger, **_: Any) -> None:
         # kopf timers put kopf's finalizer on every ScanJob; without a running operator nothing
         # would remove it and `kubectl delete` would hang (e.g. after helm uninstall). Release
         # them on the way out; the next operator to start puts them back.
         try:
-            count = client.release_finalizer(namespaces, finalizer.get("name", KOPF_FINALIZER))
+            count = sum(client.release_finalizer(namespaces, finalizer.get("name", KOPF_FINALIZER), plural)
+                        for plural in (PLURAL, schedules.PLURAL))
         except kube.KubeError as exc:
             logger.warning(f"could not release finalizers on shutdown: {exc}")
             return
-        logger.info(f"released the finalizer of {count} ScanJob(s) on shutdown")
+        logger.info(f"released the finalizer of {count} ScanJob(s) and ScanSchedule(s) on shutdown")
 
     @kopf.on.delete(*resource, registry=registry, optional=True)
     def deleted(uid: str, **_: Any) -> None:

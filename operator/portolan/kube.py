@@ -124,8 +124,8 @@ class Kube:
         found: list[dict[str, Any]] = json.loads(gzip.decompress(base64.b64decode(blob)))
         return found
 
-    def release_finalizer(self, namespaces: Sequence[str], finalizer: str) -> int:
-        """Remove ``finalizer`` from every ScanJob that carries it; returns how many were released.
+    def release_finalizer(self, namespaces: Sequence[str], finalizer: str, plural: str = PLURAL) -> int:
+        """Remove ``finalizer`` from every object of this kind that carries it; returns how many were released.
 
         Each removal is a JSON patch that first tests the list entry, so a concurrent change
         to the finalizers is never overwritten (that object is skipped instead).
@@ -133,11 +133,11 @@ class Kube:
         try:
             if namespaces:
                 items = [item for namespace in namespaces for item in
-                         self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]]
+                         self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]]
             else:
-                items = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+                items = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)["items"]
         except kubernetes.client.ApiException as exc:
-            raise _mapped(exc, "listing ScanJobs") from exc
+            raise _mapped(exc, f"listing {plural}") from exc
         released = 0
         for item in items:
             meta = item["metadata"]
@@ -148,12 +148,12 @@ class Kube:
             patch = [{"op": "test", "path": f"/metadata/finalizers/{at}", "value": finalizer},
                      {"op": "remove", "path": f"/metadata/finalizers/{at}"}]
             try:
-                self.custom.patch_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], patch,
+                self.custom.patch_namespaced_custom_object(GROUP, VERSION, meta["namespace"], plural, meta["name"], patch,
                                                            _content_type="application/json-patch+json")
                 released += 1
             except kubernetes.client.ApiException as exc:
                 if exc.status not in (404, 409, 422):
-                    raise _mapped(exc, f"releasing ScanJob {meta['namespace']}/{meta['name']}") from exc
+                    raise _mapped(exc, f"releasing {plural} {meta['namespace']}/{meta['name']}") from exc
         return released
 
     def delete_job(self, namespace: str, name: str) -> None:

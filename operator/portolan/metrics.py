@@ -34,6 +34,9 @@ class Metrics:
             buckets=(1, 5, 15, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600), registry=registry)
         self.status_write_failures = prometheus_client.Counter(
             "portolan_status_write_failures", "Failed writes of ScanJob status", registry=registry)
+        self.drift_ports = prometheus_client.Counter(
+            "portolan_drift_ports", "Open ports that appeared or disappeared between two runs of a ScanSchedule",
+            ["change"], registry=registry)
         self.reconcile_errors = prometheus_client.Counter(
             "portolan_reconcile_errors", "Reconciliations that raised", ["reason"], registry=registry)
         for phase in statuses.Phase:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import clusters, targethosts
+from harness import clusters, netns, targethosts
 
 pytestmark = pytest.mark.cluster
 
@@ -348,6 +348,73 @@ def test_node_selectors_become_targets_and_a_finished_job_goes_away_after_its_tt
         lines = [line for line in log.splitlines() if "by-node" in line and "DEBUG" not in line][-40:]
         raise AssertionError("\n".join(lines) + json.dumps(_get(cluster, "by-node")["metadata"], indent=1)[:2000]) from exc
     cluster.wait("its pods to be collected", lambda: not cluster.core().list_namespaced_pod(NAMESPACE, label_selector="portolan.dev/job=by-node").items, timeout=90)
+
+
+def _schedule(cluster: clusters.Cluster, name: str) -> dict[str, Any]:
+    out = cluster.plane.kubectl("get", "scanschedule", name, "-n", NAMESPACE, "-o", "json").stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def test_a_schedule_runs_scanjobs_on_time_and_reports_a_newly_opened_port_as_drift(
+        cluster: clusters.Cluster, operator: Operator) -> None:
+    manifest = {
+        "apiVersion": "portolan.dev/v1alpha1", "kind": "ScanSchedule",
+        "metadata": {"name": "drift", "namespace": NAMESPACE},
+        "spec": {
+            "schedule": "@every 15s", "successfulJobsHistoryLimit": 2,
+            "jobTemplate": {"metadata": {"labels": {"team": "netsec"}}, "spec": {
+                "targets": {"addresses": ["198.18.64.102"]}, "ports": "22,80,8080", "retries": 0,
+                "timing": {"retries": 0, "initialRttTimeoutMs": 300, "maxRttTimeoutMs": 300}}},
+        },
+    }
+    cluster.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    cluster.wait("a first completed run", lambda: bool(_schedule(cluster, "drift").get("status", {})
+                                                         .get("lastSuccessfulTime")), timeout=90)
+    host_ns = f"{cluster.agent.prefix}-t1"  # 198.18.64.102, built by the targets fixture
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"))
+    server = netns.popen(host_ns, [sys.executable, "-m", "harness.servers",
+                                   json.dumps([{"proto": "tcp", "port": 8080, "kind": "http"}])],
+                         stdout=subprocess.PIPE, env=env)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
+
+        def drifted() -> bool:
+            drift = _schedule(cluster, "drift").get("status", {}).get("drift") or {}
+            return any(change["port"] == 8080 for change in drift.get("opened", []))
+
+        cluster.wait("drift showing port 8080 opened", drifted, timeout=120)
+    finally:
+        server.kill()
+        server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+    cluster.plane.kubectl("patch", "scanschedule", "drift", "-n", NAMESPACE, "--type=merge", "-p",
+                          '{"spec": {"suspend": true}}')
+    status = _schedule(cluster, "drift")["status"]
+    drift = status["drift"]
+    assert drift["opened"] == [{"pool": "default", "host": "198.18.64.102", "port": 8080, "protocol": "tcp",
+                                "service": "http"}]
+    assert drift["closed"] == []
+    condition = next(c for c in status["conditions"] if c["type"] == "Drifted")
+    assert (condition["status"], condition["reason"]) == ("True", "PortsChanged")
+    jobs = json.loads(cluster.plane.kubectl("get", "scanjobs", "-n", NAMESPACE, "-l", "portolan.dev/schedule=drift",
+                                            "-o", "json").stdout)["items"]
+    assert all(j["metadata"]["ownerReferences"][0]["kind"] == "ScanSchedule" for j in jobs)
+    assert all(j["metadata"]["labels"]["team"] == "netsec" for j in jobs)
+    complete = [j for j in jobs if (j.get("status") or {}).get("phase") == "Complete"]
+    assert {drift["previous"], drift["latest"]} <= {j["metadata"]["name"] for j in jobs}
+    assert len(complete) <= 3  # two kept by the history limit, plus at most one finishing right now
+    events = cluster.core().list_namespaced_event(NAMESPACE, field_selector="involvedObject.name=drift").items
+    assert any(e.reason == "DriftDetected" and "1 port(s) opened" in e.message for e in events)
+    assert any(e.reason == "RunStarted" for e in events)
+    printed = cluster.plane.kubectl("get", "scanschedule", "drift", "-n", NAMESPACE).stdout
+    assert "@every 15s" in printed and "True" in printed
+    import urllib.request
+
+    port = yaml.safe_load(operator.settings.read_text())["metricsPort"]
+    with contextlib.closing(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)) as reply:
+        metrics = reply.read().decode()
+    assert 'portolan_drift_ports_total{change="opened"} 1.0' in metrics
 
 
 def test_a_shard_whose_node_goes_silent_is_retried_on_another_node(cluster: clusters.Cluster, operator: Operator) -> None:
