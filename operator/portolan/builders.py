@@ -7,6 +7,7 @@ settings) is passed in, so each is covered by table and golden-file tests.
 from __future__ import annotations
 
 import collections
+import copy
 import datetime
 import hashlib
 import ipaddress
@@ -52,8 +53,9 @@ def shard_pod(
     attempt: int,
     config: settings.OperatorSettings,
     shard_count: int,
+    avoid_nodes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The pod that runs one attempt of one shard, owned by its ScanJob."""
+    """The pod that runs one attempt of one shard, owned by its ScanJob (never on ``avoid_nodes``)."""
     meta = job["metadata"]
     pool = next((p for p in spec.pools if p.name == shard.pool), None)
     env = [
@@ -107,6 +109,15 @@ def shard_pod(
             pod_spec["affinity"] = pool.affinity
         if pool.tolerations:
             pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations]
+    if avoid_nodes:
+        # Nodes an earlier attempt was lost on: excluded in every term (terms are ORed).
+        affinity = copy.deepcopy(pod_spec.get("affinity") or {})
+        required = affinity.setdefault("nodeAffinity", {}).setdefault(
+            "requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": [{}]})
+        for term in required.setdefault("nodeSelectorTerms", [{}]) or [{}]:
+            term.setdefault("matchFields", []).append(
+                {"key": "metadata.name", "operator": "NotIn", "values": sorted(set(avoid_nodes))})
+        pod_spec["affinity"] = affinity
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -228,7 +228,8 @@ class _Run:
                     continue
                 attempt = entry.attempt + 1
                 manifest = builders.shard_pod(
-                    self.observed.body, spec, shard, attempt, self.config, len(self.status.plan)
+                    self.observed.body, spec, shard, attempt, self.config, len(self.status.plan),
+                    avoid_nodes=entry.avoid_nodes,
                 )
                 self.actions.create.append(manifest)
                 self.touch(shard.id, pool=shard.pool, attempt=attempt, pod=manifest["metadata"]["name"],
@@ -254,6 +255,7 @@ class _Run:
                 # A stale attempt that still runs somewhere cannot write results (shards check
                 # their attempt), so giving up on it now is safe.
                 self.actions.force_delete.append(current.name)
+                self.touch(shard.id, avoid_nodes=sorted({*entry.avoid_nodes, current.node}))
                 self.fail(spec, shard.id, entry,
                           f"NodeLost: node {current.node} {self.observed.lost_nodes[current.node]}")
             elif current.phase == "Running" and entry.phase == statuses.ShardPhase.PENDING:

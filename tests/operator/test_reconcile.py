@@ -278,4 +278,11 @@ def test_a_shard_on_a_lost_node_is_force_deleted_and_retried_with_the_nodes_prob
     entry = actions.status["shards"]["default-0"]
     assert entry["phase"] == "Retrying"
     assert entry["lastError"] == "NodeLost: node edge-1 is not Ready (NodeStatusUnknown)"
+    assert entry["avoidNodes"] == ["edge-1"]
+    _merge(job.body["status"], actions.status)
+    job.pods.pop(lost)
+    retry = job.step(T0 + datetime.timedelta(seconds=60)).create
+    assert [p["metadata"]["labels"]["portolan.dev/attempt"] for p in retry] == ["2"]
+    terms = retry[0]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["edge-1"]}]}]
     assert "default-1" not in actions.status.get("shards", {}) or actions.status["shards"]["default-1"].get("phase") != "Retrying"

@@ -98,6 +98,7 @@ class ShardStatus(_Model):
     heartbeat: str | None = None
     retry_after: str | None = None
     capture: ShardCapture | None = None
+    avoid_nodes: list[str] = pydantic.Field(default_factory=list)  # nodes earlier attempts were lost on
 
 
 class VantageResult(_Model):
