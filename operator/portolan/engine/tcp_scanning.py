@@ -270,7 +270,7 @@ class _Loop:
                     on_verdict(index, port, _CLOSED, results.Reason.CONN_REFUSED, 0.0, tries)
                     continue
                 if early != 0:
-                    self._failed(sock, host, index, port, early, 0.0, tries)
+                    self._failed(sock, host, index, port, early, None, tries)
                     return _SPENT
             if err == errno.EINPROGRESS or err == 0:
                 self.seq += 1
@@ -390,13 +390,14 @@ class _Loop:
         self._failed(sock, host, index, slot.port, err, rtt, slot.tries)
         self.retire(slot)
 
-    def _failed(self, sock: socket.socket, host: _Host, index: int, port: int, err: int, rtt: float,
+    def _failed(self, sock: socket.socket, host: _Host, index: int, port: int, err: int, rtt: float | None,
                 tries: int) -> None:
         """A connect that failed other than by refusal: an ICMP error if one is queued, else the local error."""
         queued = [q for q in icmp.drain(sock) if q.is_icmp]
         if queued:
-            host.rtt.observe(rtt)
-            self.on_verdict(index, port, _FILTERED, queued[0].reason(), rtt, tries)
+            if rtt is not None:  # an answer known before connect() returned says nothing about the path's RTT
+                host.rtt.observe(rtt)
+            self.on_verdict(index, port, _FILTERED, queued[0].reason(), rtt if rtt is not None else 0.0, tries)
         else:
             self.on_verdict(index, port, _FILTERED, _local_reason(err), None, tries)
 
