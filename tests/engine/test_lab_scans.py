@@ -104,6 +104,15 @@ def test_dns_responder_is_identified_from_its_reply_to_our_payload(lab: labs.Lab
     assert dns and dns[0].service is not None and dns[0].service.name == "dns"
 
 
+def test_ntp_and_snmp_v2c_responders_are_identified_from_their_replies_to_our_payloads(lab: labs.Lab) -> None:
+    report = _scan(lab, "udp")
+    found = {port.port: port.service for host in report.hosts for port in host.ports
+             if port.host == lab.hosts["services"].address and port.port in (123, 161)}
+    ntp, snmp = found[123], found[161]
+    assert ntp is not None and (ntp.name, ntp.version) == ("ntp", "v4")
+    assert snmp is not None and (snmp.name, snmp.product) == ("snmp", "Linux lab-snmp 6.1")
+
+
 def test_forked_tcp_workers_find_the_same_verdicts_as_one_process(lab: labs.Lab) -> None:
     hosts = [host for host in lab.hosts.values() if host.spec.ports]
     ports = sorted({p for h in hosts for p in h.ports("tcp")})

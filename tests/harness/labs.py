@@ -76,6 +76,8 @@ CONSTRUCTION: tuple[HostSpec, ...] = (
             Port("tcp", 23, "closed", "conn-refused"),
             Port("tcp", 8080, "closed", "conn-refused"),
             Port("udp", 53, "open", "udp-response", server="dns", service="dns"),
+            Port("udp", 123, "open", "udp-response", server="ntp", service="ntp"),
+            Port("udp", 161, "open", "udp-response", server="snmp", service="snmp"),
             Port("udp", 7777, "open", "udp-response", server="echo"),
             Port("udp", 9998, "open|filtered", "no-response", rule="drop"),
             Port("udp", 9996, "closed", "port-unreach"),

@@ -118,6 +118,46 @@ def _dns_reply(query: bytes) -> bytes:
     return header + question + answer
 
 
+def _ntp_reply(request: bytes) -> bytes | None:
+    """A server (mode 4) answer to a client (mode 3) request, echoing its transmit time as origin."""
+    if len(request) < 48 or request[0] & 0x07 != 3:
+        return None
+    return bytes([0x24, 2, 6, 0xEC]) + bytes(20) + request[40:48] + bytes(16)
+
+
+def _tlv(tag: int, body: bytes) -> bytes:
+    return bytes([tag, len(body)]) + body
+
+
+def _tlvs(data: bytes) -> list[tuple[int, bytes]]:
+    """Short-form BER elements in sequence (enough for the small requests scanners send)."""
+    found, at = [], 0
+    while at + 2 <= len(data):
+        tag, size = data[at], data[at + 1]
+        found.append((tag, data[at + 2: at + 2 + size]))
+        at += 2 + size
+    return found
+
+
+SYSDESCR = bytes([0x2B, 6, 1, 2, 1, 1, 1, 0])
+SNMP_DESCRIPTION = b"Linux lab-snmp 6.1"
+
+
+def _snmp_reply(request: bytes) -> bytes | None:
+    """A v2c GetResponse carrying sysDescr, for a GetRequest with any community."""
+    try:
+        (outer_tag, message), = _tlvs(request)
+        (_, version), (_, community), (pdu_tag, pdu) = _tlvs(message)
+        request_id = _tlvs(pdu)[0][1]
+    except ValueError:
+        return None
+    if outer_tag != 0x30 or pdu_tag != 0xA0:
+        return None
+    varbind = _tlv(0x30, _tlv(0x06, SYSDESCR) + _tlv(0x04, SNMP_DESCRIPTION))
+    response = _tlv(0xA2, _tlv(0x02, request_id) + _tlv(0x02, b"\x00") + _tlv(0x02, b"\x00") + _tlv(0x30, varbind))
+    return _tlv(0x30, _tlv(0x02, version) + _tlv(0x04, community) + response)
+
+
 def _udp(port: int, kind: str, ready: threading.Barrier) -> None:
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server.bind(("0.0.0.0", port))
@@ -128,6 +168,10 @@ def _udp(port: int, kind: str, ready: threading.Barrier) -> None:
             server.sendto(_dns_reply(data), peer)
         elif kind == "echo":
             server.sendto(b"echo:" + data, peer)
+        elif kind in ("ntp", "snmp"):
+            answer = _ntp_reply(data) if kind == "ntp" else _snmp_reply(data)
+            if answer is not None:
+                server.sendto(answer, peer)
 
 
 def main(spec_text: str) -> None:
