@@ -9,6 +9,8 @@ Exit codes:
 * 0 — the scan completed (whatever it found)
 * 2 — bad input: a malformed target, port, manifest or option (nothing was sent)
 * 3 — the scan could not run (sockets, permissions, resources)
+* 4 — the scan completed and found open ports outside ``expect.allowedOpenPorts`` /
+  ``--allow-open`` (a CI gate; the report lists them in ``unexpected_open``)
 * 130 — interrupted (Ctrl-C / SIGTERM): the partial report is still written
 """
 
@@ -31,10 +33,12 @@ if TYPE_CHECKING:
     import rich.progress
 
     from portolan.capture import recording
+    from portolan.models import results
 
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_SCAN = 3
+EXIT_VIOLATIONS = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -77,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--udp-budget", type=float, default=60.0,
         help="seconds to spend re-probing ports of hosts that rate-limit ICMP (default 60)",
     )
+    scan.add_argument("--allow-open", metavar="PORTS",
+                      help="ports that may be open (e.g. 22,443 or web); any other open port exits 4")
     scan.add_argument("--capture-dir", metavar="DIR",
                       help="record the scan's own packets as evidence in DIR (pcapng; needs CAP_NET_RAW)")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress display")
@@ -155,7 +161,13 @@ def _spec_from(args: argparse.Namespace) -> tuple[object, str]:
         updates["technique"] = scanjobs.Technique.SYN
     if args.verify:
         updates["verify_open"] = True
+    if args.allow_open is not None:
+        updates["expect"] = {"allowed_open_ports": args.allow_open}
     spec = scanjobs.ScanJobSpec.model_validate(spec.model_dump() | updates)
+    if spec.expect is not None and spec.expect.allowed_open_ports:
+        from portolan.engine import ports
+
+        ports.parse_ports(spec.expect.allowed_open_ports)  # a bad expression exits 2 before anything is sent
     return spec, job.metadata.name
 
 
@@ -254,8 +266,13 @@ def _scan(args: argparse.Namespace, argv: Sequence[str]) -> int:
             recorder = None
             names = ", ".join(str(path) for path in evidence.files)
             print(f"evidence: {evidence.packets} packets ({evidence.dropped} dropped) in {names}", file=sys.stderr)
+        report = _judged(report, spec)
         if not stream_jsonl:
             rendering.write_report(report, args.output, out)
+        for port in report.unexpected_open:
+            name = f" ({port.service.name})" if port.service else ""
+            print(f"unexpected open port: {port.host}:{port.port}/{port.protocol.value}{name} "
+                  f"(allowed: {report.allowed_open_ports or 'none'})", file=sys.stderr)
         out.flush()
     finally:
         if recorder is not None:
@@ -264,7 +281,28 @@ def _scan(args: argparse.Namespace, argv: Sequence[str]) -> int:
             signal.signal(sig, handler)
         if out is not sys.stdout:
             out.close()
-    return EXIT_OK if report.complete else EXIT_INTERRUPTED
+    if not report.complete:
+        return EXIT_INTERRUPTED
+    return EXIT_VIOLATIONS if report.unexpected_open else EXIT_OK
+
+
+def _judged(report: results.ScanReport, spec: object) -> results.ScanReport:
+    """The report with the open ports that spec.expect does not allow."""
+    from portolan import evaluation
+    from portolan.engine import ports
+    from portolan.models import results, scanjobs
+
+    assert isinstance(spec, scanjobs.ScanJobSpec)
+    if spec.expect is None:
+        return report
+    text = spec.expect.allowed_open_ports
+    allowed = set(ports.parse_ports(text)) if text else set()
+    by_key = {(p.host, p.port, p.protocol.value): p for h in report.hosts for p in h.ports
+              if p.state == results.PortState.OPEN}
+    _, listed = evaluation.unexpected_open(
+        allowed, [("local", h, p, proto, None) for h, p, proto in by_key], limit=len(by_key))
+    return report.model_copy(update={"allowed_open_ports": text,
+                                     "unexpected_open": [by_key[(v[1], v[2], v[3])] for v in listed]})
 
 
 def _recorder(args: argparse.Namespace, spec: object, plan: object) -> recording.Recorder | None:

@@ -1,4 +1,4 @@
-"""Evaluating results against each other: drift between two runs of a schedule.
+"""Evaluating results: drift between two runs of a schedule, and open ports against expectations.
 
 Pure functions over ``status.results`` (per vantage: open ports); no I/O.  Changes are
 listed up to a cap (the byte budget of the schedule's status) and counted beyond it.
@@ -36,3 +36,14 @@ def drift(previous_name: str, previous: Sequence[Mapping[str, Any]], latest_name
     truncated = max(0, len(opened) - limit) + max(0, len(closed) - limit)
     return schedules.Drift(previous=previous_name, latest=latest_name, opened=opened[:limit], closed=closed[:limit],
                            truncated=truncated, partial=partial)
+
+
+def unexpected_open(
+    allowed: set[int], found: Sequence[tuple[str, str, int, str, str | None]], *, limit: int = MAX_LISTED,
+) -> tuple[int, list[tuple[str, str, int, str, str | None]]]:
+    """Open ports outside ``allowed``: (count, the first ``limit`` of them, sorted).
+
+    ``found`` holds (pool, host, port, protocol, service) for every open port listed.
+    """
+    violations = sorted(item for item in found if item[2] not in allowed)
+    return len(violations), violations[:limit]

@@ -34,6 +34,9 @@ class Metrics:
             buckets=(1, 5, 15, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600), registry=registry)
         self.status_write_failures = prometheus_client.Counter(
             "portolan_status_write_failures", "Failed writes of ScanJob status", registry=registry)
+        self.expectation_violations = prometheus_client.Counter(
+            "portolan_expectation_violations", "Open ports found outside a ScanJob's spec.expect.allowedOpenPorts",
+            registry=registry)
         self.drift_ports = prometheus_client.Counter(
             "portolan_drift_ports", "Open ports that appeared or disappeared between two runs of a ScanSchedule",
             ["change"], registry=registry)
@@ -49,3 +52,5 @@ class Metrics:
             for state, count in result_.states.items():
                 self.probes.labels(state=state).inc(count)
         self.open_ports.inc(status.open_ports)
+        if status.expectations is not None:
+            self.expectation_violations.inc(status.expectations.violated)

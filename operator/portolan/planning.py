@@ -115,6 +115,8 @@ def plan(
     resolve: targets_.Resolver = targets_.resolve_host,
 ) -> list[statuses.ShardPlan]:
     """Plan the shards of a job whose selector targets are already resolved into ``addresses``."""
+    if spec.expect is not None and spec.expect.allowed_open_ports:
+        ports_.parse_ports(spec.expect.allowed_open_ports)  # a bad expression is refused now, not at the end
     check_guardrails(spec, config, addresses)
     found = targets_.parse_targets(
         addresses, spec.targets.exclude, resolve=resolve, limit=config.max_targets_per_job

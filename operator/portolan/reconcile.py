@@ -26,7 +26,8 @@ from typing import Any
 
 import pydantic
 
-from portolan import builders, errors, kube, metrics, planning, settings
+from portolan import builders, errors, evaluation, kube, metrics, planning, settings
+from portolan.engine import ports as ports_
 from portolan.models import scanjobs, statuses
 
 TERMINAL = (statuses.Phase.COMPLETE, statuses.Phase.FAILED)
@@ -306,6 +307,7 @@ class _Run:
             self.condition("Complete", True, "Completed", f"{self.status.open_ports} open ports found")
             self.condition("Failed", False, "Completed", "")
             self.event("Normal", "Completed", f"all {len(plan)} shards succeeded; {self.status.open_ports} open ports")
+            self.expectations(spec)
         elif succeeded + failed == len(plan):
             deadline = any("DeadlineExceeded" in (e.last_error or "") for e in entries)
             reason = "DeadlineExceeded" if deadline else "ShardsFailed"
@@ -316,6 +318,7 @@ class _Run:
             self.condition("Complete", False, reason, message)
             self.condition("Failed", True, reason, message)
             self.event("Warning", "Failed", message)
+            self.expectations(spec)  # partial results can still break them
         else:
             self.status.phase = statuses.Phase.RUNNING
             current = next((c for c in self.status.conditions if c.type == "Progressing"), None)
@@ -324,6 +327,31 @@ class _Run:
             self.condition("Complete", False, "InProgress", progress)
             self.condition("Failed", False, "InProgress", "")
         return self.finish(progress=progress)
+
+    def expectations(self, spec: scanjobs.ScanJobSpec) -> None:
+        """Compare the open ports found with spec.expect (a finding, never a job failure)."""
+        if spec.expect is None:
+            return
+        try:
+            allowed = set(ports_.parse_ports(spec.expect.allowed_open_ports)) if spec.expect.allowed_open_ports else set()
+        except errors.PortolanError as exc:  # normally refused at acceptance; the spec may have changed since
+            self.condition("ExpectationsMet", False, exc.reason, str(exc))
+            return
+        found = [(r.pool, o.host, o.port, o.protocol, o.service) for r in self.status.results for o in r.open]
+        count, listed = evaluation.unexpected_open(allowed, found)
+        partial = any(r.open_truncated for r in self.status.results)
+        self.status.expectations = statuses.ExpectationResult(
+            allowed_open_ports=spec.expect.allowed_open_ports, violated=count, partial=partial,
+            violations=[statuses.Violation(pool=v[0], host=v[1], port=v[2], protocol=v[3], service=v[4])
+                        for v in listed])
+        if count:
+            sample = ", ".join(f"{v[1]}:{v[2]}/{v[3]}" for v in listed[:5])
+            message = f"{count} open port(s) not in allowedOpenPorts {spec.expect.allowed_open_ports!r}: {sample}"
+            self.condition("ExpectationsMet", False, "UnexpectedOpenPorts", message)
+            self.event("Warning", "ExpectationsViolated", message)
+        else:
+            note = " (some open ports were only counted; see openTruncated)" if partial else ""
+            self.condition("ExpectationsMet", True, "AsExpected", f"no open port outside the allowed ones{note}")
 
     def expire(self) -> Actions:
         spec_ttl = (self.observed.body.get("spec") or {}).get("ttlSecondsAfterFinished")
@@ -348,7 +376,7 @@ class _Run:
         dumped = self.status.model_dump(by_alias=True, mode="json", exclude_none=True)
         patch: dict[str, Any] = {
             key: dumped.get(key)
-            for key in ("phase", "observedGeneration", "conditions", "results", "resultsRef",
+            for key in ("phase", "observedGeneration", "conditions", "results", "resultsRef", "expectations",
                         "summary", "openPorts", "startTime", "completionTime")
         }
         if progress is not None:

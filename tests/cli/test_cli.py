@@ -26,6 +26,7 @@ PORTOLAN = [sys.executable, "-m", "portolan.cli"]
         (["scan", "127.0.0.1", "--retries", "99"], "invalid option: retries: Input should be less than or equal to 10"),
         (["scan", "-f", "/nonexistent/job.yaml"], "cannot read manifest"),
         (["frobnicate"], "invalid choice"),
+        (["scan", "127.0.0.1", "--allow-open", "22,ssh"], "unknown port item 'ssh'"),
     ],
 )
 def test_bad_input_prints_a_message_and_exits_2_before_sending_anything(
@@ -145,3 +146,18 @@ def test_sigterm_mid_scan_writes_the_partial_report_and_exits_130(lab: labs.Lab)
     assert process.returncode == cli.EXIT_INTERRUPTED
     report = json.loads(out)
     assert report["complete"] is False
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(("allowed", "code", "unexpected"), [("22", 4, [21, 25]), ("21-25", 0, []), ("", 4, [21, 22, 25])])
+def test_open_ports_outside_allow_open_exit_4_and_are_listed_as_a_ci_gate(
+        lab: labs.Lab, allowed: str, code: int, unexpected: list[int]) -> None:
+    host = lab.hosts["services"].address
+    done = _in_ns(lab.scanner_ns, [*PORTOLAN, "scan", host, "-p", "21-25", "--no-service", "-o", "json",
+                                   "--allow-open", allowed])
+    assert done.returncode == code, done.stderr
+    report = json.loads(done.stdout)
+    assert report["allowed_open_ports"] == allowed
+    assert [p["port"] for p in report["unexpected_open"]] == unexpected
+    for port in unexpected:
+        assert f"unexpected open port: {host}:{port}/tcp" in done.stderr

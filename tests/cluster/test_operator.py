@@ -140,7 +140,8 @@ EXPECTED_OPEN = {(address, port, KINDS[port]) for address, (ports, _) in HOSTS.i
 
 def test_a_two_pool_three_shard_job_completes_with_the_hosts_construction(cluster: clusters.Cluster, operator: Operator) -> None:
     addresses = ["198.18.64.101", "198.18.64.102"]
-    cluster.plane.kubectl("apply", "-f", "-", input=_job("two-pools", addresses=addresses, ports="20-25,80,443", shards=3))
+    cluster.plane.kubectl("apply", "-f", "-", input=_job("two-pools", addresses=addresses, ports="20-25,80,443", shards=3,
+                                                         expect={"allowedOpenPorts": "22"}))
     job = _wait_condition(cluster, "two-pools", "Complete")
     status = job["status"]
     assert status["phase"] == "Complete" and status["summary"] == "6/6"
@@ -154,6 +155,12 @@ def test_a_two_pool_three_shard_job_completes_with_the_hosts_construction(cluste
         assert shard["node"].startswith(shard_id.split("-")[0] + "-"), (shard_id, shard["node"])
     accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
     assert accepted["observedGeneration"] == job["metadata"]["generation"]
+    # Port 80 is open on both hosts but only 22 is allowed: a finding per vantage, the job still Complete.
+    assert status["expectations"]["violated"] == 4
+    assert {(v["pool"], v["host"], v["port"]) for v in status["expectations"]["violations"]} == {
+        (pool, host, 80) for pool in ("edge", "cloud") for host in addresses}
+    met = next(c for c in status["conditions"] if c["type"] == "ExpectationsMet")
+    assert (met["status"], met["reason"]) == ("False", "UnexpectedOpenPorts")
 
 
 def test_a_syn_job_with_capture_completes_and_each_shard_says_where_its_evidence_is(

@@ -6,6 +6,8 @@ import copy
 import datetime
 from typing import Any
 
+import pytest
+
 from portolan import reconcile, settings
 
 T0 = datetime.datetime(2026, 11, 22, 12, 0, 0, tzinfo=datetime.UTC)
@@ -286,3 +288,39 @@ def test_a_shard_on_a_lost_node_is_force_deleted_and_retried_with_the_nodes_prob
     terms = retry[0]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["edge-1"]}]}]
     assert "default-1" not in actions.status.get("shards", {}) or actions.status["shards"]["default-1"].get("phase") != "Retrying"
+
+
+@pytest.mark.parametrize(
+    ("allowed", "met", "violations"),
+    [
+        ("22", False, [{"pool": "default", "host": "198.18.0.2", "port": 80, "protocol": "tcp", "service": "http"}]),
+        ("22,80", True, []),
+        ("web,22", True, []),
+        ("", False, [{"pool": "default", "host": "198.18.0.1", "port": 22, "protocol": "tcp"},
+                     {"pool": "default", "host": "198.18.0.2", "port": 80, "protocol": "tcp", "service": "http"}]),
+    ],
+)
+def test_open_ports_outside_the_expected_ones_are_a_finding_not_a_failure(
+        allowed: str, met: bool, violations: list[dict[str, Any]]) -> None:
+    job = Job(expect={"allowedOpenPorts": allowed})
+    job.step(T0)
+    job.succeed("default-0", {"closed": 3, "open": 1}, [{"host": "198.18.0.1", "port": 22, "protocol": "tcp"}])
+    job.succeed("default-1", {"closed": 3, "open": 1},
+                [{"host": "198.18.0.2", "port": 80, "protocol": "tcp", "service": "http"}])
+    done = job.step(T0 + datetime.timedelta(seconds=5))
+    status = job.body["status"]
+    assert status["phase"] == "Complete"
+    assert status["expectations"]["violated"] == len(violations)
+    assert status["expectations"].get("violations", []) == violations
+    condition = job.condition("ExpectationsMet")
+    assert condition["status"] == ("True" if met else "False")
+    assert any(e[1] == "ExpectationsViolated" for e in done.events) is not met
+
+
+def test_a_bad_allowed_open_ports_expression_is_refused_before_any_pod() -> None:
+    job = Job(expect={"allowedOpenPorts": "22,ssh"})
+    actions = job.step(T0)
+    assert actions.create == []
+    accepted = job.condition("Accepted")
+    assert (accepted["status"], accepted["reason"]) == ("False", "InvalidPorts")
+    assert "unknown port item 'ssh'" in accepted["message"]

@@ -140,6 +140,8 @@ class ScanReport(pydantic.BaseModel):
     hosts: list[HostResult] = pydantic.Field(default_factory=list)
     summary: ScanSummary = pydantic.Field(default_factory=ScanSummary)
     notes: list[ScanNote] = pydantic.Field(default_factory=list)
+    allowed_open_ports: str | None = None  # spec.expect / --allow-open, when given
+    unexpected_open: list[PortResult] = pydantic.Field(default_factory=list)  # open ports outside it
 
 
 class Progress(pydantic.BaseModel):

@@ -156,6 +156,16 @@ class Capture(_Model):
     )
 
 
+class Expectations(_Model):
+    """What the scan should find.  A difference is a finding (ExpectationsMet=False), not a failure."""
+
+    allowed_open_ports: str = pydantic.Field(
+        pattern=r"^[0-9a-z, -]*$",
+        description="Ports that may be open (numbers, ranges, named sets; empty: none); "
+        "any other open port is a violation.",
+    )
+
+
 class ScanJobSpec(_Model):
     """What a ScanJob asks for."""
 
@@ -183,6 +193,9 @@ class ScanJobSpec(_Model):
     suspend: bool = False
     capture: Capture | None = pydantic.Field(
         default=None, description="Record each shard's probe traffic as pcap evidence (needs CAP_NET_RAW)."
+    )
+    expect: Expectations | None = pydantic.Field(
+        default=None, description="Expected results; violations are reported in status and metrics."
     )
 
     @pydantic.field_validator("protocols")

@@ -101,6 +101,23 @@ class ShardStatus(_Model):
     avoid_nodes: list[str] = pydantic.Field(default_factory=list)  # nodes earlier attempts were lost on
 
 
+class Violation(_Model):
+    """An open port the job's expectations do not allow, from one vantage."""
+
+    pool: str
+    host: str
+    port: int
+    protocol: str
+    service: str | None = None
+
+
+class ExpectationResult(_Model):
+    allowed_open_ports: str
+    violated: int = 0
+    violations: list[Violation] = pydantic.Field(default_factory=list)  # capped; ``violated`` counts all
+    partial: bool = False  # some open ports were only counted, not listed, so violations may be missing
+
+
 class VantageResult(_Model):
     """Aggregated results of one pool (vantage)."""
 
@@ -121,5 +138,6 @@ class ScanJobStatus(_Model):
     summary: str | None = None  # "succeeded/total" shards, for printer columns
     progress: str | None = None  # probes decided, as a percentage
     open_ports: int = 0
+    expectations: ExpectationResult | None = None
     start_time: str | None = None
     completion_time: str | None = None
