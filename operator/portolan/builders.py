@@ -114,7 +114,10 @@ def shard_pod(
         affinity = copy.deepcopy(pod_spec.get("affinity") or {})
         required = affinity.setdefault("nodeAffinity", {}).setdefault(
             "requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": [{}]})
-        for term in required.setdefault("nodeSelectorTerms", [{}]) or [{}]:
+        terms = required.setdefault("nodeSelectorTerms", [])
+        if not terms:
+            terms.append({})
+        for term in terms:
             term.setdefault("matchFields", []).append(
                 {"key": "metadata.name", "operator": "NotIn", "values": sorted(set(avoid_nodes))})
         pod_spec["affinity"] = affinity

@@ -17,6 +17,7 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -245,8 +246,9 @@ def _scan(args: argparse.Namespace, argv: Sequence[str]) -> int:
     def emit(port: object) -> None:
         out.write(rendering.jsonl_line(port) + "\n")  # type: ignore[arg-type]
 
-    recorder = _recorder(args, spec, plan)
+    recorder: recording.Recorder | None = None
     try:
+        recorder = _recorder(args, spec, plan)
         with _Progress(sys.stderr, not args.quiet) as progress:
             report = scanning.run(
                 plan,
@@ -262,10 +264,14 @@ def _scan(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 args="portolan " + " ".join(argv),
             )
         if recorder is not None:
-            evidence = recorder.finish()
-            recorder = None
-            names = ", ".join(str(path) for path in evidence.files)
-            print(f"evidence: {evidence.packets} packets ({evidence.dropped} dropped) in {names}", file=sys.stderr)
+            finishing, recorder = recorder, None
+            try:
+                evidence = finishing.finish()
+            except errors.PortolanError as exc:  # the scan's report matters more than its evidence
+                print(f"warning: the evidence is incomplete: {exc}", file=sys.stderr)
+            else:
+                names = ", ".join(str(path) for path in evidence.files)
+                print(f"evidence: {evidence.packets} packets ({evidence.dropped} dropped) in {names}", file=sys.stderr)
         report = _judged(report, spec)
         if not stream_jsonl:
             rendering.write_report(report, args.output, out)
@@ -276,7 +282,8 @@ def _scan(args: argparse.Namespace, argv: Sequence[str]) -> int:
         out.flush()
     finally:
         if recorder is not None:
-            recorder.finish()
+            with contextlib.suppress(errors.PortolanError):  # never hides the exception on its way out
+                recorder.finish()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if out is not sys.stdout:

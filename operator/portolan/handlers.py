@@ -117,12 +117,12 @@ def build_registry(
         # kopf timers put kopf's finalizer on every ScanJob; without a running operator nothing
         # would remove it and `kubectl delete` would hang (e.g. after helm uninstall). Release
         # them on the way out; the next operator to start puts them back.
-        try:
-            count = sum(client.release_finalizer(namespaces, finalizer.get("name", KOPF_FINALIZER), plural)
-                        for plural in (PLURAL, schedules.PLURAL))
-        except kube.KubeError as exc:
-            logger.warning(f"could not release finalizers on shutdown: {exc}")
-            return
+        count = 0
+        for plural in (PLURAL, schedules.PLURAL):  # one kind failing (e.g. a CRD not installed) spares the other
+            try:
+                count += client.release_finalizer(namespaces, finalizer.get("name", KOPF_FINALIZER), plural)
+            except kube.KubeError as exc:
+                logger.warning(f"could not release the finalizers of {plural} on shutdown: {exc}")
         logger.info(f"released the finalizer of {count} ScanJob(s) and ScanSchedule(s) on shutdown")
 
     @kopf.on.delete(*resource, registry=registry, optional=True)

@@ -177,6 +177,11 @@ class ShardRunner:
             self._patch({**self._base(), "lastError": f"{exc.reason}: {exc}", "finishedAttempt": self.env.attempt,
                          **self._evidence(recorder, capture)})
             return EXIT_SCAN
+        except BaseException:
+            if recorder is not None:  # close the last file properly even on an unexpected failure
+                with contextlib.suppress(errors.PortolanError):
+                    recorder.finish()
+            raise
         found = [
             {"host": port.host, "port": port.port, "protocol": port.protocol.value,
              **({"service": port.service.name} if port.service else {})}

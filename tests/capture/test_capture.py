@@ -247,3 +247,14 @@ def test_a_stopped_capture_keeps_every_packet_in_its_last_gzipped_file(
     numbers = [int(record.data[14 + 20 + 8:].decode().split("=")[1]) for path in files for record in pcapfiles.read(path)]
     assert numbers == list(range(sent))
     assert f"{sent} packets" in errors.decode()
+
+
+def test_an_evidence_folder_that_cannot_be_made_is_a_clear_error_before_anything_is_sent(
+        fresh_netns: str, tmp_path: pathlib.Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    done = subprocess.run(["ip", "netns", "exec", fresh_netns, sys.executable, "-m", "portolan.cli", "scan",
+                           "127.0.0.1", "-p", "1", "-q", "--capture-dir", str(blocker / "evidence")],
+                          capture_output=True, text=True)
+    assert done.returncode == cli.EXIT_SCAN
+    assert "cannot create the evidence folder" in done.stderr and done.stdout == ""

@@ -413,7 +413,7 @@ class NodeAgent:
         if mounts:
             # ip netns exec gives the process its own mount namespace (slave of the root one),
             # so these bind mounts are seen by the pod alone, at the paths it asked for.
-            script = "".join(f'mkdir -p "${2 * i + 1}" && mount --bind "${2 * i + 2}" "${2 * i + 1}" && '
+            script = "".join(f'mkdir -p "${{{2 * i + 1}}}" && mount --bind "${{{2 * i + 2}}}" "${{{2 * i + 1}}}" && '
                              for i in range(len(mounts)))
             script += f"shift {2 * len(mounts)} && exec \"$@\""
             argv = ["sh", "-c", script, "sh", *(part for pair in mounts for part in pair), *argv]

@@ -5,6 +5,9 @@ slips in.  On loopback the kernel delivers every packet twice (outgoing and inco
 libpcap, the outgoing copy is skipped there.  Drops come from PACKET_STATISTICS.  The loop ends
 on ``stop`` (set by SIGINT/SIGTERM in the CLI), a packet count or a duration; the writer is
 closed in every case, so the last file is complete up to the last packet.
+
+Limits: files are Ethernet (DLT_EN10MB); frames from interfaces without Ethernet framing
+(tun, WireGuard, IPIP — seen with the ``any`` pseudo-interface) are counted as skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 PACKET_STATISTICS = 6
 PACKET_OUTGOING = 4
+ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
 ANY = "any"  # capture on every interface of the network namespace, as tcpdump -i any
 
@@ -36,6 +40,7 @@ class CaptureStats:
     bytes: int = 0
     kernel_packets: int = 0
     kernel_drops: int = 0
+    skipped: int = 0  # frames from interfaces without Ethernet framing (see _drain)
     talkers: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     protocols: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
@@ -142,6 +147,11 @@ class Capture:
             except BlockingIOError:
                 return
             if meta[2] == PACKET_OUTGOING and meta[3] == ARPHRD_LOOPBACK:
+                continue
+            if meta[3] not in (ARPHRD_ETHER, ARPHRD_LOOPBACK):
+                # No Ethernet header (tun, WireGuard, IPIP): the filter and the file's link type
+                # assume one, so such frames are counted, not written.
+                self.stats.skipped += 1
                 continue
             stamp = time.time_ns()
             self.stats.packets += 1

@@ -71,7 +71,11 @@ class Recorder:
             self.failure = exc
 
     def start(self) -> Recorder:
-        self.writer.begin()
+        try:
+            self.writer.begin()
+        except OSError as exc:
+            self.capture.sock.close()
+            raise errors.ScanError(f"cannot write evidence under {self.writer.base.parent}: {exc.strerror}") from exc
         self.thread.start()
         return self
 
@@ -81,7 +85,10 @@ class Recorder:
             self.sleep(self.grace_seconds)
         self.stop.set()
         self.thread.join()
-        self.writer.close()
+        try:
+            self.writer.close()
+        except OSError as exc:
+            raise errors.ScanError(f"cannot finish the evidence file: {exc.strerror}") from exc
         if self.failure is not None:
             raise errors.ScanError(f"capture failed: {self.failure}") from self.failure
         stats = self.capture.stats

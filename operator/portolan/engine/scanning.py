@@ -370,7 +370,8 @@ def run(
         syn_targets.sort()
     if syn_targets:
         packets += _syn_pass(plan_, collector, syn_targets, clock, stop)
-    connect_targets = [i for i in range(len(plan_.targets)) if i not in set(syn_targets)]
+    by_syn = set(syn_targets)
+    connect_targets = [i for i in range(len(plan_.targets)) if i not in by_syn]
     if plan_.tcp_ports and connect_targets and len(connect_targets) < len(plan_.targets):
         subset = dataclasses.replace(plan_, targets=[plan_.targets[i] for i in connect_targets])
 
