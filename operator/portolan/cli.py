@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("-u", "--udp", action="store_true", help="UDP scan with protocol payloads")
     scan.add_argument("--syn", action="store_true",
                       help="TCP SYN scan on raw sockets (needs CAP_NET_RAW; falls back to connect without it)")
-    scan.add_argument("-o", "--output", default="table", help="table, json, jsonl or xml")
+    scan.add_argument("-o", "--output", default="table",
+                      help="table, json, jsonl, xml (nmap) or junit (a case per open port; --allow-open fails some)")
     scan.add_argument("--output-file", help="write the report here instead of stdout")
     scan.add_argument("--rate", type=int, help="global probes per second")
     scan.add_argument("--host-rate", type=int, help="probes per second per host")

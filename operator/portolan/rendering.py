@@ -17,7 +17,7 @@ from typing import TextIO
 from portolan import errors
 from portolan.models import results
 
-FORMATS = ("table", "json", "jsonl", "xml")
+FORMATS = ("table", "json", "jsonl", "xml", "junit")
 
 
 def _port_cell(port: results.PortResult) -> str:
@@ -153,6 +153,41 @@ def render_nmap_xml(report: results.ScanReport) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE nmaprun>\n' + body + "\n"
 
 
+def render_junit(report: results.ScanReport) -> str:
+    """JUnit XML for CI: a suite per host, a test case per open port; unexpected ones fail."""
+    unexpected = {(p.host, p.port, p.protocol) for p in report.unexpected_open}
+    allowed = report.allowed_open_ports
+    root = ElementTree.Element("testsuites", name="portolan", time=f"{report.summary.duration_seconds:.3f}")
+    total = failures = 0
+    for host in report.hosts:
+        suite = ElementTree.SubElement(root, "testsuite", name=host.address)
+        cases = fails = 0
+        for port in host.ports:
+            if port.state != results.PortState.OPEN:
+                continue
+            name, version = _service_text(port)
+            label = f"{_port_cell(port)} open" + (f" ({' '.join(x for x in (name, version) if x)})" if name else "")
+            case = ElementTree.SubElement(suite, "testcase", classname=f"portolan.{host.address}", name=label)
+            cases += 1
+            if (port.host, port.port, port.protocol) in unexpected:
+                fails += 1
+                ElementTree.SubElement(case, "failure", type="UnexpectedOpenPort",
+                                       message=f"{_port_cell(port)} is open; allowed: {allowed or 'none'}")
+        if not cases:
+            ElementTree.SubElement(suite, "testcase", classname=f"portolan.{host.address}", name="no open ports")
+            cases = 1
+        suite.set("tests", str(cases))
+        suite.set("failures", str(fails))
+        total += cases
+        failures += fails
+    root.set("tests", str(total))
+    root.set("failures", str(failures))
+    if report.notes:
+        ElementTree.SubElement(root, "system-out").text = "\n".join(f"{n.code}: {n.message}" for n in report.notes)
+    ElementTree.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(root, encoding="unicode") + "\n"
+
+
 def write_report(report: results.ScanReport, fmt: str, stream: TextIO) -> None:
     """Write a report in one of :data:`FORMATS`."""
     renderers = {
@@ -160,6 +195,7 @@ def write_report(report: results.ScanReport, fmt: str, stream: TextIO) -> None:
         "json": render_json,
         "jsonl": render_jsonl,
         "xml": render_nmap_xml,
+        "junit": render_junit,
     }
     renderer = renderers.get(fmt)
     if renderer is None:

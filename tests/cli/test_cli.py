@@ -161,3 +161,17 @@ def test_open_ports_outside_allow_open_exit_4_and_are_listed_as_a_ci_gate(
     assert [p["port"] for p in report["unexpected_open"]] == unexpected
     for port in unexpected:
         assert f"unexpected open port: {host}:{port}/tcp" in done.stderr
+
+
+@pytest.mark.lab
+def test_junit_output_has_a_case_per_open_port_and_fails_the_unexpected_ones(lab: labs.Lab) -> None:
+    from xml.etree import ElementTree
+
+    host = lab.hosts["services"].address
+    done = _in_ns(lab.scanner_ns, [*PORTOLAN, "scan", host, "-p", "21-25", "-o", "junit", "--allow-open", "22"])
+    assert done.returncode == 4, done.stderr
+    root = ElementTree.fromstring(done.stdout)
+    assert (root.get("tests"), root.get("failures")) == ("3", "2")
+    cases = {case.get("name"): case.find("failure") is not None for case in root.iter("testcase")}
+    assert {name.split()[0]: failed for name, failed in cases.items()} == {"21/tcp": True, "22/tcp": False, "25/tcp": True}
+    assert any(name.startswith("22/tcp open (ssh") for name in cases)
