@@ -38,6 +38,7 @@ def build_registry(
     registry = kopf.OperatorRegistry()
     phases: dict[str, str] = {}
     finalizer: dict[str, str] = {}
+    worked = {"any": False}  # a paused standby replica never runs a handler
     resource = (scanjobs.API_GROUP, scanjobs.API_VERSION, PLURAL)
 
     @kopf.on.login(registry=registry)
@@ -59,6 +60,7 @@ def build_registry(
     def run_step(namespace: str | None, name: str, uid: str) -> None:
         if namespace is None:
             return  # ScanJobs are namespaced; nothing to do for a cluster-scoped event
+        worked["any"] = True
         try:
             actions = reconcile.step(client, config, gauges, namespace, name, _now())
         except kube.KubeError as exc:
@@ -90,6 +92,7 @@ def build_registry(
     def run_schedule(namespace: str | None, name: str) -> None:
         if namespace is None:
             return
+        worked["any"] = True
         try:
             decision = scheduling.step(client, namespace, name, _now())
         except kube.KubeError as exc:
@@ -117,6 +120,10 @@ def build_registry(
         # kopf timers put kopf's finalizer on every ScanJob; without a running operator nothing
         # would remove it and `kubectl delete` would hang (e.g. after helm uninstall). Release
         # them on the way out; the next operator to start puts them back.
+        if not worked["any"]:
+            # A standby (peering paused it) stopping must not strip the active replica's finalizers.
+            logger.info("this replica handled nothing (a standby); finalizers left to the active one")
+            return
         count = 0
         for plural in (PLURAL, schedules.PLURAL):  # one kind failing (e.g. a CRD not installed) spares the other
             try:
