@@ -265,10 +265,10 @@ class NodeAgent:
         with self.lock:
             pods = [pod for pod in self.pods.values() if pod.node == name]
         for pod in pods:
+            pod.reported = "dropped"  # first: a dead node reports nothing, not even its pods' deaths
             if pod.process is not None and pod.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pod.process.pid, signal.SIGKILL)
-            pod.reported = "dropped"
         if delete:
             with contextlib.suppress(kubernetes.client.ApiException):
                 self.core.delete_node(name)
@@ -427,7 +427,7 @@ class NodeAgent:
 
     def _status(self, pod: RunningPod, phase: str, *, exit_code: int | None = None,
                 reason: str | None = None, message: str | None = None) -> None:
-        if pod.reported == phase:
+        if pod.reported == phase or pod.node in self.dropped:  # a dropped node is silent
             return
         pod.reported = phase
         node = self.nodes[pod.node]
