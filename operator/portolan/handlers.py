@@ -11,9 +11,11 @@ released, so ScanJobs stay deletable while no operator runs.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import logging
 import secrets
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,10 +59,18 @@ def build_registry(
         if config.metrics_port:
             prometheus_client.start_http_server(config.metrics_port, registry=gauges.registry)
 
+    locks: collections.defaultdict[str, threading.Lock] = collections.defaultdict(threading.Lock)
+
     def run_step(namespace: str | None, name: str, uid: str) -> None:
         if namespace is None:
             return  # ScanJobs are namespaced; nothing to do for a cluster-scoped event
         worked["any"] = True
+        # kopf runs an object's timer and its change handlers concurrently; two steps interleaving
+        # (one listing pods before the other created one) would see a fresh pod as missing.
+        with locks[uid]:
+            run_step_locked(namespace, name, uid)
+
+    def run_step_locked(namespace: str, name: str, uid: str) -> None:
         try:
             actions = reconcile.step(client, config, gauges, namespace, name, _now())
         except kube.KubeError as exc:
@@ -93,6 +103,10 @@ def build_registry(
         if namespace is None:
             return
         worked["any"] = True
+        with locks[f"schedule/{namespace}/{name}"]:
+            run_schedule_locked(namespace, name)
+
+    def run_schedule_locked(namespace: str, name: str) -> None:
         try:
             decision = scheduling.step(client, namespace, name, _now())
         except kube.KubeError as exc:
@@ -135,6 +149,7 @@ def build_registry(
     @kopf.on.delete(*resource, registry=registry, optional=True)
     def deleted(uid: str, **_: Any) -> None:
         phases.pop(uid, None)
+        locks.pop(uid, None)
 
     return registry
 

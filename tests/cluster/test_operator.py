@@ -126,7 +126,12 @@ def _wait_condition(cluster: clusters.Cluster, name: str, condition: str, timeou
     done = cluster.plane.kubectl("wait", f"--for=condition={condition}", f"scanjob/{name}", "-n", NAMESPACE,
                                  f"--timeout={timeout}s", check=False, timeout=timeout + 30)
     job = _get(cluster, name)
-    assert done.returncode == 0, (done.stderr, json.dumps(job.get("status"), indent=1)[:4000])
+    if done.returncode != 0:
+        events = cluster.core().list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={name}").items
+        story = "\n".join(f"{e.reason}: {e.message}" for e in events)
+        shards = {k: (v.get("attempt"), v.get("phase"), v.get("lastError")) for k, v in
+                  (job.get("status") or {}).get("shards", {}).items()}
+        raise AssertionError(f"{name} never became {condition}: {done.stderr}\nshards: {shards}\nevents:\n{story}")
     return job
 
 
