@@ -309,8 +309,12 @@ def test_bad_specs_are_not_accepted_and_say_why(cluster: clusters.Cluster, opera
     assert accepted["reason"] == reason and message in accepted["message"]
     pods = cluster.core().list_namespaced_pod(NAMESPACE, label_selector=f"portolan.dev/job={name}").items
     assert pods == []
-    events = cluster.core().list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={name}").items
-    assert any(e.reason == reason and message in e.message for e in events)
+
+    def announced() -> bool:  # the Event follows the status write by a moment
+        events = cluster.core().list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={name}").items
+        return any(e.reason == reason and message in e.message for e in events)
+
+    cluster.wait(f"a {reason} Event", announced, timeout=15)
 
 
 def test_a_65536_target_job_never_writes_an_object_over_the_budget(cluster: clusters.Cluster, operator: Operator) -> None:
