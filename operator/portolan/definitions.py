@@ -13,6 +13,7 @@ import copy
 import json
 from typing import Any
 
+import pydantic
 import yaml
 
 from portolan import settings
@@ -73,34 +74,31 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
     return converted
 
 
-def scanjob_crd() -> dict[str, Any]:
-    spec = structural(scanjobs.ScanJobSpec.model_json_schema(by_alias=True, mode="validation"))
-    status = structural(statuses.ScanJobStatus.model_json_schema(by_alias=True, mode="validation"))
+def _namespaced_crd(
+    *, kind: str, plural: str, singular: str, short: str, spec_model: type[pydantic.BaseModel],
+    status_model: type[pydantic.BaseModel], columns: list[dict[str, str]], description: str,
+) -> dict[str, Any]:
+    """A Portolan kind's CRD: structural schemas from its spec and status models, status subresource."""
+    spec = structural(spec_model.model_json_schema(by_alias=True, mode="validation"))
+    status = structural(status_model.model_json_schema(by_alias=True, mode="validation"))
     status.pop("required", None)
-    columns = [
-        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-        {"name": "Shards", "type": "string", "jsonPath": ".status.summary", "description": "succeeded/total"},
-        {"name": "Open", "type": "integer", "jsonPath": ".status.openPorts"},
-        {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"scanjobs.{scanjobs.API_GROUP}",
+        "metadata": {"name": f"{plural}.{scanjobs.API_GROUP}",
                      "labels": {"app.kubernetes.io/name": "portolan"}},
         "spec": {
             "group": scanjobs.API_GROUP,
             "scope": "Namespaced",
-            "names": {"kind": scanjobs.KIND, "listKind": "ScanJobList", "plural": "scanjobs",
-                      "singular": "scanjob", "shortNames": ["sj"], "categories": ["portolan"]},
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural,
+                      "singular": singular, "shortNames": [short], "categories": ["portolan"]},
             "versions": [{
                 "name": scanjobs.API_VERSION, "served": True, "storage": True,
                 "subresources": {"status": {}},
                 "additionalPrinterColumns": columns,
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
-                    "description": "A network scan, split into shards that run on the node pools it names.",
+                    "description": description,
                     "required": ["spec"],
                     "properties": {
                         "apiVersion": {"type": "string"}, "kind": {"type": "string"},
@@ -110,46 +108,37 @@ def scanjob_crd() -> dict[str, Any]:
             }],
         },
     }
+
+
+def scanjob_crd() -> dict[str, Any]:
+    return _namespaced_crd(
+        kind=scanjobs.KIND, plural="scanjobs", singular="scanjob", short="sj",
+        spec_model=scanjobs.ScanJobSpec, status_model=statuses.ScanJobStatus,
+        description="A network scan, split into shards that run on the node pools it names.",
+        columns=[
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Shards", "type": "string", "jsonPath": ".status.summary", "description": "succeeded/total"},
+            {"name": "Open", "type": "integer", "jsonPath": ".status.openPorts"},
+            {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
 
 
 def scanschedule_crd() -> dict[str, Any]:
-    spec = structural(schedules.ScanScheduleSpec.model_json_schema(by_alias=True, mode="validation"))
-    status = structural(schedules.ScanScheduleStatus.model_json_schema(by_alias=True, mode="validation"))
-    status.pop("required", None)
-    columns = [
-        {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
-        {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
-        {"name": "Last", "type": "date", "jsonPath": ".status.lastScheduleTime"},
-        {"name": "Next", "type": "string", "jsonPath": ".status.nextScheduleTime"},
-        {"name": "Drifted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Drifted\")].status"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ]
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{schedules.PLURAL}.{scanjobs.API_GROUP}",
-                     "labels": {"app.kubernetes.io/name": "portolan"}},
-        "spec": {
-            "group": scanjobs.API_GROUP,
-            "scope": "Namespaced",
-            "names": {"kind": schedules.KIND, "listKind": "ScanScheduleList", "plural": schedules.PLURAL,
-                      "singular": "scanschedule", "shortNames": ["ss"], "categories": ["portolan"]},
-            "versions": [{
-                "name": scanjobs.API_VERSION, "served": True, "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": columns,
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "description": "ScanJobs on a schedule, with the drift between consecutive runs.",
-                    "required": ["spec"],
-                    "properties": {
-                        "apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                        "metadata": {"type": "object"}, "spec": spec, "status": status,
-                    },
-                }},
-            }],
-        },
-    }
+    return _namespaced_crd(
+        kind=schedules.KIND, plural=schedules.PLURAL, singular="scanschedule", short="ss",
+        spec_model=schedules.ScanScheduleSpec, status_model=schedules.ScanScheduleStatus,
+        description="ScanJobs on a schedule, with the drift between consecutive runs.",
+        columns=[
+            {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+            {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+            {"name": "Last", "type": "date", "jsonPath": ".status.lastScheduleTime"},
+            {"name": "Next", "type": "string", "jsonPath": ".status.nextScheduleTime"},
+            {"name": "Drifted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Drifted\")].status"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
 
 
 def peering_crd(*, clusterwide: bool) -> dict[str, Any]:
