@@ -57,39 +57,34 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(api)
         self.custom = kubernetes.client.CustomObjectsApi(api)
 
-    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+    def _get(self, plural: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
         try:
-            job: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-            return job
+            body: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+            return body
         except kubernetes.client.ApiException as exc:
-            raise _mapped(exc, f"reading ScanJob {namespace}/{name}") from exc
+            raise _mapped(exc, f"reading {kind} {namespace}/{name}") from exc
 
-    def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def _patch_status(self, plural: str, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         """A JSON merge patch of the status subresource: only the keys given change."""
         try:
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": status},
+                GROUP, VERSION, namespace, plural, name, {"status": status},
                 _content_type="application/merge-patch+json",
             )
         except kubernetes.client.ApiException as exc:
-            raise _mapped(exc, f"patching ScanJob {namespace}/{name} status") from exc
+            raise _mapped(exc, f"patching {kind} {namespace}/{name} status") from exc
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._get(PLURAL, scanjobs.KIND, namespace, name)
+
+    def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._patch_status(PLURAL, scanjobs.KIND, namespace, name, status)
 
     def get_schedule(self, namespace: str, name: str) -> dict[str, Any]:
-        try:
-            body: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace,
-                                                                            SCHEDULES, name)
-            return body
-        except kubernetes.client.ApiException as exc:
-            raise _mapped(exc, f"reading ScanSchedule {namespace}/{name}") from exc
+        return self._get(SCHEDULES, schedules.KIND, namespace, name)
 
     def patch_schedule_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        try:
-            self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, SCHEDULES, name, {"status": status},
-                _content_type="application/merge-patch+json",
-            )
-        except kubernetes.client.ApiException as exc:
-            raise _mapped(exc, f"patching ScanSchedule {namespace}/{name} status") from exc
+        self._patch_status(SCHEDULES, schedules.KIND, namespace, name, status)
 
     def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         try:
