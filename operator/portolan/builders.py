@@ -31,6 +31,13 @@ def timestamp(now: datetime.datetime) -> str:
     return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_timestamp(text: str | None) -> datetime.datetime | None:
+    """The inverse of :func:`timestamp`; None for a missing value."""
+    if not text:
+        return None
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+
+
 def pod_name(job: str, shard_id: str, attempt: int) -> str:
     """A DNS-1123 name, unique per job, shard and attempt (hashed when too long)."""
     name = f"{job}-{shard_id}-{attempt}"

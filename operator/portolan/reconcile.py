@@ -75,11 +75,6 @@ class Actions:
     delete_job: bool = False
 
 
-def _parse_time(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
-
 
 def _describe(exc: pydantic.ValidationError) -> str:
     return "; ".join(
@@ -187,7 +182,7 @@ class _Run:
         return self.finish()
 
     def deadline_passed(self, spec: scanjobs.ScanJobSpec) -> bool:
-        started = _parse_time(self.status.start_time)
+        started = builders.parse_timestamp(self.status.start_time)
         if spec.active_deadline_seconds is None or started is None:
             return False
         if (self.now - started).total_seconds() < spec.active_deadline_seconds:
@@ -220,7 +215,7 @@ class _Run:
                 self.touch(shard.id, attempt=mine[-1].attempt, pod=mine[-1].name,
                            phase=statuses.ShardPhase.PENDING)
                 entry = self.status.shards[shard.id]
-            due = _parse_time(entry.retry_after)
+            due = builders.parse_timestamp(entry.retry_after)
             if entry.attempt == 0 or (
                 entry.phase == statuses.ShardPhase.RETRYING and (due is None or due <= self.now)
             ):
@@ -355,7 +350,7 @@ class _Run:
 
     def expire(self) -> Actions:
         spec_ttl = (self.observed.body.get("spec") or {}).get("ttlSecondsAfterFinished")
-        finished = _parse_time(self.status.completion_time)
+        finished = builders.parse_timestamp(self.status.completion_time)
         if spec_ttl is not None and finished is not None and (self.now - finished).total_seconds() >= int(spec_ttl):
             self.actions.delete_job = True
             self.event("Normal", "Expired", f"ttlSecondsAfterFinished={spec_ttl} passed; deleting")
@@ -498,7 +493,7 @@ def step(
     new_phase = actions.status.get("phase")
     if new_phase in (statuses.Phase.COMPLETE.value, statuses.Phase.FAILED.value) and status.get("phase") != new_phase:
         final = statuses.ScanJobStatus.model_validate({**status, **actions.status})
-        started = _parse_time(final.start_time)
+        started = builders.parse_timestamp(final.start_time)
         gauges.finished(final, (now - started).total_seconds() if started else 0.0)
     if actions.delete_job:
         client.delete_job(namespace, name)

@@ -188,8 +188,8 @@ def decide(body: Mapping[str, Any], jobs: Sequence[JobView], now: datetime.datet
                                         f"runs on {spec.schedule!r} (UTC)", generation, now)
     ordered = sorted(jobs, key=lambda j: j.scheduled)
     active = [j for j in ordered if not j.finished]
-    created = _parse_time(meta.get("creationTimestamp")) or now
-    last = _parse_time(status.last_schedule_time) or created
+    created = builders.parse_timestamp(meta.get("creationTimestamp")) or now
+    last = builders.parse_timestamp(status.last_schedule_time) or created
     due = schedule.next_after(last)
     patch: dict[str, Any] = {}
     if spec.suspend:
@@ -259,11 +259,6 @@ def _first_error(exc: Exception) -> str:
     return str(exc)
 
 
-def _parse_time(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
-
 
 def _job_manifest(body: Mapping[str, Any], spec: schedules.ScanScheduleSpec, name: str,
                   when: datetime.datetime) -> dict[str, Any]:
@@ -290,8 +285,8 @@ def job_view(job: Mapping[str, Any], results: Callable[[Mapping[str, Any]], list
     """Reduce a ScanJob body to what scheduling reads; ``results`` fetches spilled results."""
     meta = job["metadata"]
     status = job.get("status") or {}
-    scheduled = _parse_time((meta.get("annotations") or {}).get(ANNOTATION_SCHEDULED)) or \
-        _parse_time(meta.get("creationTimestamp")) or datetime.datetime.min.replace(tzinfo=datetime.UTC)
+    scheduled = builders.parse_timestamp((meta.get("annotations") or {}).get(ANNOTATION_SCHEDULED)) or \
+        builders.parse_timestamp(meta.get("creationTimestamp")) or datetime.datetime.min.replace(tzinfo=datetime.UTC)
     phase = status.get("phase") or statuses.Phase.PENDING
     found: list[dict[str, Any]] = []
     if phase == statuses.Phase.COMPLETE:
