@@ -193,23 +193,16 @@ def syn_bench(repeat: int) -> tuple[dict[str, dict[str, object]], dict[str, floa
     expected = {p: ("open" if p in listeners else "closed") for p in ports}
     rates: dict[str, float] = {}
     try:
-        ours = run_tool(lab.scanner, [*PORTOLAN, "scan", lab.address, "--syn", "-p", "1-10000", "-o", "json", "--no-service", "-q"],
-                        portolan_states, ports, expected, repeat)
-        results = {
-            "portolan --syn": ours,
-            "masscan --rate 100000": run_tool(lab.scanner, ["masscan", lab.address, "-p1-10000", "--rate", "100000", "--router-mac", mac,
-                                                            "--adapter", "pbya", "--adapter-ip", "198.18.200.50", "--wait", "1", "-oL", "/dev/stdout"],
-                                              masscan_states, ports, expected, repeat),
-            "nmap -sS": run_tool(lab.scanner, ["nmap", "-sS", "-Pn", "-n", "-p", "1-10000", "-oX", "-", lab.address], nmap_states, ports, expected, repeat),
-        }
-        for name, row in results.items():
-            rates[name] = len(ports) / float(row["median_s"])  # type: ignore[arg-type]
         argvs = {
             "portolan --syn": [*PORTOLAN, "scan", lab.address, "--syn", "-p", "1-10000", "-o", "json", "--no-service", "-q"],
             "masscan --rate 100000": ["masscan", lab.address, "-p1-10000", "--rate", "100000", "--router-mac", mac,
                                       "--adapter", "pbya", "--adapter-ip", "198.18.200.50", "--wait", "1", "-oL", "/dev/stdout"],
             "nmap -sS": ["nmap", "-sS", "-Pn", "-n", "-p", "1-10000", "-oX", "-", lab.address],
         }
+        readers = {"portolan --syn": portolan_states, "masscan --rate 100000": masscan_states, "nmap -sS": nmap_states}
+        results = {name: run_tool(lab.scanner, argv, readers[name], ports, expected, repeat) for name, argv in argvs.items()}
+        for name, row in results.items():
+            rates[name] = len(ports) / float(row["median_s"])  # type: ignore[arg-type]
         for name, argv in argvs.items():
             syns, span = wire_syns(lab, "pbyb", argv)
             results[name]["wire_syns"] = syns
