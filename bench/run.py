@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from harness import netns  # noqa: E402
 
-PORTOLAN = [sys.executable, "-m", "portolan.cli"]
+PORTOLAN = [sys.executable, "-m", "portolan"]
 
 
 def timed(ns: str, argv: list[str], timeout: float = 900) -> tuple[float, str]:

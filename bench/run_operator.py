@@ -74,10 +74,10 @@ def main() -> None:
         plane.kubectl("create", "rolebinding", "shard-admin", "--clusterrole=cluster-admin",
                       f"--serviceaccount={NS}:portolan-shard", "-n", NS)
         settings = folder / "settings.yaml"
-        settings.write_text(yaml.safe_dump({"shardCommand": [sys.executable, "-m", "portolan.cli", "shard"],
+        settings.write_text(yaml.safe_dump({"shardCommand": [sys.executable, "-m", "portolan", "shard"],
                                             "reconcileIntervalSeconds": 1.0, "metricsPort": 0, "peering": None}))
         env = dict(os.environ, KUBECONFIG=str(plane.admin_kubeconfig))
-        operator = subprocess.Popen([sys.executable, "-m", "portolan.cli", "operator", "--standalone",
+        operator = subprocess.Popen([sys.executable, "-m", "portolan", "operator", "--standalone",
                                      "--namespace", NS, "--settings", str(settings)], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(3)

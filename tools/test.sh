@@ -3,7 +3,7 @@
 #   1. Debian packages (nmap, masscan for side-by-side checks; nftables, iproute2 for the lab)
 #   2. a virtualenv in .venv with Portolan and its test extras
 #   3. the test control plane, built from Go modules (cached by go.sum hash)
-#   4. ruff, mypy --strict, pytest (warnings are errors)
+#   4. ruff, mypy --strict, import-linter contracts, pytest (warnings are errors)
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,5 +36,7 @@ echo "== ruff"
 .venv/bin/ruff check operator tests bench
 echo "== mypy --strict"
 .venv/bin/mypy
+echo "== import contracts (.importlinter: layers, independent programs, no cluster libraries below the boundary)"
+PYTHONPATH=operator .venv/bin/lint-imports
 echo "== pytest"
 exec .venv/bin/pytest "$@"

@@ -51,3 +51,16 @@ class ManifestError(SpecError):
     """A manifest file cannot be read or is not a ScanJob."""
 
     reason = "InvalidManifest"
+
+
+class KubeError(PortolanError):
+    """A Kubernetes API call failed (``status`` is the HTTP status, None when the server was unreachable).
+
+    Raised only by :mod:`portolan.kube.clients`, which maps the client's errors once.
+    """
+
+    reason = "KubernetesApiError"
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

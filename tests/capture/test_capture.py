@@ -16,8 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness import labs
-from portolan import cli
+from portolan import launching as cli
 from portolan.capture import capturing, decoding, filters, pcapfiles
+from portolan.cli import exits
 
 
 def _capture_while(lab: labs.Lab, expression: str, action, writer: pcapfiles.RotatingWriter | None = None,
@@ -118,14 +119,14 @@ def test_pcap_and_gzip_pcapng_round_trip_and_tcpdump_reads_both(tmp_path: pathli
 def test_a_bad_filter_is_a_clear_error_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(filters.FilterError, match="syntax error"):
         filters.compile_filter("tcp prot 80")
-    assert cli.main(["capture", "-i", "lo", "-f", "tcp prot 80"]) == cli.EXIT_USAGE
+    assert cli.main(["capture", "-i", "lo", "-f", "tcp prot 80"]) == exits.USAGE
     assert "bad capture filter" in capsys.readouterr().err
 
 
 def test_a_file_that_is_not_a_capture_is_refused(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("hello, not a pcap")
-    assert cli.main(["capture", "-r", str(path)]) == cli.EXIT_USAGE
+    assert cli.main(["capture", "-r", str(path)]) == exits.USAGE
     assert "not a pcap or pcapng file" in capsys.readouterr().err
 
 
@@ -213,9 +214,9 @@ def test_a_scan_records_its_own_probes_and_the_answers_and_nothing_else(
 def test_a_scan_without_cap_net_raw_asked_to_record_evidence_says_so_and_sends_nothing(
         fresh_netns: str, tmp_path: pathlib.Path) -> None:
     dropped = ["setpriv", "--bounding-set", "-net_raw", "--inh-caps", "-net_raw"]
-    done = subprocess.run(["ip", "netns", "exec", fresh_netns, *dropped, sys.executable, "-m", "portolan.cli", "scan",
+    done = subprocess.run(["ip", "netns", "exec", fresh_netns, *dropped, sys.executable, "-m", "portolan", "scan",
                            "127.0.0.1", "-p", "1", "--capture-dir", str(tmp_path), "-q"], capture_output=True, text=True)
-    assert done.returncode == cli.EXIT_SCAN
+    assert done.returncode == exits.FAILED
     assert "packet capture needs CAP_NET_RAW" in done.stderr
     assert done.stdout == ""
 
@@ -228,7 +229,7 @@ def test_a_stopped_capture_keeps_every_packet_in_its_last_gzipped_file(
 
     host = lab.hosts["services"].address
     base = tmp_path / "live"
-    process = lab.popen([sys.executable, "-m", "portolan.cli", "capture", "-i", "eth0", "-q", "--gzip",
+    process = lab.popen([sys.executable, "-m", "portolan", "capture", "-i", "eth0", "-q", "--gzip",
                          "-f", f"udp and dst host {host} and dst port 7779", "-w", str(base), "--rotate-size", "3000"],
                         stderr=subprocess.PIPE)
     assert process.stderr is not None
@@ -253,8 +254,8 @@ def test_an_evidence_folder_that_cannot_be_made_is_a_clear_error_before_anything
         fresh_netns: str, tmp_path: pathlib.Path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the folder should be")
-    done = subprocess.run(["ip", "netns", "exec", fresh_netns, sys.executable, "-m", "portolan.cli", "scan",
+    done = subprocess.run(["ip", "netns", "exec", fresh_netns, sys.executable, "-m", "portolan", "scan",
                            "127.0.0.1", "-p", "1", "-q", "--capture-dir", str(blocker / "evidence")],
                           capture_output=True, text=True)
-    assert done.returncode == cli.EXIT_SCAN
+    assert done.returncode == exits.FAILED
     assert "cannot create the evidence folder" in done.stderr and done.stdout == ""

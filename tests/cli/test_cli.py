@@ -12,9 +12,10 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 from harness import labs, netns
-from portolan import cli
+from portolan import launching as cli
+from portolan.cli import exits
 
-PORTOLAN = [sys.executable, "-m", "portolan.cli"]
+PORTOLAN = [sys.executable, "-m", "portolan"]
 
 
 @pytest.mark.parametrize(
@@ -32,7 +33,7 @@ PORTOLAN = [sys.executable, "-m", "portolan.cli"]
 def test_bad_input_prints_a_message_and_exits_2_before_sending_anything(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(argv) == cli.EXIT_USAGE
+    assert cli.main(argv) == exits.USAGE
     assert message in capsys.readouterr().err
 
 
@@ -50,7 +51,7 @@ def test_invalid_manifests_are_rejected_with_the_file_and_field_named(
 ) -> None:
     path = tmp_path / "job.yaml"
     path.write_text(manifest)
-    assert cli.main(["scan", "-f", str(path)]) == cli.EXIT_USAGE
+    assert cli.main(["scan", "-f", str(path)]) == exits.USAGE
     err = capsys.readouterr().err
     assert message in err and str(path) in err
 
@@ -143,7 +144,7 @@ def test_sigterm_mid_scan_writes_the_partial_report_and_exits_130(lab: labs.Lab)
     except subprocess.TimeoutExpired:
         process.terminate()
         out, _ = process.communicate(timeout=30)
-    assert process.returncode == cli.EXIT_INTERRUPTED
+    assert process.returncode == exits.INTERRUPTED
     report = json.loads(out)
     assert report["complete"] is False
 

@@ -93,8 +93,8 @@ def test_helm_install_runs_the_operator_as_its_own_account_and_completes_a_scanj
     values = {
         "operator": {
             "replicas": 2, "watchNamespaces": [NAMESPACE],
-            "command": [sys.executable, "-m", "portolan.cli", "operator"],
-            "settings": {"shardCommand": [sys.executable, "-m", "portolan.cli", "shard"], "metricsPort": 0,
+            "command": [sys.executable, "-m", "portolan", "operator"],
+            "settings": {"shardCommand": [sys.executable, "-m", "portolan", "shard"], "metricsPort": 0,
                          "reconcileIntervalSeconds": 1.0, "shardHeartbeatSeconds": 0.5,
                          "scannerEgressPolicy": True, "allowedCidrs": ["198.18.64.0/24"]},
         },

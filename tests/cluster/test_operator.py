@@ -38,7 +38,7 @@ class Operator:
         self.folder = folder
         self.settings = folder / "settings.yaml"
         self.settings.write_text(yaml.safe_dump({
-            "shardCommand": [sys.executable, "-m", "portolan.cli", "shard"],
+            "shardCommand": [sys.executable, "-m", "portolan", "shard"],
             "shardHeartbeatSeconds": 0.5, "reconcileIntervalSeconds": 1.0,
             "metricsPort": clusters.free_port(), "peering": None,
             "allowedCidrs": ["198.18.64.0/24", "198.18.0.0/16"],
@@ -49,7 +49,7 @@ class Operator:
         env = dict(os.environ, KUBECONFIG=str(self.cluster.plane.admin_kubeconfig))
         log = open(self.folder / "operator.log", "ab")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "portolan.cli", "operator", "--standalone", "--namespace", NAMESPACE,
+            [sys.executable, "-m", "portolan", "operator", "--standalone", "--namespace", NAMESPACE,
              "--settings", str(self.settings), "--verbose"], env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
 

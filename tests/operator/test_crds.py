@@ -6,7 +6,7 @@ import pathlib
 
 import yaml
 
-from portolan import definitions
+from portolan.kube import definitions
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from portolan import errors, planning, settings
-from portolan.models import scanjobs
+from portolan import errors
+from portolan.controller.scanjobs import planning
+from portolan.models import scanjobs, settings
 
 
 def _spec(**fields: object) -> scanjobs.ScanJobSpec:

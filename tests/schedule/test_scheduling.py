@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from portolan import scheduling
+from portolan.controller.scanschedules import scheduling
 
 T0 = datetime.datetime(2026, 11, 22, 12, 0, 30, tzinfo=datetime.UTC)  # a Sunday
 

@@ -13,7 +13,7 @@ import ipaddress
 import struct
 from collections.abc import Callable
 
-from portolan.engine import services
+from portolan.wire import banners
 
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
@@ -173,7 +173,7 @@ def _application(payload: bytes, out: Decoded) -> None:
     elif payload:
         out.application, out.detail = _known_payload(payload, out.transport, ports)
         if out.application is None:
-            out.application = next((services.guess_service(p) for p in ports if services.guess_service(p)), None)
+            out.application = next((banners.guess_service(p) for p in ports if banners.guess_service(p)), None)
 
 
 _POSTGRES_SSL = b"\x04\xd2\x16\x2f"
@@ -183,10 +183,10 @@ _POSTGRES_V3 = b"\x00\x03\x00\x00"
 def _known_payload(payload: bytes, transport: str | None, ports: tuple[int, int]) -> tuple[str | None, str | None]:
     """The protocols the engine identifies, recognised from a payload (either direction)."""
     if transport == "tcp":
-        banner = services.match_banner(ports[0], payload)  # server-first: SSH, MySQL, FTP, SMTP, POP3, IMAP
+        banner = banners.match_banner(ports[0], payload)  # server-first: SSH, MySQL, FTP, SMTP, POP3, IMAP
         if banner is not None:
             return banner.name, (banner.banner or banner.version)
-        redis = services.match_redis(payload)
+        redis = banners.match_redis(payload)
         if redis is not None or (payload[:1] == b"*" and b"\r\n$" in payload[:16] and 6379 in ports):
             return "redis", payload.split(b"\r\n", 1)[0].decode("latin-1")[:80]
         if len(payload) >= 8 and payload[4:8] in (_POSTGRES_SSL, _POSTGRES_V3):

@@ -11,13 +11,12 @@ import ctypes
 import ctypes.util
 import ipaddress
 import socket
-import struct
 from collections.abc import Iterable
 
 from portolan import errors
+from portolan.wire import bpf
 
 DLT_EN10MB = 1
-SO_ATTACH_FILTER = 26
 MAX_NETWORK_TERMS = 32
 _WIDER_V4 = (24, 16, 8, 0)
 _WIDER_V6 = (64, 48, 32, 0)
@@ -73,10 +72,7 @@ def compile_filter(expression: str, snaplen: int = 262144, linktype: int = DLT_E
 
 def attach(sock: socket.socket, instructions: list[tuple[int, int, int, int]]) -> None:
     """Attach compiled instructions to a socket (the kernel copies them)."""
-    body = b"".join(struct.pack("HBBI", *insn) for insn in instructions)
-    buffer = ctypes.create_string_buffer(body, len(body))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HxxxxxxQ", len(instructions),
-                                                                      ctypes.addressof(buffer)))
+    bpf.attach(sock, bpf.assemble(instructions))
 
 
 def probe_filter(addresses: Iterable[str], *, limit: int = MAX_NETWORK_TERMS) -> str:

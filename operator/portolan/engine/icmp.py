@@ -99,11 +99,3 @@ def drain(sock: socket.socket) -> list[QueuedError]:
                 errno, origin, icmp_type, code, _, _, _ = _EXTENDED_ERR.unpack_from(data)
                 found.append(QueuedError(errno, origin, icmp_type, code))
     return found
-
-
-def parse_extended_error(data: bytes) -> QueuedError | None:
-    """Parse a raw ``struct sock_extended_err`` (for tests and raw callers)."""
-    if len(data) < _EXTENDED_ERR.size:
-        return None
-    errno, origin, icmp_type, code, _, _, _ = _EXTENDED_ERR.unpack_from(data)
-    return QueuedError(errno, origin, icmp_type, code)

@@ -34,11 +34,11 @@ from collections.abc import Callable, Sequence
 from portolan import errors
 from portolan.engine import icmp, pacing, targets, tcp_scanning
 from portolan.models import results, scanjobs
+from portolan.wire import bpf
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 IPV6_CHECKSUM = 7
-SO_ATTACH_FILTER = 26
 PACKET_OUTGOING = 4
 _TCP = struct.Struct("!HHIIBBHHH")  # sport dport seq ack offset flags window checksum urgent
 _SYN, _RST, _ACK = 0x02, 0x04, 0x10
@@ -160,7 +160,7 @@ class SynScanner:
         try:
             if v6:
                 sender.setsockopt(socket.IPPROTO_IPV6, IPV6_CHECKSUM, 16)  # the kernel sums the TCP header
-            _attach(receiver, _bpf6(self.source_port) if v6 else _bpf(self.source_port))
+            bpf.attach(receiver, _bpf6(self.source_port) if v6 else _bpf(self.source_port))
             # Answers arrive in bursts as fast as SYNs leave; the default ~200 KiB overflows.
             _large_receive_buffer(receiver, 8 << 20)
             receiver.setblocking(False)
@@ -243,7 +243,7 @@ class SynScanner:
         except (BlockingIOError, InterruptedError):
             pass  # counted as sent and lost: the retry logic covers it
         except OSError as exc:
-            reason = tcp_scanning._local_reason(exc.errno or 0)
+            reason = tcp_scanning.local_reason(exc.errno or 0)
             self.on_verdict(host, port, results.PortState.FILTERED, reason, None, 1)
 
     def _receive(
@@ -355,10 +355,3 @@ def _large_receive_buffer(sock: socket.socket, size: int) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
-def _attach(sock: socket.socket, program: bytes) -> None:
-    """SO_ATTACH_FILTER: the kernel copies the program, so the buffer only lives for the call."""
-    import ctypes
-
-    buffer = ctypes.create_string_buffer(program, len(program))
-    fprog = struct.pack("HxxxxxxQ", len(program) // 8, ctypes.addressof(buffer))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)

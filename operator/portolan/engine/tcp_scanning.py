@@ -294,7 +294,7 @@ class _Loop:
                 return _BROKEN
             check_error(err)
             # ENETUNREACH and friends straight from the local stack.
-            on_verdict(index, port, _FILTERED, _local_reason(err), None, tries)
+            on_verdict(index, port, _FILTERED, local_reason(err), None, tries)
 
     def retire(self, slot: _Slot) -> None:
         self.slots.pop(slot.sock.fileno(), None)
@@ -399,7 +399,7 @@ class _Loop:
                 host.rtt.observe(rtt)
             self.on_verdict(index, port, _FILTERED, queued[0].reason(), rtt if rtt is not None else 0.0, tries)
         else:
-            self.on_verdict(index, port, _FILTERED, _local_reason(err), None, tries)
+            self.on_verdict(index, port, _FILTERED, local_reason(err), None, tries)
 
     def expire(self, now: float) -> None:
         """Retry or give up on probes whose timeout passed in silence."""
@@ -421,7 +421,7 @@ class _Loop:
                 )
 
 
-def _local_reason(err: int) -> results.Reason:
+def local_reason(err: int) -> results.Reason:
     if err == errno.ENETUNREACH:
         return results.Reason.NET_UNREACH
     if err in (errno.EHOSTUNREACH, errno.EHOSTDOWN):

@@ -117,7 +117,7 @@ class UdpScanner:
             sock.connect((target.address, port))
         except OSError as exc:
             sock.close()
-            reason = tcp_scanning._local_reason(exc.errno or 0)
+            reason = tcp_scanning.local_reason(exc.errno or 0)
             self.on_verdict(host, port, results.PortState.FILTERED, reason, None, 0, None)
             return None
         return _Probe(host, port, sock)

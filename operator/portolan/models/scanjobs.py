@@ -18,6 +18,7 @@ import pydantic.alias_generators
 API_GROUP = "portolan.dev"
 API_VERSION = "v1alpha1"
 KIND = "ScanJob"
+PLURAL = "scanjobs"
 
 
 class _Model(pydantic.BaseModel):

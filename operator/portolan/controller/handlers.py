@@ -1,4 +1,4 @@
-"""kopf handlers: thin delegations to :mod:`portolan.reconcile`.
+"""kopf handlers: thin delegations to the controllers (:mod:`.scanjobs.reconciling`, :mod:`.scanschedules.scheduling`).
 
 Everything is built inside :func:`build_registry` from injected settings, API
 client and metrics (nothing happens at import).  Portolan errors become kopf
@@ -22,10 +22,13 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from portolan import kube, metrics, reconcile, scheduling, settings
-from portolan.models import scanjobs, schedules, statuses
+from portolan import errors
+from portolan.controller import configuring, metrics
+from portolan.controller.scanjobs import reconciling
+from portolan.controller.scanschedules import scheduling
+from portolan.kube import clients
+from portolan.models import scanjobs, schedules, settings, statuses
 
-PLURAL = "scanjobs"
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
 
@@ -34,14 +37,14 @@ def _now() -> datetime.datetime:
 
 
 def build_registry(
-    config: settings.OperatorSettings, client: kube.Kube, gauges: metrics.Metrics,
+    config: settings.OperatorSettings, client: clients.Client, gauges: metrics.Metrics,
     namespaces: Sequence[str] = (),
 ) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     phases: dict[str, str] = {}
     finalizer: dict[str, str] = {}
     worked = {"any": False}  # a paused standby replica never runs a handler
-    resource = (scanjobs.API_GROUP, scanjobs.API_VERSION, PLURAL)
+    resource = (scanjobs.API_GROUP, scanjobs.API_VERSION, scanjobs.PLURAL)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -72,8 +75,8 @@ def build_registry(
 
     def run_step_locked(namespace: str, name: str, uid: str) -> None:
         try:
-            actions = reconcile.step(client, config, gauges, namespace, name, _now())
-        except kube.KubeError as exc:
+            actions = reconciling.step(client, config, gauges, namespace, name, _now())
+        except errors.KubeError as exc:
             gauges.reconcile_errors.labels(reason=exc.reason).inc()
             if exc.status == 404:
                 return
@@ -109,15 +112,13 @@ def build_registry(
     def run_schedule_locked(namespace: str, name: str) -> None:
         try:
             decision = scheduling.step(client, namespace, name, _now())
-        except kube.KubeError as exc:
+        except errors.KubeError as exc:
             gauges.reconcile_errors.labels(reason=exc.reason).inc()
             if exc.status == 404:
                 return
             raise kopf.TemporaryError(str(exc), delay=5) from exc
-        if any(reason == "DriftDetected" for _, reason, _ in decision.events):
-            drift = decision.status.get("drift") or {}
-            gauges.drift_ports.labels(change="opened").inc(len(drift.get("opened", [])))
-            gauges.drift_ports.labels(change="closed").inc(len(drift.get("closed", [])))
+        gauges.drift_ports.labels(change="opened").inc(decision.drift_opened)
+        gauges.drift_ports.labels(change="closed").inc(decision.drift_closed)
 
     @kopf.on.create(*schedule_resource, registry=registry)
     @kopf.on.resume(*schedule_resource, registry=registry)
@@ -139,10 +140,10 @@ def build_registry(
             logger.info("this replica handled nothing (a standby); finalizers left to the active one")
             return
         count = 0
-        for plural in (PLURAL, schedules.PLURAL):  # one kind failing (e.g. a CRD not installed) spares the other
+        for plural in (scanjobs.PLURAL, schedules.PLURAL):  # one kind failing (e.g. a CRD not installed) spares the other
             try:
                 count += client.release_finalizer(namespaces, finalizer.get("name", KOPF_FINALIZER), plural)
-            except kube.KubeError as exc:
+            except errors.KubeError as exc:
                 logger.warning(f"could not release the finalizers of {plural} on shutdown: {exc}")
         logger.info(f"released the finalizer of {count} ScanJob(s) and ScanSchedule(s) on shutdown")
 
@@ -158,8 +159,8 @@ def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, v
         settings_text: str | None = None) -> int:
     """The operator's entry point (``portolan operator``)."""
     kopf.configure(verbose=verbose, log_prefix=True)
-    config = settings.load(settings_path, settings_text)
-    client = kube.Kube(kube.client_from_environment())
+    config = configuring.load(settings_path, settings_text)
+    client = clients.Kube(clients.client_from_environment())
     gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
     registry = build_registry(config, client, gauges, namespaces)
     alone = standalone or config.peering is None

@@ -16,10 +16,10 @@ import ipaddress
 import math
 from collections.abc import Sequence
 
-from portolan import errors, settings
+from portolan import errors
 from portolan.engine import ports as ports_
 from portolan.engine import targets as targets_
-from portolan.models import scanjobs, statuses
+from portolan.models import scanjobs, settings, statuses
 
 DEFAULT_POOL = "default"
 

@@ -13,13 +13,15 @@ day-of-week combine like Vixie cron (either matches when both are restricted).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from portolan import builders, evaluation, kube
+from portolan import errors, evaluation
+from portolan.kube import builders, clients
 from portolan.models import scanjobs, schedules, statuses
 
 MACROS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
@@ -159,6 +161,8 @@ class Decision:
     create: dict[str, Any] | None = None
     delete: list[str] = dataclasses.field(default_factory=list)
     events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    drift_opened: int = 0  # ports of newly detected drift (a metric); 0 when nothing new was detected
+    drift_closed: int = 0
 
 
 def job_name(schedule_name: str, when: datetime.datetime) -> str:
@@ -237,6 +241,7 @@ def decide(body: Mapping[str, Any], jobs: Sequence[JobView], now: datetime.datet
         changed = len(drift.opened) + len(drift.closed) + drift.truncated
         previous = status.drift
         if (previous is None or previous.latest != drift.latest) and changed:
+            decision.drift_opened, decision.drift_closed = len(drift.opened), len(drift.closed)
             decision.events.append(("Warning", "DriftDetected",
                                     f"{succeeded[-1].name} vs {succeeded[-2].name}: {len(drift.opened)} port(s) "
                                     f"opened, {len(drift.closed)} closed"))
@@ -272,10 +277,7 @@ def _job_manifest(body: Mapping[str, Any], spec: schedules.ScanScheduleSpec, nam
             "namespace": meta["namespace"],
             "labels": {**template.metadata.labels, LABEL_SCHEDULE: meta["name"]},
             "annotations": {**template.metadata.annotations, ANNOTATION_SCHEDULED: builders.timestamp(when)},
-            "ownerReferences": [{
-                "apiVersion": f"{scanjobs.API_GROUP}/{scanjobs.API_VERSION}", "kind": schedules.KIND,
-                "name": meta["name"], "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
-            }],
+            "ownerReferences": [builders.owner_reference(body, schedules.KIND)],
         },
         "spec": template.spec.model_dump(by_alias=True, mode="json", exclude_none=True),
     }
@@ -295,7 +297,7 @@ def job_view(job: Mapping[str, Any], results: Callable[[Mapping[str, Any]], list
     return JobView(meta["name"], scheduled, phase, found, partial)
 
 
-def step(client: kube.Kube, namespace: str, name: str, now: datetime.datetime) -> Decision:
+def step(client: clients.Client, namespace: str, name: str, now: datetime.datetime) -> Decision:
     """One reconciliation of one ScanSchedule against the API: observe, decide, act."""
     body = client.get_schedule(namespace, name)
     owned = client.list_jobs(namespace, f"{LABEL_SCHEDULE}={name}")
@@ -306,7 +308,8 @@ def step(client: kube.Kube, namespace: str, name: str, now: datetime.datetime) -
         client.delete_job(namespace, job_name_)
     if decision.create is not None:
         client.create_job(decision.create)
-    for kind, reason, message in decision.events:
-        client.event(body, kind, reason, message, now)
     client.patch_schedule_status(namespace, name, decision.status)
+    for kind, reason, message in decision.events:
+        with contextlib.suppress(errors.KubeError):  # an Event is a courtesy, as for ScanJobs: never worth a retry
+            client.event(body, kind, reason, message, now)
     return decision

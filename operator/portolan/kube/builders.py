@@ -1,7 +1,9 @@
-"""Pure builders: shard pod manifests, conditions, aggregated results.
+"""Pure builders of Kubernetes objects and status pieces: shard pods, the scanner egress
+NetworkPolicy, results ConfigMaps, Events, owner references, conditions, aggregated results.
 
 No I/O and no clock reads: everything a builder needs (the job, the time, the
-settings) is passed in, so each is covered by table and golden-file tests.
+settings) is passed in, so each is covered by table and golden-file tests
+(``tests/operator/test_builders.py`` against ``tests/golden/``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from portolan import settings
-from portolan.models import scanjobs, statuses
+from portolan.models import scanjobs, settings, statuses
 
 GROUP = scanjobs.API_GROUP
 LABEL_JOB = f"{GROUP}/job"
@@ -25,6 +26,38 @@ LABEL_ATTEMPT = f"{GROUP}/attempt"
 LABEL_POOL = f"{GROUP}/pool"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 CAPTURE_MOUNT = "/var/run/portolan/capture"  # where a shard pod sees the evidence claim
+
+
+def owner_reference(owner: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The controller owner reference to ``owner`` (a ScanJob or ScanSchedule body): garbage collected with it."""
+    meta = owner["metadata"]
+    return {"apiVersion": f"{GROUP}/{scanjobs.API_VERSION}", "kind": kind, "name": meta["name"], "uid": meta["uid"],
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def results_configmap(job: Mapping[str, Any], name: str, binary_data: Mapping[str, str]) -> dict[str, Any]:
+    """The ConfigMap holding a ScanJob's spilled results, owned by the job."""
+    meta = job["metadata"]
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": meta["namespace"], "labels": {LABEL_JOB: meta["name"]},
+                     "ownerReferences": [owner_reference(job, scanjobs.KIND)]},
+        "binaryData": dict(binary_data),
+    }
+
+
+def event(involved: Mapping[str, Any], kind: str, reason: str, message: str, now: datetime.datetime) -> dict[str, Any]:
+    """A core/v1 Event about ``involved`` (a ScanJob or ScanSchedule body); the message is cut at 1 KiB."""
+    meta = involved["metadata"]
+    stamp = timestamp(now)
+    return {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": f"{GROUP}/{scanjobs.API_VERSION}", "kind": involved.get("kind") or scanjobs.KIND,
+                           "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+        "type": kind, "reason": reason, "message": message[:1024],
+        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+        "source": {"component": "portolan-operator"}, "reportingComponent": "portolan-operator",
+    }
 
 
 def timestamp(now: datetime.datetime) -> str:
@@ -139,11 +172,7 @@ def shard_pod(
                 LABEL_POOL: shard.pool, LABEL_COMPONENT: "shard",
                 "app.kubernetes.io/name": "portolan",
             },
-            "ownerReferences": [{
-                "apiVersion": f"{GROUP}/{scanjobs.API_VERSION}", "kind": scanjobs.KIND,
-                "name": meta["name"], "uid": meta["uid"], "controller": True,
-                "blockOwnerDeletion": True,
-            }],
+            "ownerReferences": [owner_reference(job, scanjobs.KIND)],
         },
         "spec": pod_spec,
     }
@@ -251,10 +280,7 @@ def scanner_egress_policy(job: Mapping[str, Any], plan: Sequence[statuses.ShardP
             "name": f"{meta['name']}-scanner-egress"[:63],
             "namespace": meta["namespace"],
             "labels": {LABEL_JOB: meta["name"], "app.kubernetes.io/name": "portolan"},
-            "ownerReferences": [{
-                "apiVersion": f"{GROUP}/{scanjobs.API_VERSION}", "kind": scanjobs.KIND,
-                "name": meta["name"], "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
-            }],
+            "ownerReferences": [owner_reference(job, scanjobs.KIND)],
         },
         "spec": {
             "podSelector": {"matchLabels": {LABEL_JOB: meta["name"], LABEL_COMPONENT: "shard"}},

@@ -1,7 +1,7 @@
 """Running one shard inside its pod: read the plan, scan, write this shard's status entry.
 
 A shard pod learns which job, shard and attempt it is from its environment
-(set by :func:`portolan.builders.shard_pod`), reads its slice of the plan from
+(set by :func:`portolan.kube.builders.shard_pod`), reads its slice of the plan from
 the ScanJob's status, runs the engine, heartbeats progress, and finally writes
 its counts and open ports into ``status.shards.<id>`` with a JSON merge patch
 that touches nothing else.  The write replaces the entry's results, so a
@@ -16,22 +16,24 @@ import contextlib
 import dataclasses
 import datetime
 import pathlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from portolan import builders, errors, kube
+from portolan import errors
 from portolan.capture import recording
 from portolan.engine import payloads, scanning, services
 from portolan.engine import ports as ports_
 from portolan.engine import targets as targets_
+from portolan.kube import builders, clients
 from portolan.models import results, scanjobs, statuses
 
+# The shard's exit codes, read by the operator from the pod's terminated state.
 EXIT_OK = 0
-EXIT_SPEC = 2
-EXIT_SCAN = 3
-EXIT_STATUS = 4
+EXIT_SPEC = 2  # the job or the environment is malformed
+EXIT_SCAN = 3  # the engine could not scan
 EXIT_SUPERSEDED = 0  # a newer attempt owns the shard: nothing to do, and not a failure
 EXIT_TERMINATED = 143
 
@@ -68,7 +70,7 @@ def _now() -> datetime.datetime:
 
 
 class ShardRunner:
-    def __init__(self, client: kube.Kube, env: ShardEnv, *, stop: threading.Event,
+    def __init__(self, client: clients.Client, env: ShardEnv, *, stop: threading.Event,
                  now: Callable[[], datetime.datetime] = _now) -> None:
         self.kube = client
         self.env = env
@@ -81,7 +83,7 @@ class ShardRunner:
             try:
                 self.kube.patch_job_status(self.env.namespace, self.env.job, {"shards": {self.env.shard: fields}})
                 return
-            except kube.KubeError:
+            except errors.KubeError:
                 if attempt == tries - 1:
                     raise
                 time.sleep(0.2 * (attempt + 1))
@@ -101,10 +103,11 @@ class ShardRunner:
         if moment - self.last_beat < self.env.heartbeat_seconds:
             return
         self.last_beat = moment
-        with contextlib.suppress(kube.KubeError):  # a missed heartbeat is harmless; the final write retries
+        with contextlib.suppress(errors.KubeError):  # a missed heartbeat is harmless; the final write retries
             self._patch({**self._base(), "phase": "Running", "done": tick.done, "total": tick.total}, tries=1)
 
-    def plan(self, job: dict[str, Any]) -> scanning.Plan:
+    def scan_plan(self, job: dict[str, Any]) -> scanning.Plan:
+        """This shard's slice of the job's plan, as the engine's scan plan."""
         spec = scanjobs.ScanJobSpec.model_validate(job["spec"])
         status = statuses.ScanJobStatus.model_validate(job.get("status") or {})
         shard = next((s for s in status.plan if s.id == self.env.shard), None)
@@ -160,7 +163,7 @@ class ShardRunner:
         if not self._still_mine():
             return EXIT_SUPERSEDED
         try:
-            plan = self.plan(job)
+            plan = self.scan_plan(job)
         except errors.SpecError as exc:
             self._patch({**self._base(), "lastError": f"{exc.reason}: {exc}", "finishedAttempt": self.env.attempt})
             return EXIT_SPEC
@@ -203,3 +206,17 @@ class ShardRunner:
         fields["lastError"] = None
         self._patch(fields)
         return EXIT_OK
+
+
+def main() -> int:
+    """``portolan shard``: run the shard this pod's environment names; returns the exit code."""
+    import os
+
+    from portolan.engine import stopping
+
+    env = ShardEnv.from_environment(os.environ)
+    with stopping.on_signals(threading.Event()) as stop:
+        runner = ShardRunner(clients.Kube(clients.client_from_environment()), env, stop=stop)
+        code = runner.run()
+    print(f"portolan shard {env.shard} attempt {env.attempt}: exit {code}", file=sys.stderr)
+    return code

@@ -15,20 +15,21 @@ Merge patches touch only the keys they name, so the two never overwrite each oth
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import datetime
-import gzip
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pydantic
+import pydantic.alias_generators
 
-from portolan import builders, errors, evaluation, kube, metrics, planning, settings
+from portolan import errors, evaluation
+from portolan.controller import metrics
+from portolan.controller.scanjobs import planning
 from portolan.engine import ports as ports_
-from portolan.models import scanjobs, statuses
+from portolan.kube import builders, clients, codecs
+from portolan.models import scanjobs, settings, statuses
 
 TERMINAL = (statuses.Phase.COMPLETE, statuses.Phase.FAILED)
 SHARD_DONE = (statuses.ShardPhase.SUCCEEDED, statuses.ShardPhase.FAILED)
@@ -46,6 +47,7 @@ class PodView:
     reason: str | None = None
     node: str | None = None
     deleting: bool = False
+    job: str = ""
 
     @property
     def active(self) -> bool:
@@ -70,9 +72,11 @@ class Actions:
     delete: list[str] = dataclasses.field(default_factory=list)
     force_delete: list[str] = dataclasses.field(default_factory=list)  # pods on lost nodes: no kubelet will confirm
     events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
-    results_configmap: dict[str, Any] | None = None
+    results_configmap: dict[str, Any] | None = None  # a ConfigMap manifest (spilled results)
     network_policy: dict[str, Any] | None = None
     delete_job: bool = False
+    shard_retries: int = 0  # attempts that failed and will be retried (a metric)
+    shard_failures: int = 0  # shards that failed for good (a metric)
 
 
 
@@ -160,7 +164,8 @@ class _Run:
                 self.actions.network_policy = builders.scanner_egress_policy(self.observed.body, plan)
         if spec.suspend:
             return self.suspend()
-        if self.deadline_passed(spec):
+        if self.past_deadline(spec):
+            self.stop_at_deadline(spec)
             return self.conclude(spec)
         self.drive_shards(spec)
         return self.conclude(spec)
@@ -181,12 +186,15 @@ class _Run:
                            attempt=entry.attempt - 1 if entry.attempt > 0 else 0)
         return self.finish()
 
-    def deadline_passed(self, spec: scanjobs.ScanJobSpec) -> bool:
+    def past_deadline(self, spec: scanjobs.ScanJobSpec) -> bool:
+        """Whether spec.activeDeadlineSeconds has passed since the job started (a question: no actions)."""
         started = builders.parse_timestamp(self.status.start_time)
         if spec.active_deadline_seconds is None or started is None:
             return False
-        if (self.now - started).total_seconds() < spec.active_deadline_seconds:
-            return False
+        return (self.now - started).total_seconds() >= spec.active_deadline_seconds
+
+    def stop_at_deadline(self, spec: scanjobs.ScanJobSpec) -> None:
+        """Stop every running shard pod and fail every unfinished shard: the deadline passed."""
         for pod in self.observed.pods:
             if pod.active:
                 self.actions.delete.append(pod.name)
@@ -196,7 +204,6 @@ class _Run:
                 self.touch(shard.id, phase=statuses.ShardPhase.FAILED,
                            last_error=f"DeadlineExceeded: the job ran past {spec.active_deadline_seconds} s")
         self.event("Warning", "DeadlineExceeded", f"activeDeadlineSeconds={spec.active_deadline_seconds} passed")
-        return True
 
     def drive_shards(self, spec: scanjobs.ScanJobSpec) -> None:
         pods: dict[str, list[PodView]] = {}
@@ -268,10 +275,12 @@ class _Run:
             due = self.now + datetime.timedelta(seconds=delay)
             self.touch(shard_id, phase=statuses.ShardPhase.RETRYING, last_error=message,
                        retry_after=builders.timestamp(due))
+            self.actions.shard_retries += 1
             self.event("Warning", "ShardRetrying",
                        f"shard {shard_id} attempt {entry.attempt} failed ({message}); retrying in {delay} s")
         else:
             self.touch(shard_id, phase=statuses.ShardPhase.FAILED, last_error=message)
+            self.actions.shard_failures += 1
             self.event("Warning", "ShardFailed",
                        f"shard {shard_id} failed after {entry.attempt} attempt(s): {message}")
 
@@ -362,8 +371,8 @@ class _Run:
         if builders.status_size(self.status) > budget * 3 // 4 and self.status.results:
             name = f"{self.meta['name']}-results"
             full = [r.model_dump(by_alias=True, mode="json") for r in self.status.results]
-            blob = base64.b64encode(gzip.compress(json.dumps(full).encode())).decode()
-            self.actions.results_configmap = {"name": name, "binaryData": {"results.json.gz": blob}}
+            self.actions.results_configmap = builders.results_configmap(
+                self.observed.body, name, codecs.encode_results(full))
             self.status.results_ref = f"configmap/{name}"
             for result in self.status.results:
                 result.open_truncated += len(result.open)
@@ -381,18 +390,13 @@ class _Run:
         if self.shard_patch:
             patch["shards"] = {
                 shard_id: {
-                    _camel(key): (value.value if hasattr(value, "value") else value)
+                    pydantic.alias_generators.to_camel(key): (value.value if hasattr(value, "value") else value)
                     for key, value in fields.items()
                 }
                 for shard_id, fields in self.shard_patch.items()
             }
         self.actions.status = {key: value for key, value in patch.items() if value is not None}
         return self.actions
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
 
 
 def reconcile(observed: Observed, config: settings.OperatorSettings) -> Actions:
@@ -411,27 +415,30 @@ def _already(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
     return True
 
 
-def pod_view(pod: Any) -> PodView:
-    """Reduce a client Pod object to what reconciliation reads."""
-    labels = pod.metadata.labels or {}
+def pod_view(pod: Mapping[str, Any]) -> PodView:
+    """Reduce a Pod (a dict in the API's JSON shape) to what reconciliation reads."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    status = pod.get("status") or {}
     exit_code = reason = None
-    for status in pod.status.container_statuses or []:
-        terminated = status.state.terminated if status.state else None
+    for container in status.get("containerStatuses") or []:
+        terminated = (container.get("state") or {}).get("terminated")
         if terminated is not None:
-            exit_code, reason = terminated.exit_code, terminated.reason
+            exit_code, reason = terminated.get("exitCode"), terminated.get("reason")
     try:
         attempt = int(labels.get(builders.LABEL_ATTEMPT, "0"))
     except ValueError:
         attempt = 0
     return PodView(
-        name=pod.metadata.name, shard=labels.get(builders.LABEL_SHARD, ""), attempt=attempt,
-        phase=pod.status.phase or "Pending", exit_code=exit_code, reason=reason,
-        node=pod.spec.node_name, deleting=pod.metadata.deletion_timestamp is not None,
+        name=meta.get("name", ""), shard=labels.get(builders.LABEL_SHARD, ""), attempt=attempt,
+        phase=status.get("phase") or "Pending", exit_code=exit_code, reason=reason,
+        node=(pod.get("spec") or {}).get("nodeName"), deleting=meta.get("deletionTimestamp") is not None,
+        job=labels.get(builders.LABEL_JOB, ""),
     )
 
 
 def step(
-    client: kube.Kube,
+    client: clients.Client,
     config: settings.OperatorSettings,
     gauges: metrics.Metrics,
     namespace: str,
@@ -439,9 +446,9 @@ def step(
     now: datetime.datetime,
 ) -> Actions:
     """One reconciliation of one ScanJob against the API: observe, decide, act."""
-    everyone = client.shard_pods(namespace)  # one list serves the job and the namespace's concurrency
-    pods = [pod_view(p) for p in everyone if (p.metadata.labels or {}).get(builders.LABEL_JOB) == name]
-    active = sum(1 for p in everyone if pod_view(p).active)
+    everyone = [pod_view(p) for p in client.shard_pods(namespace)]  # the job's pods and the namespace's concurrency
+    pods = [p for p in everyone if p.job == name]
+    active = sum(1 for p in everyone if p.active)
     gauges.shards_running.set(active)
     job = client.get_job(namespace, name)  # read after the pods: a finished pod's report is visible
     selector_addresses: list[str] = []
@@ -454,7 +461,7 @@ def step(
                 selector_addresses = client.resolve_selectors(namespace, spec.targets.selectors)
         except pydantic.ValidationError:
             pass  # reconcile reports it
-        except kube.KubeError as exc:
+        except errors.KubeError as exc:
             selector_error = str(exc)
     lost: dict[str, str] = {}
     for node in sorted({p.node for p in pods if p.active and p.node}):
@@ -464,8 +471,7 @@ def step(
     observed = Observed(job, pods, active, now, selector_addresses, selector_error, lost)
     actions = reconcile(observed, config)
     if actions.results_configmap is not None:
-        client.write_configmap(namespace, actions.results_configmap["name"], job,
-                               actions.results_configmap["binaryData"])
+        client.write_configmap(actions.results_configmap)
     if actions.network_policy is not None:
         client.create_network_policy(actions.network_policy)
     if actions.status and not _already(status, actions.status):
@@ -473,7 +479,7 @@ def step(
         # next pass sees the attempt's pod missing and retries it.
         try:
             client.patch_job_status(namespace, name, actions.status)
-        except kube.KubeError:
+        except errors.KubeError:
             gauges.status_write_failures.inc()
             raise
     for manifest in actions.create:
@@ -483,12 +489,10 @@ def step(
         client.delete_pod(namespace, pod_name)
     for pod_name in actions.force_delete:
         client.delete_pod(namespace, pod_name, grace_seconds=0)
+    gauges.shard_retries.inc(actions.shard_retries)
+    gauges.shard_failures.inc(actions.shard_failures)
     for kind, reason, message in actions.events:
-        if reason == "ShardRetrying":
-            gauges.shard_retries.inc()
-        elif reason == "ShardFailed":
-            gauges.shard_failures.inc()
-        with contextlib.suppress(kube.KubeError):
+        with contextlib.suppress(errors.KubeError):  # an Event is a courtesy: never worth a retry of the step
             client.event(job, kind, reason, message, now)
     new_phase = actions.status.get("phase")
     if new_phase in (statuses.Phase.COMPLETE.value, statuses.Phase.FAILED.value) and status.get("phase") != new_phase:

@@ -1,0 +1,145 @@
+"""The ``portolan`` command line: the parser of every command, and the CLI's own commands.
+
+``portolan operator`` and ``portolan shard`` are parsed here too (one ``--help``
+for everything), but :mod:`portolan.launching` hands them to their programs.
+
+The ``portolan scan`` help text follows.
+
+
+``portolan scan`` runs a ScanJob on this machine: from a manifest (``-f``),
+from targets and options on the command line, or, with neither, the embedded
+default manifest.  Command-line options override the manifest's fields.
+
+Exit codes:
+
+* 0 — the scan completed (whatever it found)
+* 2 — bad input: a malformed target, port, manifest or option (nothing was sent)
+* 3 — the scan could not run (sockets, permissions, resources)
+* 4 — the scan completed and found open ports outside ``expect.allowedOpenPorts`` /
+  ``--allow-open`` (a CI gate; the report lists them in ``unexpected_open``)
+* 130 — interrupted (Ctrl-C / SIGTERM): the partial report is still written
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import portolan
+from portolan import errors
+from portolan.cli import exits
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise errors.SpecError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="portolan", description="Kubernetes-native network scanner")
+    parser.add_argument("--version", action="version", version=f"portolan {portolan.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    scan = commands.add_parser(
+        "scan", help="scan from this machine", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    scan.add_argument("targets", nargs="*", help="addresses, CIDRs, ranges or hostnames")
+    scan.add_argument("-f", "--file", help="a ScanJob manifest to run")
+    scan.add_argument("-p", "--ports", help="ports: 22,80,1000-2000, named sets (common, all, ...)")
+    scan.add_argument("--udp-ports", help="ports for UDP if different")
+    scan.add_argument("--exclude", action="append", default=None, help="never probe these")
+    scan.add_argument("-t", "--tcp", action="store_true", help="TCP connect scan")
+    scan.add_argument("-u", "--udp", action="store_true", help="UDP scan with protocol payloads")
+    scan.add_argument("--syn", action="store_true",
+                      help="TCP SYN scan on raw sockets (needs CAP_NET_RAW; falls back to connect without it)")
+    scan.add_argument("-o", "--output", default="table",
+                      help="table, json, jsonl, xml (nmap) or junit (a case per open port; --allow-open fails some)")
+    scan.add_argument("--output-file", help="write the report here instead of stdout")
+    scan.add_argument("--rate", type=int, help="global probes per second")
+    scan.add_argument("--host-rate", type=int, help="probes per second per host")
+    scan.add_argument("--concurrency", type=int, help="probes in flight")
+    scan.add_argument("--retries", type=int, help="retransmissions for silent ports")
+    scan.add_argument("--max-rtt-timeout", type=int, help="upper bound of probe timeout, ms")
+    scan.add_argument("--initial-rtt-timeout", type=int, help="first probe timeout, ms")
+    scan.add_argument("--no-service", action="store_true", help="skip service identification")
+    scan.add_argument("--verify", action="store_true", help="probe open ports twice")
+    scan.add_argument("--all-ports", action="store_true", help="list every port, none counted")
+    scan.add_argument("--workers", type=int, help="processes for the TCP pass (default: auto)")
+    scan.add_argument(
+        "--udp-budget", type=float, default=60.0,
+        help="seconds to spend re-probing ports of hosts that rate-limit ICMP (default 60)",
+    )
+    scan.add_argument("--allow-open", metavar="PORTS",
+                      help="ports that may be open (e.g. 22,443 or web); any other open port exits 4")
+    scan.add_argument("--capture-dir", metavar="DIR",
+                      help="record the scan's own packets as evidence in DIR (pcapng; needs CAP_NET_RAW)")
+    scan.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    capture = commands.add_parser("capture", help="capture, decode and write packets (needs CAP_NET_RAW)")
+    capture.add_argument("-i", "--interface", help="the interface to capture on")
+    capture.add_argument("-f", "--filter", default="", help="a tcpdump filter expression")
+    capture.add_argument("-s", "--snaplen", type=int, default=262144, help="bytes kept per packet")
+    capture.add_argument("-p", "--promisc", action="store_true", help="promiscuous mode")
+    capture.add_argument("-w", "--write", help="base path of the capture files (rotated: BASE-0001.pcapng, ...)")
+    capture.add_argument("--format", default="pcapng", choices=["pcapng", "pcap"])
+    capture.add_argument("--rotate-size", type=int, help="start a new file after this many bytes")
+    capture.add_argument("--rotate-seconds", type=float, help="start a new file after this many seconds")
+    capture.add_argument("--gzip", action="store_true", help="compress the files")
+    capture.add_argument("-c", "--count", type=int, help="stop after this many packets")
+    capture.add_argument("--duration", type=float, help="stop after this many seconds")
+    capture.add_argument("-r", "--read", help="decode a pcap/pcapng file instead of capturing")
+    capture.add_argument("-q", "--quiet", action="store_true", help="no line per packet")
+    commands.add_parser("crd", help="print the CRDs generated from the models")
+    generate = commands.add_parser("generate", help="rewrite crds/ and the chart's generated files")
+    generate.add_argument("--root", default=".", help="the repository root")
+    commands.add_parser(
+        "shard", help="run one shard of a ScanJob (inside a shard pod; configured by environment)"
+    )
+    operator = commands.add_parser("operator", help="run the operator (kopf)")
+    operator.add_argument(
+        "--settings", help="operator settings file (YAML); else the YAML in $PORTOLAN_SETTINGS, else defaults"
+    )
+    operator.add_argument("--namespace", action="append", help="watch only these namespaces")
+    operator.add_argument("--standalone", action="store_true", help="no peering (single replica)")
+    operator.add_argument("--verbose", action="store_true", help="log every handler call")
+    return parser
+
+
+def _crd(root: str | None) -> int:
+    import pathlib
+
+    from portolan.kube import definitions
+
+    for path, text in definitions.generated_files().items():
+        if root is not None:
+            target = pathlib.Path(root) / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        elif path.startswith("crds/"):
+            sys.stdout.write("---\n" + text)
+    return exits.OK
+
+
+def run(args: argparse.Namespace, arguments: Sequence[str]) -> int:
+    """Run a CLI command (``scan``, ``capture``, ``crd``, ``generate``) with parsed options."""
+
+    def work() -> int:
+        if args.command == "scan":
+            from portolan.cli import scanning
+
+            return scanning.run(args, arguments)
+        if args.command == "capture":
+            from portolan.cli import capturing
+
+            return capturing.run(args)
+        if args.command in ("crd", "generate"):
+            return _crd(args.root if args.command == "generate" else None)
+        raise errors.SpecError(f"unknown command {args.command!r}")
+
+    return exits.guarded(f"portolan {args.command}", work)
+
+
+def parse(arguments: Sequence[str]) -> argparse.Namespace:
+    """The parsed command line; a usage error raises :class:`portolan.errors.SpecError`."""
+    return build_parser().parse_args(list(arguments))

@@ -1,0 +1,267 @@
+"""``portolan scan``: a ScanJob run on this machine, from a manifest, the command line or the embedded default.
+
+Options override the manifest's fields; the report goes to stdout or
+``--output-file`` in the format asked, with the exit policy of
+:mod:`portolan.cli.main` (4 when open ports break ``--allow-open``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, TextIO
+
+import pydantic
+
+from portolan import errors
+from portolan.cli import exits
+
+if TYPE_CHECKING:
+    import rich.progress
+
+    from portolan.capture import recording
+    from portolan.engine import scanning
+    from portolan.models import results, scanjobs
+
+
+def _spec_from(args: argparse.Namespace) -> tuple[object, str]:
+    from portolan.models import scanjobs
+
+    if args.file:
+        from portolan.cli import manifesting  # YAML is loaded only when a manifest is read
+
+        job = manifesting.load(args.file)
+    elif args.targets:
+        job = scanjobs.ScanJob.model_validate(
+            {"apiVersion": "portolan.dev/v1alpha1", "kind": "ScanJob",
+             "spec": {"targets": {"addresses": list(args.targets)}}}
+        )
+    else:
+        from portolan.cli import manifesting
+
+        job = manifesting.default()
+    spec = job.spec
+    updates: dict[str, object] = {}
+    targets = spec.targets
+    if args.targets and args.file:
+        targets = targets.model_copy(update={"addresses": list(args.targets)})
+    if args.exclude:
+        targets = targets.model_copy(update={"exclude": [*targets.exclude, *args.exclude]})
+    updates["targets"] = targets
+    if args.ports:
+        updates["ports"] = args.ports
+    if args.udp_ports:
+        updates["udp_ports"] = args.udp_ports
+    if args.tcp or args.udp:
+        updates["protocols"] = [p for p, on in (("tcp", args.tcp), ("udp", args.udp)) if on]
+    timing = {
+        "max_rate": args.rate, "max_host_rate": args.host_rate, "concurrency": args.concurrency,
+        "retries": args.retries, "max_rtt_timeout_ms": args.max_rtt_timeout,
+        "initial_rtt_timeout_ms": args.initial_rtt_timeout,
+    }
+    timing_updates = {key: value for key, value in timing.items() if value is not None}
+    if timing_updates:
+        merged = spec.timing.model_dump() | timing_updates
+        updates["timing"] = scanjobs.Timing.model_validate(merged)
+    if args.no_service:
+        updates["service_detection"] = False
+    if args.syn:
+        updates["technique"] = scanjobs.Technique.SYN
+    if args.verify:
+        updates["verify_open"] = True
+    if args.allow_open is not None:
+        updates["expect"] = {"allowed_open_ports": args.allow_open}
+    spec = scanjobs.ScanJobSpec.model_validate(spec.model_dump() | updates)
+    if spec.expect is not None and spec.expect.allowed_open_ports:
+        from portolan.engine import ports
+
+        ports.parse_ports(spec.expect.allowed_open_ports)  # a bad expression exits 2 before anything is sent
+    return spec, job.metadata.name
+
+
+class _Progress:
+    """A rich progress bar on a terminal; nothing when stderr is piped."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.bar: rich.progress.Progress | None = None
+        self.task: rich.progress.TaskID | None = None
+        if enabled and stream.isatty():
+            import rich.console  # only on a terminal: rich costs start-up time
+            import rich.progress
+
+            self.bar = rich.progress.Progress(
+                rich.progress.TextColumn("scanning"),
+                rich.progress.BarColumn(),
+                rich.progress.MofNCompleteColumn(),
+                rich.progress.TextColumn("{task.fields[open]} open"),
+                rich.progress.TimeRemainingColumn(),
+                console=rich.console.Console(file=stream),
+                transient=True,
+            )
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.start()
+            self.task = self.bar.add_task("scan", total=None, open=0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, progress: object) -> None:
+        if self.bar is not None and self.task is not None:
+            done = getattr(progress, "done", 0)
+            total = getattr(progress, "total", 0)
+            found = getattr(progress, "open", 0)
+            self.bar.update(self.task, completed=done, total=total, open=found)
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run ``portolan scan`` with parsed options; returns the exit code."""
+    from portolan.cli import rendering
+    from portolan.engine import scanning, stopping
+
+    if args.output not in rendering.FORMATS:
+        raise errors.SpecError(
+            f"unknown output format {args.output!r}; use one of {', '.join(rendering.FORMATS)}"
+        )
+    spec = _validated_spec(args)
+    plan = scanning.plan(spec)
+    with stopping.on_signals(threading.Event()) as stop, _output(args.output_file) as out:
+        report = _judged(_scanned(args, argv, spec, plan, out, stop), spec)
+        if args.output != "jsonl":  # JSONL was streamed while scanning
+            rendering.write_report(report, args.output, out)
+        for port in report.unexpected_open:
+            name = f" ({port.service.name})" if port.service else ""
+            print(f"unexpected open port: {port.host}:{port.port}/{port.protocol.value}{name} "
+                  f"(allowed: {report.allowed_open_ports or 'none'})", file=sys.stderr)
+        out.flush()
+    return exit_code(report)
+
+
+def exit_code(report: results.ScanReport) -> int:
+    """The exit policy: interrupted (130) before violations (4) before success (0)."""
+    if not report.complete:
+        return exits.INTERRUPTED
+    return exits.VIOLATIONS if report.unexpected_open else exits.OK
+
+
+def _validated_spec(args: argparse.Namespace) -> scanjobs.ScanJobSpec:
+    """The ScanJob spec the options describe; invalid options raise SpecError (nothing is sent)."""
+    from portolan.models import scanjobs
+
+    try:
+        spec, _name = _spec_from(args)
+    except pydantic.ValidationError as exc:  # mapped once, here, for every option
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise errors.SpecError(f"invalid option: {problems}") from exc
+    assert isinstance(spec, scanjobs.ScanJobSpec)
+    return spec
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    """Where the report goes: stdout, or the file ``--output-file`` names (closed afterwards)."""
+    if not path:
+        yield sys.stdout
+        return
+    try:
+        out = open(path, "w", encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise errors.SpecError(f"cannot write {path}: {exc.strerror}") from exc
+    with out:
+        yield out
+
+
+def _scanned(args: argparse.Namespace, argv: Sequence[str], spec: scanjobs.ScanJobSpec, plan: scanning.Plan,
+             out: TextIO, stop: threading.Event) -> results.ScanReport:
+    """Run the engine (with a progress bar and, if asked, evidence); JSONL lines are streamed to ``out``."""
+    from portolan.cli import rendering
+    from portolan.engine import payloads, scanning, services
+
+    def emit(port: object) -> None:
+        out.write(rendering.jsonl_line(port) + "\n")  # type: ignore[arg-type]
+
+    recorder = _recorder(args, spec, plan)
+    try:
+        with _Progress(sys.stderr, not args.quiet) as progress:
+            report = scanning.run(
+                plan,
+                on_port=emit if args.output == "jsonl" else None,
+                on_progress=progress.update,
+                identify=services.identify_services,
+                payloads=payloads.payload_bytes,
+                identify_reply=payloads.identify_reply,
+                workers=args.workers,
+                list_all=args.all_ports,
+                stop=stop,
+                rate_limit_budget=args.udp_budget,
+                args="portolan " + " ".join(argv),
+            )
+        if recorder is not None:
+            finishing, recorder = recorder, None
+            try:
+                evidence = finishing.finish()
+            except errors.PortolanError as exc:  # the scan's report matters more than its evidence
+                print(f"warning: the evidence is incomplete: {exc}", file=sys.stderr)
+            else:
+                names = ", ".join(str(path) for path in evidence.files)
+                print(f"evidence: {evidence.packets} packets ({evidence.dropped} dropped) in {names}", file=sys.stderr)
+        return report
+    finally:
+        if recorder is not None:
+            with contextlib.suppress(errors.PortolanError):  # never hides the exception on its way out
+                recorder.finish()
+
+
+def _judged(report: results.ScanReport, spec: object) -> results.ScanReport:
+    """The report with the open ports that spec.expect does not allow."""
+    from portolan import evaluation
+    from portolan.engine import ports
+    from portolan.models import results, scanjobs
+
+    assert isinstance(spec, scanjobs.ScanJobSpec)
+    if spec.expect is None:
+        return report
+    text = spec.expect.allowed_open_ports
+    allowed = set(ports.parse_ports(text)) if text else set()
+    by_key = {(p.host, p.port, p.protocol.value): p for h in report.hosts for p in h.ports
+              if p.state == results.PortState.OPEN}
+    _, listed = evaluation.unexpected_open(
+        allowed, [("local", h, p, proto, None) for h, p, proto in by_key], limit=len(by_key))
+    return report.model_copy(update={"allowed_open_ports": text,
+                                     "unexpected_open": [by_key[(v[1], v[2], v[3])] for v in listed]})
+
+
+def _recorder(args: argparse.Namespace, spec: object, plan: object) -> recording.Recorder | None:
+    """Start recording evidence when --capture-dir asks; a manifest's capture: settings shape the files."""
+    import pathlib
+    import time
+
+    from portolan.capture import recording
+    from portolan.engine import scanning
+    from portolan.models import scanjobs
+
+    assert isinstance(spec, scanjobs.ScanJobSpec) and isinstance(plan, scanning.Plan)
+    wanted = spec.capture
+    if not args.capture_dir:
+        if wanted is not None:
+            print(f"note: capture: names the claim {wanted.persistent_volume_claim!r}, which exists only in a "
+                  "cluster; pass --capture-dir DIR to record evidence here", file=sys.stderr)
+        return None
+    wanted = wanted or scanjobs.Capture(persistent_volume_claim="local")
+    base = pathlib.Path(args.capture_dir) / time.strftime("portolan-%Y%m%dT%H%M%S")
+    return recording.Recorder(
+        base, (target.address for target in plan.targets), fmt=wanted.format, snaplen=wanted.snap_length,
+        compress=wanted.compress,
+        rotate_bytes=None if wanted.rotate_megabytes is None else wanted.rotate_megabytes << 20,
+    ).start()
+
+

@@ -1,0 +1,1 @@
+"""The ScanSchedule controller: cron grammar, run decisions and drift (:mod:`.scheduling`)."""

@@ -1,0 +1,247 @@
+"""The Kubernetes client: every API call Portolan makes goes through here.
+
+:class:`Client` is the protocol the programs program against; :class:`Kube`
+implements it with the official ``kubernetes`` client on an injected
+``ApiClient``, and :class:`portolan.kube.fakes.FakeKube` in memory for unit
+tests.  The client's errors (``ApiException``, and urllib3/socket errors when
+the API server cannot be reached) are mapped once, in :func:`_mapped`, to
+:class:`portolan.errors.KubeError` with the HTTP status kept, so nothing above
+this module knows the client's error types.  Objects cross this boundary as
+plain dicts in the API's JSON shape (camelCase), whatever the client returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+import kubernetes
+import urllib3
+
+from portolan import errors
+from portolan.kube import builders, codecs
+from portolan.models import scanjobs, schedules
+
+GROUP = scanjobs.API_GROUP
+VERSION = scanjobs.API_VERSION
+
+
+class Client(Protocol):
+    """The API operations of the operator and the shard runtime (see :class:`Kube` for each one's meaning)."""
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]: ...
+    def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
+    def create_job(self, manifest: dict[str, Any]) -> None: ...
+    def delete_job(self, namespace: str, name: str) -> None: ...
+    def job_results(self, job: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+    def get_schedule(self, namespace: str, name: str) -> dict[str, Any]: ...
+    def patch_schedule_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    def shard_pods(self, namespace: str, job: str | None = None) -> list[dict[str, Any]]: ...
+    def create_pod(self, manifest: dict[str, Any]) -> None: ...
+    def delete_pod(self, namespace: str, name: str, *, grace_seconds: int | None = None) -> None: ...
+    def create_network_policy(self, manifest: dict[str, Any]) -> None: ...
+    def write_configmap(self, manifest: dict[str, Any]) -> None: ...
+    def node_problem(self, name: str) -> str | None: ...
+    def resolve_selectors(self, namespace: str, selectors: Sequence[scanjobs.TargetSelector]) -> list[str]: ...
+    def event(self, involved: Mapping[str, Any], kind: str, reason: str, message: str,
+              now: datetime.datetime) -> None: ...
+    def release_finalizer(self, namespaces: Sequence[str], finalizer: str, plural: str = ...) -> int: ...
+
+
+@contextlib.contextmanager
+def _mapped(what: str, tolerate: Collection[int] = ()) -> Iterator[None]:
+    """Map the client's errors to :class:`KubeError`; statuses in ``tolerate`` are not errors (swallowed)."""
+    try:
+        yield
+    except kubernetes.client.ApiException as exc:
+        if exc.status in tolerate:
+            return
+        raise errors.KubeError(f"{what}: {exc.status} {exc.reason}", exc.status) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise errors.KubeError(f"{what}: the API server cannot be reached ({exc.__class__.__name__})") from exc
+
+
+def client_from_environment() -> kubernetes.client.ApiClient:
+    """In-cluster config, or KUBECONFIG / ~/.kube/config outside a cluster."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        try:
+            kubernetes.config.load_kube_config()
+        except (kubernetes.config.ConfigException, OSError, ValueError) as exc:
+            raise errors.KubeError(f"no usable Kubernetes configuration: {exc}") from exc
+        except Exception as exc:  # a malformed kubeconfig surfaces as YAML errors of any type
+            raise errors.KubeError(f"no usable Kubernetes configuration: {exc.__class__.__name__}: {exc}") from exc
+    return kubernetes.client.ApiClient()
+
+
+class Kube:
+    """:class:`Client` on the official client: ScanJobs, ScanSchedules, shard pods, ConfigMaps, Events."""
+
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self.api = api
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.custom = kubernetes.client.CustomObjectsApi(api)
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        plain: dict[str, Any] = self.api.sanitize_for_serialization(obj)
+        return plain
+
+    # -- custom resources -------------------------------------------------------------------------
+
+    def _get(self, plural: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        with _mapped(f"reading {kind} {namespace}/{name}"):
+            body: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+            return body
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _patch_status(self, plural: str, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """A JSON merge patch of the status subresource: only the keys given change."""
+        with _mapped(f"patching {kind} {namespace}/{name} status"):
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, {"status": status},
+                _content_type="application/merge-patch+json",
+            )
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._get(scanjobs.PLURAL, scanjobs.KIND, namespace, name)
+
+    def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._patch_status(scanjobs.PLURAL, scanjobs.KIND, namespace, name, status)
+
+    def get_schedule(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._get(schedules.PLURAL, schedules.KIND, namespace, name)
+
+    def patch_schedule_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._patch_status(schedules.PLURAL, schedules.KIND, namespace, name, status)
+
+    def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        with _mapped(f"listing ScanJobs in {namespace}"):
+            listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, scanjobs.PLURAL,
+                                                               label_selector=label_selector)
+            items: list[dict[str, Any]] = listed["items"]
+            return items
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def create_job(self, manifest: dict[str, Any]) -> None:
+        """Create a ScanJob; one that already exists (a retried create) is fine."""
+        meta = manifest["metadata"]
+        with _mapped(f"creating ScanJob {meta['namespace']}/{meta['name']}", tolerate=(409,)):
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], scanjobs.PLURAL, manifest)
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        with _mapped(f"deleting ScanJob {namespace}/{name}", tolerate=(404,)):
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, scanjobs.PLURAL, name,
+                                                        propagation_policy="Background")
+
+    def job_results(self, job: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """A job's full results: from the ConfigMap named in status.resultsRef when they were spilled."""
+        ref = (job.get("status") or {}).get("resultsRef")
+        name = codecs.configmap_name(ref)
+        if name is None:
+            return list((job.get("status") or {}).get("results") or [])
+        with _mapped(f"reading {ref}"):
+            configmap = self.core.read_namespaced_config_map(name, job["metadata"]["namespace"])
+            return codecs.decode_results(configmap.binary_data)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def release_finalizer(self, namespaces: Sequence[str], finalizer: str, plural: str = scanjobs.PLURAL) -> int:
+        """Remove ``finalizer`` from every object of this kind that carries it; returns how many were released.
+
+        Each removal is a JSON patch that first tests the list entry, so a concurrent change
+        to the finalizers is never overwritten (that object is skipped instead).
+        """
+        with _mapped(f"listing {plural}"):
+            if namespaces:
+                items = [item for namespace in namespaces for item in
+                         self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]]
+            else:
+                items = self.custom.list_cluster_custom_object(GROUP, VERSION, plural)["items"]
+        released = 0
+        for item in items:
+            meta = item["metadata"]
+            finalizers = meta.get("finalizers") or []
+            if finalizer not in finalizers:
+                continue
+            at = finalizers.index(finalizer)
+            patch = [{"op": "test", "path": f"/metadata/finalizers/{at}", "value": finalizer},
+                     {"op": "remove", "path": f"/metadata/finalizers/{at}"}]
+            with _mapped(f"releasing {plural} {meta['namespace']}/{meta['name']}", tolerate=(404, 409, 422)):
+                self.custom.patch_namespaced_custom_object(GROUP, VERSION, meta["namespace"], plural, meta["name"], patch,
+                                                           _content_type="application/json-patch+json")
+                released += 1
+        return released
+
+    # -- core objects -----------------------------------------------------------------------------
+
+    def shard_pods(self, namespace: str, job: str | None = None) -> list[dict[str, Any]]:
+        selector = f"{builders.LABEL_COMPONENT}=shard"
+        if job is not None:
+            selector += f",{builders.LABEL_JOB}={job}"
+        with _mapped(f"listing shard pods in {namespace}"):
+            return [self._plain(pod) for pod in self.core.list_namespaced_pod(namespace, label_selector=selector).items]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def create_pod(self, manifest: dict[str, Any]) -> None:
+        """Create a pod; one already created by an earlier, interrupted reconcile is fine."""
+        with _mapped(f"creating pod {manifest['metadata']['name']}", tolerate=(409,)):
+            self.core.create_namespaced_pod(manifest["metadata"]["namespace"], manifest)
+
+    def delete_pod(self, namespace: str, name: str, *, grace_seconds: int | None = None) -> None:
+        with _mapped(f"deleting pod {name}", tolerate=(404,)):
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds)
+
+    def create_network_policy(self, manifest: dict[str, Any]) -> None:
+        with _mapped(f"creating NetworkPolicy {manifest['metadata']['name']}", tolerate=(409,)):
+            kubernetes.client.NetworkingV1Api(self.api).create_namespaced_network_policy(
+                manifest["metadata"]["namespace"], manifest)
+
+    def write_configmap(self, manifest: dict[str, Any]) -> None:
+        """Create the ConfigMap, or replace the one of that name."""
+        meta = manifest["metadata"]
+        with _mapped(f"writing ConfigMap {meta['namespace']}/{meta['name']}"):
+            try:
+                self.core.create_namespaced_config_map(meta["namespace"], manifest)
+            except kubernetes.client.ApiException as exc:
+                if exc.status != 409:
+                    raise
+                self.core.replace_namespaced_config_map(meta["name"], meta["namespace"], manifest)
+
+    def node_problem(self, name: str) -> str | None:
+        """None if the Node exists and is Ready, else what is wrong with it."""
+        with _mapped(f"reading node {name}", tolerate=(404,)):
+            node = self.core.read_node(name)
+            ready = next((c for c in node.status.conditions or [] if c.type == "Ready"), None)
+            if ready is None or ready.status != "True":
+                why = f"{ready.reason}" if ready is not None and ready.reason else "no Ready condition"
+                return f"is not Ready ({why})"
+            return None
+        return "is gone"
+
+    def resolve_selectors(self, namespace: str, selectors: Sequence[scanjobs.TargetSelector]) -> list[str]:
+        """Addresses of the Services (cluster IPs), Pods (pod IPs) and Nodes (InternalIPs) selected."""
+        found: list[str] = []
+        for selector in selectors:
+            labels = ",".join(f"{k}={v}" for k, v in selector.match_labels.items())
+            where = selector.namespace or namespace
+            with _mapped(f"resolving {selector.kind.value} selector"):
+                if selector.kind == scanjobs.SelectorKind.SERVICE:
+                    for item in self.core.list_namespaced_service(where, label_selector=labels).items:
+                        found += [ip for ip in (item.spec.cluster_i_ps or [item.spec.cluster_ip]) if ip and ip != "None"]
+                elif selector.kind == scanjobs.SelectorKind.POD:
+                    for item in self.core.list_namespaced_pod(where, label_selector=labels).items:
+                        if item.status.pod_ip:
+                            found.append(item.status.pod_ip)
+                else:
+                    for item in self.core.list_node(label_selector=labels).items:
+                        found += [a.address for a in (item.status.addresses or []) if a.type == "InternalIP"]
+        return found
+
+    def event(self, involved: Mapping[str, Any], kind: str, reason: str, message: str,
+              now: datetime.datetime) -> None:
+        with _mapped("creating an Event"):
+            self.core.create_namespaced_event(involved["metadata"]["namespace"],
+                                              builders.event(involved, kind, reason, message, now))
