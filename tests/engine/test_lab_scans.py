@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness import labs, netns
-from portolan.engine import payloads, scanning, services
+from portolan.engine import payloads, plans, scanning, services
 from portolan.models import results, scanjobs
 
 pytestmark = pytest.mark.lab
@@ -37,7 +37,7 @@ def _scan(lab: labs.Lab, protocol: str, **extra: object) -> results.ScanReport:
     spec = _spec([h.address for h in hosts], ",".join(map(str, ports)), [protocol], **extra)
     with lab.inside():
         return scanning.run(
-            scanning.plan(spec),
+            plans.expand(spec),
             identify=services.identify_services,
             payloads=payloads.payload_bytes,
             identify_reply=payloads.identify_reply,
@@ -118,8 +118,8 @@ def test_forked_tcp_workers_find_the_same_verdicts_as_one_process(lab: labs.Lab)
     ports = sorted({p for h in hosts for p in h.ports("tcp")})
     spec = _spec([h.address for h in hosts], ",".join(map(str, ports)), ["tcp"], serviceDetection=False)
     with lab.inside():
-        single = scanning.run(scanning.plan(spec), workers=1, list_all=True)
-        forked = scanning.run(scanning.plan(spec), workers=2, list_all=True)
+        single = scanning.run(plans.expand(spec), workers=1, list_all=True)
+        forked = scanning.run(plans.expand(spec), workers=2, list_all=True)
     assert _verdicts(single) == _verdicts(forked)
     assert len(_verdicts(forked)) == len(hosts) * len(ports)
 
@@ -128,7 +128,7 @@ def test_a_host_that_rate_limits_icmp_is_re_probed_and_reported_in_a_note(lab: l
     host = lab.hosts["limited"].address
     spec = _spec([host], "9980-9995", ["udp"], serviceDetection=False)
     with lab.inside():
-        report = scanning.run(scanning.plan(spec), list_all=True, rate_limit_budget=30.0)
+        report = scanning.run(plans.expand(spec), list_all=True, rate_limit_budget=30.0)
     states = {port.port: port.state.value for port in report.hosts[0].ports}
     assert set(states.values()) == {"closed"}, states
     assert [note.code for note in report.notes] == ["IcmpRateLimited"]
@@ -138,7 +138,7 @@ def test_a_short_rate_limit_budget_leaves_ports_open_filtered_and_says_so(lab: l
     host = lab.hosts["limited"].address
     spec = _spec([host], "9960-9979", ["udp"], serviceDetection=False)
     with lab.inside():
-        report = scanning.run(scanning.plan(spec), list_all=True, rate_limit_budget=1.5)
+        report = scanning.run(plans.expand(spec), list_all=True, rate_limit_budget=1.5)
     states = [port.state.value for port in report.hosts[0].ports]
     assert "open|filtered" in states and "closed" in states
     assert "could not be re-probed" in report.notes[0].message
@@ -155,7 +155,7 @@ def test_verification_keeps_ports_that_answer_twice_open(lab: labs.Lab) -> None:
     host = lab.hosts["services"]
     spec = _spec([host.address], "22,80,23", ["tcp"], serviceDetection=False, verifyOpen=True)
     with lab.inside():
-        report = scanning.run(scanning.plan(spec), list_all=True)
+        report = scanning.run(plans.expand(spec), list_all=True)
     assert {(p.port, p.state.value) for p in report.hosts[0].ports} == {
         (22, "open"), (80, "open"), (23, "closed"),
     }
@@ -167,7 +167,7 @@ def test_progress_ticks_end_at_the_total_and_count_open_ports(lab: labs.Lab) -> 
     ticks: list[results.Progress] = []
     spec = _spec([host.address], "1-1024", ["tcp"], serviceDetection=False)
     with lab.inside():
-        scanning.run(scanning.plan(spec), on_progress=ticks.append)
+        scanning.run(plans.expand(spec), on_progress=ticks.append)
     assert ticks[-1].done == ticks[-1].total == 1024
     assert ticks[-1].open == len([p for p in host.ports("tcp") if p <= 1024 and lab.expected[(host.address, p, "tcp")][0] == "open"])
     assert [t.done for t in ticks] == sorted(t.done for t in ticks)
@@ -214,7 +214,7 @@ def test_a_syn_scan_over_ipv6_gets_the_same_states_as_connect_with_raw_mode_reas
             listeners.append(server)
         try:
             reports = {
-                technique: scanning.run(scanning.plan(_spec(["::1"], "2200-2203,1001,1002", ["tcp"],
+                technique: scanning.run(plans.expand(_spec(["::1"], "2200-2203,1001,1002", ["tcp"],
                                                             serviceDetection=False, technique=technique)),
                                         list_all=True)
                 for technique in ("connect", "syn")

@@ -23,11 +23,11 @@ if TYPE_CHECKING:
     import rich.progress
 
     from portolan.capture import recording
-    from portolan.engine import scanning
+    from portolan.engine import plans
     from portolan.models import results, scanjobs
 
 
-def _spec_from(args: argparse.Namespace) -> tuple[object, str]:
+def _spec_from(args: argparse.Namespace) -> tuple[scanjobs.ScanJobSpec, str]:
     from portolan.models import scanjobs
 
     if args.file:
@@ -123,14 +123,14 @@ class _Progress:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run ``portolan scan`` with parsed options; returns the exit code."""
     from portolan.cli import rendering
-    from portolan.engine import scanning, stopping
+    from portolan.engine import plans, stopping
 
     if args.output not in rendering.FORMATS:
         raise errors.SpecError(
             f"unknown output format {args.output!r}; use one of {', '.join(rendering.FORMATS)}"
         )
     spec = _validated_spec(args)
-    plan = scanning.plan(spec)
+    plan = plans.expand(spec)
     with stopping.on_signals(threading.Event()) as stop, _output(args.output_file) as out:
         report = _judged(_scanned(args, argv, spec, plan, out, stop), spec)
         if args.output != "jsonl":  # JSONL was streamed while scanning
@@ -152,8 +152,6 @@ def exit_code(report: results.ScanReport) -> int:
 
 def _validated_spec(args: argparse.Namespace) -> scanjobs.ScanJobSpec:
     """The ScanJob spec the options describe; invalid options raise SpecError (nothing is sent)."""
-    from portolan.models import scanjobs
-
     try:
         spec, _name = _spec_from(args)
     except pydantic.ValidationError as exc:  # mapped once, here, for every option
@@ -162,7 +160,6 @@ def _validated_spec(args: argparse.Namespace) -> scanjobs.ScanJobSpec:
             for error in exc.errors()
         )
         raise errors.SpecError(f"invalid option: {problems}") from exc
-    assert isinstance(spec, scanjobs.ScanJobSpec)
     return spec
 
 
@@ -180,7 +177,7 @@ def _output(path: str | None) -> Iterator[TextIO]:
         yield out
 
 
-def _scanned(args: argparse.Namespace, argv: Sequence[str], spec: scanjobs.ScanJobSpec, plan: scanning.Plan,
+def _scanned(args: argparse.Namespace, argv: Sequence[str], spec: scanjobs.ScanJobSpec, plan: plans.Plan,
              out: TextIO, stop: threading.Event) -> results.ScanReport:
     """Run the engine (with a progress bar and, if asked, evidence); JSONL lines are streamed to ``out``."""
     from portolan.cli import rendering
@@ -221,13 +218,12 @@ def _scanned(args: argparse.Namespace, argv: Sequence[str], spec: scanjobs.ScanJ
                 recorder.finish()
 
 
-def _judged(report: results.ScanReport, spec: object) -> results.ScanReport:
+def _judged(report: results.ScanReport, spec: scanjobs.ScanJobSpec) -> results.ScanReport:
     """The report with the open ports that spec.expect does not allow."""
     from portolan import evaluation
     from portolan.engine import ports
-    from portolan.models import results, scanjobs
+    from portolan.models import results
 
-    assert isinstance(spec, scanjobs.ScanJobSpec)
     if spec.expect is None:
         return report
     text = spec.expect.allowed_open_ports
@@ -240,16 +236,14 @@ def _judged(report: results.ScanReport, spec: object) -> results.ScanReport:
                                      "unexpected_open": [by_key[(v[1], v[2], v[3])] for v in listed]})
 
 
-def _recorder(args: argparse.Namespace, spec: object, plan: object) -> recording.Recorder | None:
+def _recorder(args: argparse.Namespace, spec: scanjobs.ScanJobSpec, plan: plans.Plan) -> recording.Recorder | None:
     """Start recording evidence when --capture-dir asks; a manifest's capture: settings shape the files."""
     import pathlib
     import time
 
     from portolan.capture import recording
-    from portolan.engine import scanning
     from portolan.models import scanjobs
 
-    assert isinstance(spec, scanjobs.ScanJobSpec) and isinstance(plan, scanning.Plan)
     wanted = spec.capture
     if not args.capture_dir:
         if wanted is not None:

@@ -2,8 +2,8 @@
 
 This is the engine's one entry point for callers (the CLI, shard pods):
 
-* :func:`plan` expands targets and ports once (so bad input fails before any
-  packet is sent);
+* :func:`portolan.engine.plans.expand` expands targets and ports once (so bad
+  input fails before any packet is sent);
 * :func:`run` runs the TCP connect pass (optionally split over forked worker
   processes), the UDP pass, open-port verification and service identification,
   streaming each verdict to ``on_port`` and progress to ``on_progress``, and
@@ -19,327 +19,25 @@ interrupted run (``stop`` set) returns what was gathered with
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
-import itertools
 import operator
-import os
-import selectors
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 
-import portolan
-from portolan import errors
-from portolan.engine import ports as ports_
-from portolan.engine import syn_scanning, tcp_scanning, udp_scanning
-from portolan.engine import targets as targets_
+from portolan.engine import collecting, plans, reporting, syn_scanning, tcp_scanning, udp_scanning
+from portolan.engine import workers as workers_
 from portolan.models import results, scanjobs
 
-PortCallback = Callable[[results.PortResult], None]
-ProgressCallback = Callable[[results.Progress], None]
 Services = Callable[[Sequence[tuple[str, int]], float], dict[tuple[str, int], results.ServiceInfo]]
-
-COLLAPSE_ABOVE = 25
-_Verdict = tuple[results.PortState, results.Reason, float | None, int]
-_RECORD = struct.Struct("=IHBBBf")  # host, port, state, reason, tries, rtt (-1 = none)
-_TRAILER = 255
-_FIRST = operator.itemgetter(0)
-_SECOND = operator.itemgetter(1)
-_STATES = list(results.PortState)
-_REASONS = list(results.Reason)
-_STATE_INDEX = {state: i for i, state in enumerate(_STATES)}
-_REASON_INDEX = {reason: i for i, reason in enumerate(_REASONS)}
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """Concrete probes of one scan: what :func:`run` executes."""
-
-    targets: list[targets_.Target]
-    tcp_ports: list[int]
-    udp_ports: list[int]
-    timing: scanjobs.Timing
-    service_detection: bool
-    verify_open: bool
-    technique: scanjobs.Technique = scanjobs.Technique.CONNECT
-
-    @property
-    def probe_count(self) -> int:
-        return len(self.targets) * (len(self.tcp_ports) + len(self.udp_ports))
-
-
-def plan(
-    spec: scanjobs.ScanJobSpec,
-    *,
-    resolve: targets_.Resolver = targets_.resolve_host,
-    max_targets: int = targets_.DEFAULT_LIMIT,
-) -> Plan:
-    """Expand a spec's targets and ports; raise SpecError subclasses on bad input."""
-    if spec.targets.selectors and not spec.targets.addresses:
-        raise errors.TargetError(
-            "targets.selectors need a cluster (they name Kubernetes objects); give addresses "
-            "for a local scan"
-        )
-    found = targets_.parse_targets(
-        spec.targets.addresses, spec.targets.exclude, resolve=resolve, limit=max_targets
-    )
-    tcp = ports_.parse_ports(spec.ports) if "tcp" in spec.protocols else []
-    udp = ports_.parse_ports(spec.udp_ports or spec.ports) if "udp" in spec.protocols else []
-    return Plan(
-        targets=found,
-        tcp_ports=tcp,
-        udp_ports=udp,
-        timing=spec.timing,
-        service_detection=spec.service_detection,
-        verify_open=spec.verify_open,
-        technique=spec.technique,
-    )
-
-
-class _Collector:
-    """Keeps every verdict, streams it, and ticks progress."""
-
-    def __init__(
-        self,
-        plan_: Plan,
-        on_port: PortCallback | None,
-        on_progress: ProgressCallback | None,
-        clock: Callable[[], float],
-    ) -> None:
-        self.plan = plan_
-        self.on_port = on_port
-        self.on_progress = on_progress
-        self.clock = clock
-        self.total = plan_.probe_count
-        self.done = 0
-        self.open = 0
-        self.last_tick = 0.0
-        # verdicts[host][(protocol, port)] = (state, reason, rtt, tries)
-        self.verdicts: list[dict[tuple[results.Protocol, int], _Verdict]] = [
-            {} for _ in plan_.targets
-        ]
-        self.replies: dict[tuple[int, int], bytes] = {}
-        self.ttls: dict[tuple[int, int], int] = {}  # (host, TCP port) -> TTL of the answer (SYN scans)
-
-    def add(
-        self,
-        protocol: results.Protocol,
-        host: int,
-        port: int,
-        state: results.PortState,
-        reason: results.Reason,
-        rtt: float | None,
-        tries: int,
-    ) -> None:
-        table = self.verdicts[host]
-        key = (protocol, port)
-        if key not in table:
-            self.done += 1
-            if state == results.PortState.OPEN:
-                self.open += 1
-        table[key] = (state, reason, rtt, tries)
-        if self.on_port is not None:
-            self.on_port(self.port_result(host, protocol, port))
-        if self.on_progress is not None:
-            now = self.clock()
-            if now - self.last_tick >= 0.1 or self.done == self.total:
-                self.last_tick = now
-                self.on_progress(results.Progress(done=self.done, total=self.total, open=self.open))
-
-    def tcp_records(self, records: collections.abc.Iterable[tuple[int, int, int, int, int, float]]) -> int:
-        """Take a batch of packed worker verdicts; returns the packets any trailer reported.
-
-        Without a per-port callback this is the hot path of a big scan: the verdict tables are
-        filled directly and progress is reported once per batch, not once per port.
-        """
-        if self.on_port is not None:
-            packets = 0
-            for host, port, state, reason, tries, rtt in records:
-                if state == _TRAILER:
-                    packets += host
-                    continue
-                self.tcp(host, port, _STATES[state], _REASONS[reason], None if rtt < 0 else float(rtt), tries)
-            return packets
-        packets = 0
-        verdicts = self.verdicts
-        tcp = results.Protocol.TCP
-        open_index = _STATE_INDEX[results.PortState.OPEN]
-        states = _STATES
-        reasons = _REASONS
-        for host, port, state, reason, tries, rtt in records:
-            if state == _TRAILER:  # the worker's packet count
-                packets += host
-                continue
-            table = verdicts[host]
-            key = (tcp, port)
-            if key not in table:
-                self.done += 1
-                if state == open_index:
-                    self.open += 1
-            table[key] = (states[state], reasons[reason], None if rtt < 0 else float(rtt), tries)
-        if self.on_progress is not None:
-            now = self.clock()
-            if now - self.last_tick >= 0.1 or self.done == self.total:
-                self.last_tick = now
-                self.on_progress(results.Progress(done=self.done, total=self.total, open=self.open))
-        return packets
-
-    def tcp(
-        self, host: int, port: int, state: results.PortState, reason: results.Reason,
-        rtt: float | None, tries: int,
-    ) -> None:
-        self.add(results.Protocol.TCP, host, port, state, reason, rtt, tries)
-
-    def udp(
-        self, host: int, port: int, state: results.PortState, reason: results.Reason,
-        rtt: float | None, tries: int, reply: bytes | None,
-    ) -> None:
-        if reply is not None:
-            self.replies[(host, port)] = reply
-        self.add(results.Protocol.UDP, host, port, state, reason, rtt, tries)
-
-    def port_result(
-        self,
-        host: int,
-        protocol: results.Protocol,
-        port: int,
-        service: results.ServiceInfo | None = None,
-    ) -> results.PortResult:
-        state, reason, rtt, tries = self.verdicts[host][(protocol, port)]
-        return results.PortResult.model_construct(
-            host=self.plan.targets[host].address,
-            port=port,
-            protocol=protocol,
-            state=state,
-            reason=reason,
-            reason_ttl=self.ttls.get((host, port)) if protocol == results.Protocol.TCP else None,
-            rtt_ms=None if rtt is None else round(rtt * 1000, 3),
-            tries=tries,
-            service=service,
-        )
-
-
-def _tcp_in_workers(
-    plan_: Plan, collector: _Collector, workers: int, stop: threading.Event | None
-) -> tcp_scanning.TcpStats:
-    """Split the TCP pass over forked processes (ports interleaved), merge their verdicts."""
-    timing = plan_.timing
-    share = timing.model_copy(
-        update={
-            "max_rate": None if timing.max_rate is None else max(1, timing.max_rate // workers),
-            "max_host_rate": (
-                None if timing.max_host_rate is None else max(1, timing.max_host_rate // workers)
-            ),
-            "concurrency": max(1, timing.concurrency // workers),
-        }
-    )
-    children: list[tuple[int, int]] = []
-    for index in range(workers):
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            os.close(read_fd)
-            code = 0
-            try:
-                code = _tcp_worker(plan_, share, plan_.tcp_ports[index::workers], write_fd)
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        children.append((pid, read_fd))
-    stats = tcp_scanning.TcpStats()
-    selector = selectors.DefaultSelector()
-    buffers: dict[int, bytearray] = {}
-    for _, fd in children:
-        selector.register(fd, selectors.EVENT_READ)
-        buffers[fd] = bytearray()
-    open_fds = len(children)
-    size = _RECORD.size
-    try:
-        while open_fds:
-            if stop is not None and stop.is_set():
-                for pid, _ in children:
-                    _terminate(pid)
-            for key, _ in selector.select(0.1):
-                fd = int(key.fd)
-                chunk = os.read(fd, 1 << 16)
-                if not chunk:
-                    selector.unregister(fd)
-                    open_fds -= 1
-                    continue
-                buffer = buffers[fd]
-                buffer.extend(chunk)
-                whole = len(buffer) - len(buffer) % size
-                stats.packets += collector.tcp_records(_RECORD.iter_unpack(bytes(buffer[:whole])))
-                del buffer[:whole]
-    finally:
-        selector.close()
-        failed = []
-        for pid, fd in children:
-            os.close(fd)
-            _, status = os.waitpid(pid, 0)
-            if os.waitstatus_to_exitcode(status) not in (0, -15):
-                failed.append(pid)
-    if failed and not (stop is not None and stop.is_set()):
-        raise errors.ScanError(f"{len(failed)} TCP worker process(es) failed")
-    return stats
-
-
-def _terminate(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, 15)
-
-
-def _tcp_worker(plan_: Plan, timing: scanjobs.Timing, ports: list[int], fd: int) -> int:
-    """A child process: scan its share of ports and write packed verdicts to the pipe."""
-    out = bytearray()
-    pack = _RECORD.pack
-
-    def verdict(
-        host: int, port: int, state: results.PortState, reason: results.Reason,
-        rtt: float | None, tries: int,
-    ) -> None:
-        out.extend(
-            pack(host, port, _STATE_INDEX[state], _REASON_INDEX[reason], min(tries, 254),
-                 -1.0 if rtt is None else rtt)
-        )
-        if len(out) >= 1 << 15:
-            _write_all(fd, out)
-            out.clear()
-
-    try:
-        scanner = tcp_scanning.TcpConnectScanner(plan_.targets, ports, timing, verdict)
-        stats = scanner.run()
-        out.extend(pack(min(stats.packets, (1 << 32) - 1), 0, _TRAILER, 0, 0, 0.0))
-        _write_all(fd, out)
-        return 0
-    except BaseException:
-        return 1
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytearray) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def default_workers(plan_: Plan) -> int:
-    """Worker processes for the TCP pass: one per CPU for big passes, else one."""
-    if len(plan_.targets) * len(plan_.tcp_ports) < 8192:
-        return 1
-    return max(1, min(os.cpu_count() or 1, 4))
 
 
 def run(
-    plan_: Plan,
+    plan_: plans.Plan,
     *,
-    on_port: PortCallback | None = None,
-    on_progress: ProgressCallback | None = None,
+    on_port: collecting.PortCallback | None = None,
+    on_progress: collecting.ProgressCallback | None = None,
     identify: Services | None = None,
     payloads: udp_scanning.PayloadSource | None = None,
     identify_reply: Callable[[int, bytes], results.ServiceInfo | None] | None = None,
@@ -354,7 +52,7 @@ def run(
     """Run every pass of a plan and return the report."""
     started = wall_clock()
     begun = clock()
-    collector = _Collector(plan_, on_port, on_progress, clock)
+    collector = collecting.Collector(plan_, on_port, on_progress, clock)
     packets = 0
     notes: list[results.ScanNote] = []
     syn_targets: list[int] = []
@@ -383,9 +81,9 @@ def run(
                                                  clock=clock, stop=stop)
         packets += scanner.run().packets
     elif plan_.tcp_ports and not syn_targets:
-        count = workers if workers is not None else default_workers(plan_)
+        count = workers if workers is not None else workers_.default_workers(plan_)
         if count > 1:
-            tcp_stats = _tcp_in_workers(plan_, collector, count, stop)
+            tcp_stats = workers_.tcp_in_workers(plan_, collector, count, stop)
         else:
             scanner = tcp_scanning.TcpConnectScanner(
                 plan_.targets, plan_.tcp_ports, plan_.timing, collector.tcp, clock=clock, stop=stop
@@ -431,13 +129,14 @@ def run(
     if plan_.service_detection and not (stop is not None and stop.is_set()):
         services = _identify(plan_, collector, identify, identify_reply)
     complete = not (stop is not None and stop.is_set())
-    return _report(
+    return reporting.build(
         plan_, collector, services, notes, list_all=list_all, started=started,
         finished=wall_clock(), duration=clock() - begun, packets=packets, complete=complete,
         args=args,
     )
 
 
+_REASON_OF = operator.itemgetter(1)  # of a verdict (state, reason, rtt, tries)
 _ICMP_REASONS = frozenset(
     {
         results.Reason.NET_UNREACH, results.Reason.HOST_UNREACH, results.Reason.PROTO_UNREACH,
@@ -449,8 +148,8 @@ _ICMP_REASONS = frozenset(
 
 
 def _reprobe_icmp_limited(
-    plan_: Plan,
-    collector: _Collector,
+    plan_: plans.Plan,
+    collector: collecting.Collector,
     clock: Callable[[], float],
     stop: threading.Event | None,
     budget: float,
@@ -467,7 +166,7 @@ def _reprobe_icmp_limited(
     per_second = 1
     for host, table in enumerate(collector.verdicts):
         # Only TCP verdicts exist yet (UDP runs later); map/itemgetter keeps this pass in C.
-        if not _ICMP_REASONS.intersection(map(_SECOND, table.values())):
+        if not _ICMP_REASONS.intersection(map(_REASON_OF, table.values())):
             continue
         silent = sorted(
             port for (p, port), v in table.items()
@@ -507,7 +206,8 @@ def _reprobe_icmp_limited(
 
 
 def _syn_pass(
-    plan_: Plan, collector: _Collector, hosts: list[int], clock: Callable[[], float], stop: threading.Event | None
+    plan_: plans.Plan, collector: collecting.Collector, hosts: list[int], clock: Callable[[], float],
+    stop: threading.Event | None,
 ) -> int:
     """SYN-scan these targets, one scanner per address family; verdicts map back to the plan's indexes."""
     packets = 0
@@ -528,7 +228,7 @@ def _syn_pass(
 
 
 def _verify_open(
-    plan_: Plan, collector: _Collector, clock: Callable[[], float], stop: threading.Event | None
+    plan_: plans.Plan, collector: collecting.Collector, clock: Callable[[], float], stop: threading.Event | None
 ) -> int:
     """Probe every open TCP port once more; a port must answer twice to stay open."""
     packets = 0
@@ -555,8 +255,8 @@ def _verify_open(
 
 
 def _identify(
-    plan_: Plan,
-    collector: _Collector,
+    plan_: plans.Plan,
+    collector: collecting.Collector,
     identify: Services | None,
     identify_reply: Callable[[int, bytes], results.ServiceInfo | None] | None,
 ) -> dict[tuple[int, results.Protocol, int], results.ServiceInfo]:
@@ -583,65 +283,3 @@ def _identify(
     return found
 
 
-def _report(
-    plan_: Plan,
-    collector: _Collector,
-    services: dict[tuple[int, results.Protocol, int], results.ServiceInfo],
-    notes: list[results.ScanNote],
-    *,
-    list_all: bool,
-    started: float,
-    finished: float,
-    duration: float,
-    packets: int,
-    complete: bool,
-    args: str,
-) -> results.ScanReport:
-    hosts: list[results.HostResult] = []
-    totals: collections.Counter[str] = collections.Counter()
-    for index, target in enumerate(plan_.targets):
-        table = collector.verdicts[index]
-        # (protocol, state, reason) of every verdict, built with map/zip so 65k ports cost milliseconds.
-        triples = list(zip(map(_FIRST, table), map(_FIRST, table.values()), map(_SECOND, table.values()),
-                           strict=True))
-        groups = collections.Counter(triples)
-        collapsed = {
-            group
-            for group, count in groups.items()
-            if not list_all and count > COLLAPSE_ABOVE and group[1] != results.PortState.OPEN
-        }
-        # Filter before sorting: a collapsed group is usually almost every port.
-        keys = sorted(itertools.compress(table, map(operator.not_, map(collapsed.__contains__, triples))))
-        listed = [
-            collector.port_result(index, protocol, port, services.get((index, protocol, port)))
-            for protocol, port in keys
-        ]
-        extraports = [
-            results.ExtraPorts(protocol=g[0], state=g[1], reason=g[2], count=groups[g])
-            for g in sorted(collapsed, key=lambda g: -groups[g])
-        ]
-        for (_, state, _), count in groups.items():
-            totals[state.value] += count
-        hosts.append(
-            results.HostResult(
-                address=target.address, hostname=target.hostname, ports=listed,
-                extraports=extraports,
-            )
-        )
-    summary = results.ScanSummary(
-        hosts=len(plan_.targets),
-        probes=collector.done,
-        packets_sent=packets,
-        states=dict(sorted(totals.items())),
-        duration_seconds=round(duration, 3),
-    )
-    return results.ScanReport(
-        version=portolan.__version__,
-        args=args,
-        started=started,
-        finished=finished,
-        complete=complete,
-        hosts=hosts,
-        summary=summary,
-        notes=notes,
-    )

@@ -24,7 +24,7 @@ from typing import Any
 
 from portolan import errors
 from portolan.capture import recording
-from portolan.engine import payloads, scanning, services
+from portolan.engine import payloads, plans, scanning, services
 from portolan.engine import ports as ports_
 from portolan.engine import targets as targets_
 from portolan.kube import builders, clients
@@ -106,14 +106,14 @@ class ShardRunner:
         with contextlib.suppress(errors.KubeError):  # a missed heartbeat is harmless; the final write retries
             self._patch({**self._base(), "phase": "Running", "done": tick.done, "total": tick.total}, tries=1)
 
-    def scan_plan(self, job: dict[str, Any]) -> scanning.Plan:
+    def scan_plan(self, job: dict[str, Any]) -> plans.Plan:
         """This shard's slice of the job's plan, as the engine's scan plan."""
         spec = scanjobs.ScanJobSpec.model_validate(job["spec"])
         status = statuses.ScanJobStatus.model_validate(job.get("status") or {})
         shard = next((s for s in status.plan if s.id == self.env.shard), None)
         if shard is None:
             raise errors.SpecError(f"shard {self.env.shard} is not in the job's plan")
-        return scanning.Plan(
+        return plans.Plan(
             targets=targets_.parse_targets(shard.targets, spec.targets.exclude),
             tcp_ports=ports_.parse_ports(shard.ports) if shard.ports else [],
             udp_ports=ports_.parse_ports(shard.udp_ports) if shard.udp_ports else [],
@@ -121,7 +121,7 @@ class ShardRunner:
             technique=spec.technique,
         )
 
-    def _recorder(self, job: dict[str, Any], plan: scanning.Plan) -> tuple[recording.Recorder | None, dict[str, Any] | None]:
+    def _recorder(self, job: dict[str, Any], plan: plans.Plan) -> tuple[recording.Recorder | None, dict[str, Any] | None]:
         """Start recording this attempt's traffic if the job asks for it; the status entry says how it went."""
         spec = scanjobs.ScanJobSpec.model_validate(job["spec"])
         if spec.capture is None:
