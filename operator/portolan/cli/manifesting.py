@@ -14,17 +14,9 @@ import pydantic
 import yaml
 
 from portolan import errors
-from portolan.models import scanjobs
+from portolan.models import problems, scanjobs
 
 DEFAULT_NAME = "default-scanjob.yaml"
-
-
-def _describe(exc: pydantic.ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(item) for item in error["loc"]) or "(root)"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
 
 
 def parse(text: str, source: str = "<manifest>") -> scanjobs.ScanJob:
@@ -38,7 +30,7 @@ def parse(text: str, source: str = "<manifest>") -> scanjobs.ScanJob:
             try:
                 return scanjobs.ScanJob.model_validate(document)
             except pydantic.ValidationError as exc:
-                raise errors.ManifestError(f"{source}: invalid ScanJob: {_describe(exc)}") from exc
+                raise errors.ManifestError(f"{source}: invalid ScanJob: {problems.describe(exc)}") from exc
     raise errors.ManifestError(f"{source}: no document with kind: ScanJob")
 
 

@@ -155,11 +155,9 @@ def _validated_spec(args: argparse.Namespace) -> scanjobs.ScanJobSpec:
     try:
         spec, _name = _spec_from(args)
     except pydantic.ValidationError as exc:  # mapped once, here, for every option
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise errors.SpecError(f"invalid option: {problems}") from exc
+        from portolan.models import problems
+
+        raise errors.SpecError(f"invalid option: {problems.describe(exc)}") from exc
     return spec
 
 

@@ -70,9 +70,13 @@ def _now() -> datetime.datetime:
 
 
 class ShardRunner:
+    """One attempt of one shard: read the plan, scan (``scan``, the engine by default), write the shard's entry."""
+
     def __init__(self, client: clients.Client, env: ShardEnv, *, stop: threading.Event,
-                 now: Callable[[], datetime.datetime] = _now) -> None:
+                 now: Callable[[], datetime.datetime] = _now,
+                 scan: Callable[..., results.ScanReport] = scanning.run) -> None:
         self.kube = client
+        self.scan = scan
         self.env = env
         self.stop = stop
         self.now = now
@@ -171,7 +175,7 @@ class ShardRunner:
         self.last_beat = time.monotonic()
         recorder, capture = self._recorder(job, plan)
         try:
-            report = scanning.run(
+            report = self.scan(
                 plan, on_progress=self.progress, identify=services.identify_services,
                 payloads=payloads.payload_bytes, identify_reply=payloads.identify_reply,
                 stop=self.stop, args=f"shard {self.env.shard} attempt {self.env.attempt}",

@@ -29,7 +29,7 @@ from portolan.controller import metrics
 from portolan.controller.scanjobs import planning
 from portolan.engine import ports as ports_
 from portolan.kube import builders, clients, codecs
-from portolan.models import scanjobs, settings, statuses
+from portolan.models import problems, scanjobs, settings, statuses
 
 TERMINAL = (statuses.Phase.COMPLETE, statuses.Phase.FAILED)
 SHARD_DONE = (statuses.ShardPhase.SUCCEEDED, statuses.ShardPhase.FAILED)
@@ -78,12 +78,6 @@ class Actions:
     shard_retries: int = 0  # attempts that failed and will be retried (a metric)
     shard_failures: int = 0  # shards that failed for good (a metric)
 
-
-
-def _describe(exc: pydantic.ValidationError) -> str:
-    return "; ".join(
-        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-    )
 
 
 class _Run:
@@ -140,7 +134,7 @@ class _Run:
         try:
             spec = scanjobs.ScanJobSpec.model_validate(self.observed.body.get("spec") or {})
         except pydantic.ValidationError as exc:
-            return self.reject(errors.SpecError.reason, _describe(exc))
+            return self.reject(errors.SpecError.reason, problems.describe(exc, prefix="spec."))
         if not self.status.plan:
             if self.observed.selector_error:
                 return self.reject("SelectorFailed", self.observed.selector_error)

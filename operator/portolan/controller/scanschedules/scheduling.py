@@ -20,9 +20,11 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import pydantic
+
 from portolan import errors, evaluation
 from portolan.kube import builders, clients
-from portolan.models import scanjobs, schedules, statuses
+from portolan.models import problems, scanjobs, schedules, statuses
 
 MACROS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
           "@weekly": "0 0 * * 0", "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *"}
@@ -256,13 +258,9 @@ def decide(body: Mapping[str, Any], jobs: Sequence[JobView], now: datetime.datet
 
 
 def _first_error(exc: Exception) -> str:
-    errors_ = getattr(exc, "errors", None)
-    if callable(errors_):
-        first = errors_()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        return f"spec.{where}: {first['msg']}" if where else str(first["msg"])
+    if isinstance(exc, pydantic.ValidationError):
+        return problems.describe(exc, prefix="spec.", first_only=True)
     return str(exc)
-
 
 
 def _job_manifest(body: Mapping[str, Any], spec: schedules.ScanScheduleSpec, name: str,

@@ -1,0 +1,179 @@
+"""An in-memory :class:`portolan.kube.clients.Client`: the seam for unit tests of the step functions.
+
+It keeps objects as dicts, applies status merge patches as the API server
+does (RFC 7386: ``null`` deletes a key), and records what was created,
+deleted and reported, so a test can drive ``reconciling.step``,
+``scheduling.step`` and the shard runtime without an API server.  It does not
+schedule pods, run controllers, validate against CRDs or garbage-collect
+owned objects: tests move pods through their phases themselves
+(:meth:`FakeKube.set_pod_phase`).  The real path is tested on the control
+plane; this is for fast, root-free tests of the logic around the calls.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from portolan import errors
+from portolan.kube import builders, codecs
+from portolan.models import scanjobs, schedules
+
+
+def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply a JSON merge patch (RFC 7386) to ``target`` in place and return it."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            merge_patch(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+    return target
+
+
+@dataclasses.dataclass
+class Call:
+    """One recorded write: the verb, the kind and the object's name."""
+
+    verb: str
+    kind: str
+    name: str
+
+
+class FakeKube:
+    """Objects in dicts keyed by (kind, namespace, name); every write is also recorded in :attr:`calls`."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.calls: list[Call] = []
+        self.node_problems: dict[str, str] = {}
+        self.selector_addresses: list[str] = []
+        self.failing: dict[str, errors.KubeError] = {}  # verb -> the error that verb raises
+        self._uids = itertools.count(1)
+
+    # -- helpers for tests ------------------------------------------------------------------------
+
+    def add(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Store an object as created by a user (a uid and generation 1 are filled in)."""
+        body = copy.deepcopy(body)
+        meta = body.setdefault("metadata", {})
+        meta.setdefault("uid", f"uid-{next(self._uids)}")
+        meta.setdefault("generation", 1)
+        self.objects[(body["kind"], meta.get("namespace", ""), meta["name"])] = body
+        return body
+
+    def pods(self, namespace: str) -> list[dict[str, Any]]:
+        return [body for (kind, ns, _), body in sorted(self.objects.items()) if kind == "Pod" and ns == namespace]
+
+    def set_pod_phase(self, namespace: str, name: str, phase: str, *, node: str | None = None,
+                      exit_code: int | None = None) -> None:
+        """Move a pod to ``phase`` as a kubelet would report it (a terminated state for exit codes)."""
+        pod = self._object("Pod", namespace, name, "reading")
+        pod.setdefault("status", {})["phase"] = phase
+        if node is not None:
+            pod["spec"]["nodeName"] = node
+        if exit_code is not None:
+            pod["status"]["containerStatuses"] = [{"name": "shard", "state": {"terminated": {"exitCode": exit_code}}}]
+
+    def _object(self, kind: str, namespace: str, name: str, verb: str) -> dict[str, Any]:
+        try:
+            return self.objects[(kind, namespace, name)]
+        except KeyError:
+            raise errors.KubeError(f"{verb} {kind} {namespace}/{name}: 404 Not Found", 404) from None
+
+    def _write(self, verb: str, kind: str, name: str) -> None:
+        if verb in self.failing:
+            raise self.failing[verb]
+        self.calls.append(Call(verb, kind, name))
+
+    # -- the Client protocol ----------------------------------------------------------------------
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self._object(scanjobs.KIND, namespace, name, "reading"))
+
+    def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        body = self._object(scanjobs.KIND, namespace, name, "patching")
+        self._write("patch-status", scanjobs.KIND, name)
+        merge_patch(body.setdefault("status", {}), status)
+
+    def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        wanted = dict(item.split("=", 1) for item in label_selector.split(",") if item)
+        return [copy.deepcopy(body) for (kind, ns, _), body in sorted(self.objects.items())
+                if kind == scanjobs.KIND and ns == namespace
+                and all((body["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())]
+
+    def create_job(self, manifest: dict[str, Any]) -> None:
+        self._write("create", scanjobs.KIND, manifest["metadata"]["name"])
+        key = (scanjobs.KIND, manifest["metadata"]["namespace"], manifest["metadata"]["name"])
+        if key not in self.objects:
+            self.add(manifest)
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self._write("delete", scanjobs.KIND, name)
+        self.objects.pop((scanjobs.KIND, namespace, name), None)
+
+    def job_results(self, job: Mapping[str, Any]) -> list[dict[str, Any]]:
+        name = codecs.configmap_name((job.get("status") or {}).get("resultsRef"))
+        if name is None:
+            return list((job.get("status") or {}).get("results") or [])
+        configmap = self._object("ConfigMap", job["metadata"]["namespace"], name, "reading")
+        return codecs.decode_results(configmap.get("binaryData"))
+
+    def get_schedule(self, namespace: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self._object(schedules.KIND, namespace, name, "reading"))
+
+    def patch_schedule_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        body = self._object(schedules.KIND, namespace, name, "patching")
+        self._write("patch-status", schedules.KIND, name)
+        merge_patch(body.setdefault("status", {}), status)
+
+    def shard_pods(self, namespace: str, job: str | None = None) -> list[dict[str, Any]]:
+        return [copy.deepcopy(pod) for pod in self.pods(namespace)
+                if (pod["metadata"].get("labels") or {}).get(builders.LABEL_COMPONENT) == "shard"
+                and (job is None or pod["metadata"]["labels"].get(builders.LABEL_JOB) == job)]
+
+    def create_pod(self, manifest: dict[str, Any]) -> None:
+        self._write("create", "Pod", manifest["metadata"]["name"])
+        body = copy.deepcopy(manifest)
+        body.setdefault("status", {"phase": "Pending"})
+        self.objects.setdefault(("Pod", manifest["metadata"]["namespace"], manifest["metadata"]["name"]), body)
+
+    def delete_pod(self, namespace: str, name: str, *, grace_seconds: int | None = None) -> None:
+        self._write("force-delete" if grace_seconds == 0 else "delete", "Pod", name)
+        self.objects.pop(("Pod", namespace, name), None)
+
+    def create_network_policy(self, manifest: dict[str, Any]) -> None:
+        self._write("create", "NetworkPolicy", manifest["metadata"]["name"])
+        self.objects.setdefault(("NetworkPolicy", manifest["metadata"]["namespace"], manifest["metadata"]["name"]),
+                                copy.deepcopy(manifest))
+
+    def write_configmap(self, manifest: dict[str, Any]) -> None:
+        self._write("write", "ConfigMap", manifest["metadata"]["name"])
+        self.objects[("ConfigMap", manifest["metadata"]["namespace"], manifest["metadata"]["name"])] = \
+            copy.deepcopy(manifest)
+
+    def node_problem(self, name: str) -> str | None:
+        return self.node_problems.get(name)
+
+    def resolve_selectors(self, namespace: str, selectors: Sequence[scanjobs.TargetSelector]) -> list[str]:
+        return list(self.selector_addresses) if selectors else []
+
+    def event(self, involved: Mapping[str, Any], kind: str, reason: str, message: str,
+              now: datetime.datetime) -> None:
+        self._write("event", "Event", reason)
+        self.events.append(builders.event(involved, kind, reason, message, now))
+
+    def release_finalizer(self, namespaces: Sequence[str], finalizer: str, plural: str = scanjobs.PLURAL) -> int:
+        released = 0
+        for body in self.objects.values():
+            finalizers = body["metadata"].get("finalizers") or []
+            if finalizer in finalizers:
+                finalizers.remove(finalizer)
+                released += 1
+        return released

@@ -1,0 +1,197 @@
+"""The step functions and the shard runtime against the in-memory client: observe, decide, act — no API server.
+
+The real path (the same functions on the control plane) is in tests/cluster; these
+check the I/O around the pure decisions: what is written, in which order, what a
+failing write does, and which metrics move.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from typing import Any
+
+import prometheus_client
+import pytest
+
+from portolan import errors
+from portolan.controller import metrics
+from portolan.controller.scanjobs import reconciling
+from portolan.controller.scanschedules import scheduling
+from portolan.engine import plans
+from portolan.kube import builders, fakes
+from portolan.models import results, settings
+from portolan.shard import running
+
+T0 = datetime.datetime(2026, 11, 22, 12, 0, 0, tzinfo=datetime.UTC)
+CONFIG = settings.OperatorSettings()
+
+
+def _job(name: str = "audit", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "portolan.dev/v1alpha1", "kind": "ScanJob",
+        "metadata": {"name": name, "namespace": "team"},
+        "spec": {"targets": {"addresses": ["198.18.0.0/30"]}, "ports": "22,80", "sharding": {"shards": 2},
+                 "retries": 1, "backoffSeconds": 10, **spec},
+    }
+
+
+def _gauges() -> metrics.Metrics:
+    return metrics.Metrics(prometheus_client.CollectorRegistry())
+
+
+def _value(gauges: metrics.Metrics, name: str) -> float:
+    return gauges.registry.get_sample_value(name) or 0.0
+
+
+def test_a_new_job_gets_its_plan_written_before_one_pod_per_shard_is_created() -> None:
+    kube = fakes.FakeKube()
+    kube.add(_job())
+    gauges = _gauges()
+    reconciling.step(kube, CONFIG, gauges, "team", "audit", T0)
+    writes = [(c.verb, c.kind) for c in kube.calls if c.verb != "event"]
+    assert writes == [("patch-status", "ScanJob"), ("create", "Pod"), ("create", "Pod")]
+    status = kube.get_job("team", "audit")["status"]
+    assert [s["id"] for s in status["plan"]] == [p["metadata"]["labels"][builders.LABEL_SHARD]
+                                                 for p in kube.pods("team")]
+    assert _value(gauges, "portolan_shards_started_total") == 2
+    assert [e["reason"] for e in kube.events] == ["Accepted", "ShardsStarted"]
+
+
+def test_a_failed_shard_pod_counts_one_retry_in_the_metrics_and_the_status() -> None:
+    kube = fakes.FakeKube()
+    kube.add(_job())
+    gauges = _gauges()
+    reconciling.step(kube, CONFIG, gauges, "team", "audit", T0)
+    first = kube.pods("team")[0]["metadata"]["name"]
+    kube.set_pod_phase("team", first, "Failed", node="cloud-1", exit_code=3)
+    reconciling.step(kube, CONFIG, gauges, "team", "audit", T0 + datetime.timedelta(seconds=5))
+    shards = kube.get_job("team", "audit")["status"]["shards"]
+    retrying = [shard for shard in shards.values() if shard["phase"] == "Retrying"]
+    assert len(retrying) == 1 and "exit code 3" in retrying[0]["lastError"]
+    assert _value(gauges, "portolan_shard_retries_total") == 1
+    assert _value(gauges, "portolan_shard_failures_total") == 0
+
+
+def test_a_failing_event_write_never_fails_the_step() -> None:
+    kube = fakes.FakeKube()
+    kube.add(_job())
+    kube.failing["event"] = errors.KubeError("creating an Event: 403 Forbidden", 403)
+    actions = reconciling.step(kube, CONFIG, _gauges(), "team", "audit", T0)
+    assert len(actions.create) == 2 and len(kube.pods("team")) == 2
+    assert kube.events == []
+
+
+def test_a_failing_status_write_is_counted_raised_and_creates_no_pod() -> None:
+    kube = fakes.FakeKube()
+    kube.add(_job())
+    kube.failing["patch-status"] = errors.KubeError("patching: 500 Internal Server Error", 500)
+    gauges = _gauges()
+    with pytest.raises(errors.KubeError):
+        reconciling.step(kube, CONFIG, gauges, "team", "audit", T0)
+    assert kube.pods("team") == []
+    assert _value(gauges, "portolan_status_write_failures_total") == 1
+
+
+def test_a_pod_on_a_lost_node_is_force_deleted_through_the_client() -> None:
+    kube = fakes.FakeKube()
+    kube.add(_job())
+    reconciling.step(kube, CONFIG, _gauges(), "team", "audit", T0)
+    pod = kube.pods("team")[0]["metadata"]["name"]
+    kube.set_pod_phase("team", pod, "Running", node="edge-2")
+    kube.node_problems["edge-2"] = "is not Ready (NodeStatusUnknown)"
+    reconciling.step(kube, CONFIG, _gauges(), "team", "audit", T0 + datetime.timedelta(seconds=5))
+    assert fakes.Call("force-delete", "Pod", pod) in kube.calls
+
+
+def test_spilled_results_are_written_to_an_owned_configmap_and_read_back_through_the_codec() -> None:
+    kube = fakes.FakeKube()
+    kube.add(_job(sharding={"shards": 1}))
+    tight = settings.OperatorSettings(status_byte_budget=16 * 1024, shard_open_ports_cap=400)
+    reconciling.step(kube, tight, _gauges(), "team", "audit", T0)
+    shard = next(iter(kube.get_job("team", "audit")["status"]["shards"]))
+    opened = [{"host": f"198.18.{i // 250}.{i % 250}", "port": 443, "protocol": "tcp"} for i in range(400)]
+    kube.patch_job_status("team", "audit", {"shards": {shard: {
+        "phase": "Succeeded", "finishedAttempt": 1, "open": opened, "states": {"open": 400}}}})
+    pod = kube.pods("team")[0]["metadata"]["name"]
+    kube.set_pod_phase("team", pod, "Succeeded", exit_code=0)
+    reconciling.step(kube, tight, _gauges(), "team", "audit", T0 + datetime.timedelta(seconds=5))
+    job = kube.get_job("team", "audit")
+    assert job["status"]["phase"] == "Complete" and job["status"]["resultsRef"] == "configmap/audit-results"
+    configmap = kube.objects[("ConfigMap", "team", "audit-results")]
+    assert configmap["metadata"]["ownerReferences"][0] | {"uid": None} == {
+        "apiVersion": "portolan.dev/v1alpha1", "kind": "ScanJob", "name": "audit", "uid": None,
+        "controller": True, "blockOwnerDeletion": True}
+    spilled = kube.job_results(job)
+    assert len(spilled[0]["open"]) == 400
+
+
+def test_a_schedule_step_creates_its_first_run_owned_by_the_schedule_even_when_events_fail() -> None:
+    kube = fakes.FakeKube()
+    schedule = kube.add({
+        "apiVersion": "portolan.dev/v1alpha1", "kind": "ScanSchedule",
+        "metadata": {"name": "nightly", "namespace": "team", "creationTimestamp": "2026-11-22T11:00:00Z"},
+        "spec": {"schedule": "@every 1h", "jobTemplate": {"spec": _job()["spec"]}},
+    })
+    kube.failing["event"] = errors.KubeError("creating an Event: 403 Forbidden", 403)
+    decision = scheduling.step(kube, "team", "nightly", T0)
+    assert decision.create is not None
+    created = kube.list_jobs("team", "portolan.dev/schedule=nightly")
+    assert [j["metadata"]["ownerReferences"][0]["uid"] for j in created] == [schedule["metadata"]["uid"]]
+    assert "status" in kube.get_schedule("team", "nightly")
+
+
+class _Shard:
+    """A job planned by the operator, and a shard runtime for its first shard on the fake client."""
+
+    def __init__(self, scan: Any = None) -> None:
+        self.kube = fakes.FakeKube()
+        self.kube.add(_job(sharding={"shards": 1}, ports="22,80,443"))
+        reconciling.step(self.kube, CONFIG, _gauges(), "team", "audit", T0)
+        self.shard = next(iter(self.kube.get_job("team", "audit")["status"]["shards"]))
+        env = running.ShardEnv(namespace="team", job="audit", shard=self.shard, attempt=1, open_cap=200,
+                               heartbeat_seconds=60.0, pod="audit-s0-1", node="cloud-1")
+        self.runner = running.ShardRunner(self.kube, env, stop=threading.Event(), now=lambda: T0,
+                                          scan=scan or self.scan)
+        self.plans: list[plans.Plan] = []
+
+    def scan(self, plan: plans.Plan, **_: Any) -> results.ScanReport:
+        """Stands in for the engine: every target's port 443 is open, the rest closed."""
+        self.plans.append(plan)
+        hosts = [results.HostResult(address=t.address, ports=[results.PortResult(
+            host=t.address, port=443, protocol=results.Protocol.TCP, state=results.PortState.OPEN,
+            reason=results.Reason.SYN_ACK)]) for t in plan.targets]
+        states = {"open": len(plan.targets), "closed": len(plan.targets) * 2}
+        return results.ScanReport(version="test", started=0.0, finished=1.0, hosts=hosts,
+                                  summary=results.ScanSummary(probes=plan.probe_count, states=states))
+
+    def entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = self.kube.get_job("team", "audit")["status"]["shards"][self.shard]
+        return entry
+
+
+def test_a_shard_scans_its_slice_of_the_plan_and_writes_only_its_own_entry() -> None:
+    shard = _Shard()
+    assert shard.runner.run() == running.EXIT_OK
+    assert [t.address for t in shard.plans[0].targets] == ["198.18.0.0", "198.18.0.1", "198.18.0.2", "198.18.0.3"]
+    entry = shard.entry()
+    assert entry["phase"] == "Succeeded" and entry["finishedAttempt"] == 1
+    assert sorted(p["host"] for p in entry["open"]) == ["198.18.0.0", "198.18.0.1", "198.18.0.2", "198.18.0.3"]
+    assert [c.kind for c in shard.kube.calls if c.verb == "patch-status"][-1] == "ScanJob"
+
+
+def test_a_superseded_shard_attempt_writes_nothing_and_exits_cleanly() -> None:
+    shard = _Shard()
+    shard.kube.patch_job_status("team", "audit", {"shards": {shard.shard: {"attempt": 2}}})
+    writes = len(shard.kube.calls)
+    assert shard.runner.run() == running.EXIT_SUPERSEDED
+    assert len(shard.kube.calls) == writes and shard.plans == []
+
+
+def test_a_shard_missing_from_the_plan_reports_a_spec_error_in_its_entry() -> None:
+    shard = _Shard()
+    shard.runner.env = running.ShardEnv(namespace="team", job="audit", shard="nope", attempt=1, open_cap=200,
+                                        heartbeat_seconds=60.0, pod=None, node=None)
+    assert shard.runner.run() == running.EXIT_SPEC
+    error = shard.kube.get_job("team", "audit")["status"]["shards"]["nope"]["lastError"]
+    assert error == "InvalidSpec: shard nope is not in the job's plan"
