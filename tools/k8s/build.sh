@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Build the test control plane from Go modules: kube-apiserver, kube-controller-manager,
 # kube-scheduler, kube-proxy and kubectl (k8s.io/kubernetes v1.37.2 via the wrapper module here),
-# etcd v3.6.8 (etcd/), helm, and the test bed's outside judges: cyclonus (NetworkPolicy truth
-# tables) and promtool (alert rules). Binaries go to a cache keyed by the hash of the module files and of
+# etcd v3.6.8 (etcd/), helm, and the test bed's outside judge of NetworkPolicies: cyclonus. Binaries go to a cache keyed by the hash of the module files and of
 # this script, so a second run on the same machine does not rebuild; tools/k8s/bin links to it.
 # Prints the binary directory on its last line.
 set -euo pipefail
@@ -10,7 +9,6 @@ here="$(cd "$(dirname "$0")" && pwd)"
 K8S_VERSION=v1.37.2
 HELM_VERSION=v3.22.0
 CYCLONUS_VERSION=v0.5.6
-PROMETHEUS_VERSION=v0.316.0
 key=$(cat "$here/go.mod" "$here/go.sum" "$here/etcd/go.mod" "$here/etcd/go.sum" "$here/build.sh" | sha256sum | cut -c1-16)
 cache="${PORTOLAN_K8S_CACHE:-$HOME/.cache/portolan-k8s}/$key"
 if [ -f "$cache/.complete" ]; then
@@ -41,8 +39,6 @@ echo "control plane: building helm $HELM_VERSION"
 GOBIN="$cache" GOFLAGS= go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 echo "control plane: building cyclonus $CYCLONUS_VERSION"
 GOBIN="$cache" GOFLAGS= go install -trimpath -ldflags "-s -w" "github.com/mattfenwick/cyclonus/cmd/cyclonus@$CYCLONUS_VERSION"
-echo "control plane: building promtool $PROMETHEUS_VERSION"
-GOBIN="$cache" GOFLAGS= go install -trimpath -ldflags "-s -w" "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
 touch "$cache/.complete"
 ln -sfn "$cache" "$here/bin"
 echo "control plane: built in $(( $(date +%s) - start )) s"
