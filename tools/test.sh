@@ -2,7 +2,7 @@
 # Install everything the tests need on a fresh Debian machine, then run them all.
 #   1. Debian packages (nmap, masscan for side-by-side checks; nftables, iproute2 for the lab)
 #   2. a virtualenv in .venv with Portolan and its test extras
-#   3. the test control plane, built from Go modules (cached by go.sum hash)
+#   3. the test control plane and promtool, built from Go modules (cached by go.sum hash)
 #   4. ruff, mypy --strict, import-linter contracts, pytest (warnings are errors)
 # Extra arguments go to pytest.
 set -euo pipefail
@@ -31,6 +31,8 @@ if [ -x tools/k8s/build.sh ]; then
     echo "== building the test control plane"
     tools/k8s/build.sh
 fi
+echo "== building promtool (alert rule checks)"
+tools/promtool/build.sh
 
 echo "== ruff"
 .venv/bin/ruff check operator tests bench
