@@ -17,6 +17,7 @@ from portolan.cli import main as cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``portolan`` with these arguments (default: sys.argv); returns the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
         args = cli.parse(arguments)

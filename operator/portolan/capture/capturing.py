@@ -36,6 +36,8 @@ ANY = "any"  # capture on every interface of the network namespace, as tcpdump -
 
 @dataclasses.dataclass
 class CaptureStats:
+    """Counts of one capture: packets, bytes, kernel counters, top talkers and protocols."""
+
     packets: int = 0
     bytes: int = 0
     kernel_packets: int = 0
@@ -45,6 +47,7 @@ class CaptureStats:
     protocols: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
     def summary(self, top: int = 5) -> str:
+        """Two or three lines for humans: totals, kernel drops, top talkers and protocols."""
         talkers = ", ".join(f"{address} ({count})" for address, count in self.talkers.most_common(top))
         protocols = ", ".join(f"{name} {count}" for name, count in self.protocols.most_common(top))
         return (f"{self.packets} packets, {self.bytes} bytes captured; kernel saw {self.kernel_packets}, "
@@ -52,6 +55,8 @@ class CaptureStats:
 
 
 class Capture:
+    """A live capture on one interface (AF_PACKET, libpcap-compiled filter), decoding and optionally writing packets."""
+
     def __init__(
         self,
         interface: str,
@@ -120,6 +125,7 @@ class Capture:
         self.stats.kernel_drops += drops
 
     def run(self, *, count: int | None = None, seconds: float | None = None) -> CaptureStats:
+        """Capture until ``count`` packets, ``seconds`` or ``stop``; returns the counts."""
         deadline = None if seconds is None else self.clock() + seconds
         poller = select.epoll()
         poller.register(self.sock.fileno(), select.EPOLLIN)

@@ -23,6 +23,8 @@ ETHERTYPE_VLAN = 0x8100
 
 @dataclasses.dataclass
 class Decoded:
+    """What the decoder understood of one packet, layer by layer (``error`` when it was malformed)."""
+
     layers: list[str] = dataclasses.field(default_factory=list)
     source: str | None = None
     destination: str | None = None
@@ -35,6 +37,7 @@ class Decoded:
     error: str | None = None
 
     def summary(self) -> str:
+        """One line per packet, tcpdump-like: layers, endpoints, application and detail."""
         where = f"{self.source}:{self.sport} > {self.destination}:{self.dport}" if self.sport is not None else \
             f"{self.source} > {self.destination}"
         parts = ["/".join(self.layers), where]
@@ -55,6 +58,7 @@ def _guarded(layer: Callable[[bytes, Decoded], None], data: bytes) -> Decoded:
 
 
 def decode_ethernet(frame: bytes) -> Decoded:
+    """Decode an Ethernet frame (VLAN tags, ARP, IPv4/IPv6 and what they carry); never raises."""
     return _guarded(_ethernet, frame)
 
 

@@ -25,6 +25,8 @@ ICMP6_ERRORS = "icmp6[icmp6type] == icmp6-destinationunreach or icmp6[icmp6type]
 
 
 class FilterError(errors.SpecError):
+    """A capture filter does not compile, or is too long for the kernel."""
+
     reason = "InvalidFilter"
 
 

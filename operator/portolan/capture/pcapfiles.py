@@ -27,6 +27,8 @@ BYTE_ORDER_MAGIC = 0x1A2B3C4D
 
 @dataclasses.dataclass(frozen=True)
 class Record:
+    """One captured packet: its time, the bytes kept and the length on the wire."""
+
     timestamp_ns: int
     data: bytes
     original_length: int
@@ -48,20 +50,27 @@ class _Format:
 
 
 class PcapFormat(_Format):
+    """Classic pcap with nanosecond timestamps."""
+
     extension = ".pcap"
 
     def header(self, snaplen: int, linktype: int) -> bytes:
+        """The file header."""
         return struct.pack("<IHHiIII", PCAP_MAGIC_NS, 2, 4, 0, 0, snaplen, linktype)
 
     def record(self, record: Record) -> bytes:
+        """One packet record."""
         seconds, nanos = divmod(record.timestamp_ns, 1_000_000_000)
         return struct.pack("<IIII", seconds, nanos, len(record.data), record.original_length) + record.data
 
 
 class PcapngFormat(_Format):
+    """pcapng: a section header, one interface, enhanced packet blocks."""
+
     extension = ".pcapng"
 
     def header(self, snaplen: int, linktype: int) -> bytes:
+        """The section header and interface description blocks."""
         shb_body = struct.pack("<IHHq", BYTE_ORDER_MAGIC, 1, 0, -1)
         shb = struct.pack("<II", PCAPNG_SHB, 12 + len(shb_body)) + shb_body + struct.pack("<I", 12 + len(shb_body))
         options = struct.pack("<HHB", 9, 1, 9) + b"\0\0\0" + struct.pack("<HH", 0, 0)  # if_tsresol=9, end
@@ -70,6 +79,7 @@ class PcapngFormat(_Format):
         return shb + idb
 
     def record(self, record: Record) -> bytes:
+        """One enhanced packet block."""
         high, low = record.timestamp_ns >> 32, record.timestamp_ns & 0xFFFFFFFF
         body = struct.pack("<IIIII", 0, high, low, len(record.data), record.original_length) + _pad(record.data)
         return struct.pack("<II", PCAPNG_EPB, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
@@ -128,6 +138,7 @@ class RotatingWriter:
             self._open()
 
     def write(self, record: Record) -> None:
+        """Write one record, starting a new file first when the size or time limit is reached."""
         now = self.clock()
         if self.stream is None or (self.rotate_bytes is not None and self.written >= self.rotate_bytes) or (
             self.rotate_seconds is not None and now - self.opened_at >= self.rotate_seconds
@@ -142,6 +153,7 @@ class RotatingWriter:
         self.counts[-1] += 1
 
     def close(self) -> None:
+        """Close the current file (flushing the gzip stream when compressing)."""
         if self.stream is not None:
             self.stream.close()
             self.stream = None

@@ -31,6 +31,8 @@ class Evidence:
 
 
 class Recorder:
+    """Evidence of a scan: captures its own traffic (targets plus ICMP errors) in a background thread."""
+
     def __init__(
         self,
         base: pathlib.Path,
@@ -71,6 +73,7 @@ class Recorder:
             self.failure = exc
 
     def start(self) -> Recorder:
+        """Arm the capture; returns once the filter is attached, so no probe is missed."""
         try:
             self.writer.begin()
         except OSError as exc:

@@ -38,6 +38,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every ``portolan`` command (usage errors raise SpecError)."""
     parser = _Parser(prog="portolan", description="Kubernetes-native network scanner")
     parser.add_argument("--version", action="version", version=f"portolan {portolan.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -68,14 +68,17 @@ def render_table(report: results.ScanReport) -> str:
 
 
 def render_json(report: results.ScanReport) -> str:
+    """The whole report as indented JSON."""
     return report.model_dump_json(indent=2, exclude_none=True) + "\n"
 
 
 def jsonl_line(port: results.PortResult) -> str:
+    """One port result as one JSON line."""
     return port.model_dump_json(exclude_none=True)
 
 
 def render_jsonl(report: results.ScanReport) -> str:
+    """One JSON line per listed port."""
     return "".join(jsonl_line(port) + "\n" for host in report.hosts for port in host.ports)
 
 

@@ -40,6 +40,7 @@ def build_registry(
     config: settings.OperatorSettings, client: clients.Client, gauges: metrics.Metrics,
     namespaces: Sequence[str] = (),
 ) -> kopf.OperatorRegistry:
+    """A kopf registry whose handlers delegate to the controllers, with everything injected."""
     registry = kopf.OperatorRegistry()
     phases: dict[str, str] = {}
     finalizer: dict[str, str] = {}

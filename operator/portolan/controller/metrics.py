@@ -13,6 +13,8 @@ from portolan.models import statuses
 
 
 class Metrics:
+    """The operator's Prometheus metrics, on an injected registry (none is global)."""
+
     def __init__(self, registry: prometheus_client.CollectorRegistry) -> None:
         self.registry = registry
         self.jobs = prometheus_client.Gauge(
@@ -46,6 +48,7 @@ class Metrics:
             self.jobs.labels(phase=phase.value)
 
     def finished(self, status: statuses.ScanJobStatus, seconds: float) -> None:
+        """Record a job that reached Complete or Failed: its duration, probes and open ports."""
         result = "complete" if status.phase == statuses.Phase.COMPLETE else "failed"
         self.job_duration.labels(result=result).observe(seconds)
         for result_ in status.results:

@@ -59,6 +59,7 @@ class Collector:
         rtt: float | None,
         tries: int,
     ) -> None:
+        """Keep one verdict (the last one for a port wins), stream it and tick progress."""
         table = self.verdicts[host]
         key = (protocol, port)
         if key not in table:
@@ -116,12 +117,14 @@ class Collector:
         self, host: int, port: int, state: results.PortState, reason: results.Reason,
         rtt: float | None, tries: int,
     ) -> None:
+        """A TCP verdict."""
         self.add(results.Protocol.TCP, host, port, state, reason, rtt, tries)
 
     def udp(
         self, host: int, port: int, state: results.PortState, reason: results.Reason,
         rtt: float | None, tries: int, reply: bytes | None,
     ) -> None:
+        """A UDP verdict, with the reply that decided it if any."""
         if reply is not None:
             self.replies[(host, port)] = reply
         self.add(results.Protocol.UDP, host, port, state, reason, rtt, tries)
@@ -133,6 +136,7 @@ class Collector:
         port: int,
         service: results.ServiceInfo | None = None,
     ) -> results.PortResult:
+        """The kept verdict of one port as a PortResult."""
         state, reason, rtt, tries = self.verdicts[host][(protocol, port)]
         return results.PortResult.model_construct(
             host=self.plan.targets[host].address,

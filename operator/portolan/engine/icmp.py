@@ -61,6 +61,7 @@ class QueuedError:
 
     @property
     def is_icmp(self) -> bool:
+        """Whether an ICMP/ICMPv6 message (not the local stack) caused the error."""
         return self.origin in (ORIGIN_ICMP, ORIGIN_ICMP6)
 
     def reason(self) -> results.Reason:

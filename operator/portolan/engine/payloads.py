@@ -21,6 +21,8 @@ _DNS_ID = 0x5054
 
 @dataclasses.dataclass(frozen=True)
 class UdpPayload:
+    """A protocol request that makes a listening service answer (DNS, NTP, SNMP, ...)."""
+
     name: str
     service: str
     data: bytes

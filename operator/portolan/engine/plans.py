@@ -30,6 +30,7 @@ class Plan:
 
     @property
     def probe_count(self) -> int:
+        """Targets times ports, TCP and UDP."""
         return len(self.targets) * (len(self.tcp_ports) + len(self.udp_ports))
 
 

@@ -29,6 +29,7 @@ def build(
     complete: bool,
     args: str,
 ) -> results.ScanReport:
+    """The report of a run: hosts with their listed ports and counted groups, summary and notes."""
     hosts: list[results.HostResult] = []
     totals: collections.Counter[str] = collections.Counter()
     for index, target in enumerate(plan_.targets):

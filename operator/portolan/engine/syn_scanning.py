@@ -151,6 +151,7 @@ class SynScanner:
         self._addressing: list[tuple[str, bytes, int | None]] = []
 
     def run(self) -> int:
+        """Send every SYN and take every answer; returns the packets sent."""
         why = syn_available(self.family)
         if why is not None:
             raise errors.ScanError(why)

@@ -40,6 +40,7 @@ class Target:
 
     @property
     def family(self) -> socket.AddressFamily:
+        """AF_INET6 for IPv6 addresses, else AF_INET."""
         return socket.AF_INET6 if ":" in self.address else socket.AF_INET
 
 

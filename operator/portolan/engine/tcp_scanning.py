@@ -422,6 +422,7 @@ class _Loop:
 
 
 def local_reason(err: int) -> results.Reason:
+    """The reason for a probe the local stack refused (errno of connect or send)."""
     if err == errno.ENETUNREACH:
         return results.Reason.NET_UNREACH
     if err in (errno.EHOSTUNREACH, errno.EHOSTDOWN):

@@ -53,6 +53,8 @@ def empty_payloads(port: int) -> Sequence[bytes]:
 
 @dataclasses.dataclass
 class UdpStats:
+    """Counts of the UDP pass, and the hosts found to rate-limit ICMP with what was left unresolved."""
+
     probes: int = 0
     packets: int = 0
     retries: int = 0

@@ -61,6 +61,7 @@ def event(involved: Mapping[str, Any], kind: str, reason: str, message: str, now
 
 
 def timestamp(now: datetime.datetime) -> str:
+    """An RFC 3339 UTC timestamp, to the second, as Kubernetes writes them."""
     return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -231,6 +232,7 @@ def aggregate(
 
 
 def status_size(status: statuses.ScanJobStatus) -> int:
+    """Bytes of the status as JSON (what the byte budget is checked against)."""
     return len(json.dumps(status.model_dump(by_alias=True, exclude_none=True, mode="json")))
 
 

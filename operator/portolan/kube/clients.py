@@ -29,26 +29,59 @@ VERSION = scanjobs.API_VERSION
 
 
 class Client(Protocol):
-    """The API operations of the operator and the shard runtime (see :class:`Kube` for each one's meaning)."""
+    """The API operations of the operator and the shard runtime; objects are dicts in the API's JSON shape."""
 
-    def get_job(self, namespace: str, name: str) -> dict[str, Any]: ...
-    def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
-    def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]: ...
-    def create_job(self, manifest: dict[str, Any]) -> None: ...
-    def delete_job(self, namespace: str, name: str) -> None: ...
-    def job_results(self, job: Mapping[str, Any]) -> list[dict[str, Any]]: ...
-    def get_schedule(self, namespace: str, name: str) -> dict[str, Any]: ...
-    def patch_schedule_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
-    def shard_pods(self, namespace: str, job: str | None = None) -> list[dict[str, Any]]: ...
-    def create_pod(self, manifest: dict[str, Any]) -> None: ...
-    def delete_pod(self, namespace: str, name: str, *, grace_seconds: int | None = None) -> None: ...
-    def create_network_policy(self, manifest: dict[str, Any]) -> None: ...
-    def write_configmap(self, manifest: dict[str, Any]) -> None: ...
-    def node_problem(self, name: str) -> str | None: ...
-    def resolve_selectors(self, namespace: str, selectors: Sequence[scanjobs.TargetSelector]) -> list[str]: ...
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        """The ScanJob body."""
+
+    def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """A JSON merge patch of the ScanJob's status: only the keys given change."""
+
+    def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """ScanJobs in a namespace matching a label selector."""
+
+    def create_job(self, manifest: dict[str, Any]) -> None:
+        """Create a ScanJob (one that already exists is fine: a retried create)."""
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a ScanJob (a missing one is fine)."""
+
+    def job_results(self, job: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """A job's full results, from status or from the ConfigMap they were spilled into."""
+
+    def get_schedule(self, namespace: str, name: str) -> dict[str, Any]:
+        """The ScanSchedule body."""
+
+    def patch_schedule_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """A JSON merge patch of the ScanSchedule's status."""
+
+    def shard_pods(self, namespace: str, job: str | None = None) -> list[dict[str, Any]]:
+        """Shard pods of a namespace (of one job if named)."""
+
+    def create_pod(self, manifest: dict[str, Any]) -> None:
+        """Create a pod (one created by an earlier, interrupted reconcile is fine)."""
+
+    def delete_pod(self, namespace: str, name: str, *, grace_seconds: int | None = None) -> None:
+        """Delete a pod (a missing one is fine); ``grace_seconds=0`` force-deletes."""
+
+    def create_network_policy(self, manifest: dict[str, Any]) -> None:
+        """Create a NetworkPolicy (an existing one is fine)."""
+
+    def write_configmap(self, manifest: dict[str, Any]) -> None:
+        """Create the ConfigMap, or replace the one of that name."""
+
+    def node_problem(self, name: str) -> str | None:
+        """None if the Node exists and is Ready, else what is wrong with it."""
+
+    def resolve_selectors(self, namespace: str, selectors: Sequence[scanjobs.TargetSelector]) -> list[str]:
+        """Addresses of the Services (cluster IPs), Pods (pod IPs) and Nodes (InternalIPs) selected."""
+
     def event(self, involved: Mapping[str, Any], kind: str, reason: str, message: str,
-              now: datetime.datetime) -> None: ...
-    def release_finalizer(self, namespaces: Sequence[str], finalizer: str, plural: str = ...) -> int: ...
+              now: datetime.datetime) -> None:
+        """Report an Event about a ScanJob or ScanSchedule."""
+
+    def release_finalizer(self, namespaces: Sequence[str], finalizer: str, plural: str = ...) -> int:
+        """Remove ``finalizer`` from every object of a kind that carries it; returns how many were released."""
 
 
 @contextlib.contextmanager
@@ -107,18 +140,23 @@ class Kube:
             )
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        """See :meth:`Client.get_job`."""
         return self._get(scanjobs.PLURAL, scanjobs.KIND, namespace, name)
 
     def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """See :meth:`Client.patch_job_status`."""
         self._patch_status(scanjobs.PLURAL, scanjobs.KIND, namespace, name, status)
 
     def get_schedule(self, namespace: str, name: str) -> dict[str, Any]:
+        """See :meth:`Client.get_schedule`."""
         return self._get(schedules.PLURAL, schedules.KIND, namespace, name)
 
     def patch_schedule_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """See :meth:`Client.patch_schedule_status`."""
         self._patch_status(schedules.PLURAL, schedules.KIND, namespace, name, status)
 
     def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """See :meth:`Client.list_jobs`."""
         with _mapped(f"listing ScanJobs in {namespace}"):
             listed = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, scanjobs.PLURAL,
                                                                label_selector=label_selector)
@@ -133,6 +171,7 @@ class Kube:
             self.custom.create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], scanjobs.PLURAL, manifest)
 
     def delete_job(self, namespace: str, name: str) -> None:
+        """See :meth:`Client.delete_job`."""
         with _mapped(f"deleting ScanJob {namespace}/{name}", tolerate=(404,)):
             self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, scanjobs.PLURAL, name,
                                                         propagation_policy="Background")
@@ -178,6 +217,7 @@ class Kube:
     # -- core objects -----------------------------------------------------------------------------
 
     def shard_pods(self, namespace: str, job: str | None = None) -> list[dict[str, Any]]:
+        """See :meth:`Client.shard_pods`."""
         selector = f"{builders.LABEL_COMPONENT}=shard"
         if job is not None:
             selector += f",{builders.LABEL_JOB}={job}"
@@ -191,10 +231,12 @@ class Kube:
             self.core.create_namespaced_pod(manifest["metadata"]["namespace"], manifest)
 
     def delete_pod(self, namespace: str, name: str, *, grace_seconds: int | None = None) -> None:
+        """See :meth:`Client.delete_pod`."""
         with _mapped(f"deleting pod {name}", tolerate=(404,)):
             self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds)
 
     def create_network_policy(self, manifest: dict[str, Any]) -> None:
+        """See :meth:`Client.create_network_policy`."""
         with _mapped(f"creating NetworkPolicy {manifest['metadata']['name']}", tolerate=(409,)):
             kubernetes.client.NetworkingV1Api(self.api).create_namespaced_network_policy(
                 manifest["metadata"]["namespace"], manifest)
@@ -242,6 +284,7 @@ class Kube:
 
     def event(self, involved: Mapping[str, Any], kind: str, reason: str, message: str,
               now: datetime.datetime) -> None:
+        """See :meth:`Client.event`."""
         with _mapped("creating an Event"):
             self.core.create_namespaced_event(involved["metadata"]["namespace"],
                                               builders.event(involved, kind, reason, message, now))

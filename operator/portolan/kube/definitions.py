@@ -110,6 +110,7 @@ def _namespaced_crd(
 
 
 def scanjob_crd() -> dict[str, Any]:
+    """The ScanJob CRD, its schema generated from the models."""
     return _namespaced_crd(
         kind=scanjobs.KIND, plural="scanjobs", singular="scanjob", short="sj",
         spec_model=scanjobs.ScanJobSpec, status_model=statuses.ScanJobStatus,
@@ -125,6 +126,7 @@ def scanjob_crd() -> dict[str, Any]:
 
 
 def scanschedule_crd() -> dict[str, Any]:
+    """The ScanSchedule CRD, its schema generated from the models."""
     return _namespaced_crd(
         kind=schedules.KIND, plural=schedules.PLURAL, singular="scanschedule", short="ss",
         spec_model=schedules.ScanScheduleSpec, status_model=schedules.ScanScheduleStatus,

@@ -69,6 +69,7 @@ class FakeKube:
         return body
 
     def pods(self, namespace: str) -> list[dict[str, Any]]:
+        """Every pod stored in a namespace."""
         return [body for (kind, ns, _), body in sorted(self.objects.items()) if kind == "Pod" and ns == namespace]
 
     def set_pod_phase(self, namespace: str, name: str, phase: str, *, node: str | None = None,

@@ -40,6 +40,8 @@ EXIT_TERMINATED = 143
 
 @dataclasses.dataclass(frozen=True)
 class ShardEnv:
+    """Who this shard pod is: job, shard, attempt and limits, from the environment the operator set."""
+
     namespace: str
     job: str
     shard: str
@@ -52,6 +54,7 @@ class ShardEnv:
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> ShardEnv:
+        """Read the environment; a missing or malformed variable raises SpecError."""
         try:
             return cls(
                 namespace=env["PORTOLAN_JOB_NAMESPACE"], job=env["PORTOLAN_JOB_NAME"],
@@ -103,6 +106,7 @@ class ShardRunner:
                 "heartbeat": builders.timestamp(self.now())}
 
     def progress(self, tick: results.Progress) -> None:
+        """Heartbeat progress into the shard's entry at most once per interval (a missed one is harmless)."""
         moment = time.monotonic()
         if moment - self.last_beat < self.env.heartbeat_seconds:
             return
@@ -163,6 +167,7 @@ class ShardRunner:
         return {"capture": entry}
 
     def run(self) -> int:
+        """Run this attempt to its end and return the exit code (nothing gathered is lost)."""
         job = self.kube.get_job(self.env.namespace, self.env.job)
         if not self._still_mine():
             return EXIT_SUPERSEDED

@@ -30,6 +30,7 @@ def guess_service(port: int, protocol: str = "tcp") -> str | None:
 
 
 def clean(data: bytes) -> str:
+    """A banner as printable text, cut to the model's limit."""
     return data[:200].decode("latin-1").strip().replace("\r", "")[:200]
 
 
@@ -62,6 +63,7 @@ def match_banner(port: int, data: bytes) -> results.ServiceInfo | None:
 
 
 def match_http(data: bytes, *, tls: bool = False) -> results.ServiceInfo | None:
+    """Server and status of an HTTP response."""
     if not data.startswith(b"HTTP/"):
         return None
     server = _HTTP_SERVER.search(data)
@@ -73,12 +75,14 @@ def match_http(data: bytes, *, tls: bool = False) -> results.ServiceInfo | None:
 
 
 def match_redis(data: bytes) -> results.ServiceInfo | None:
+    """A Redis answer to PING or INFO."""
     if data.startswith((b"+PONG", b"-NOAUTH", b"-ERR")):
         return results.ServiceInfo(name="redis", method="probe", banner=clean(data))
     return None
 
 
 def match_postgres(data: bytes) -> results.ServiceInfo | None:
+    """A PostgreSQL answer to an SSL request or startup message."""
     if data in (b"S", b"N"):
         return results.ServiceInfo(name="postgresql", method="probe")
     return None

@@ -25,6 +25,7 @@ DEFAULT_POOL = "default"
 
 
 def pools(spec: scanjobs.ScanJobSpec) -> list[scanjobs.Pool]:
+    """The pools a job runs from: its own, or one default pool with no placement."""
     return spec.pools or [scanjobs.Pool(name=DEFAULT_POOL)]
 
 

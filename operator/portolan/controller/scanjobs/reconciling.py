@@ -51,11 +51,14 @@ class PodView:
 
     @property
     def active(self) -> bool:
+        """Pending or Running and not being deleted: it holds a concurrency slot."""
         return self.phase in ("Pending", "Running") and not self.deleting
 
 
 @dataclasses.dataclass(frozen=True)
 class Observed:
+    """Everything reconcile reads: the job body, its shard pods, the namespace's active shards, the time."""
+
     body: Mapping[str, Any]
     pods: Sequence[PodView]
     namespace_active_shards: int
@@ -67,6 +70,8 @@ class Observed:
 
 @dataclasses.dataclass
 class Actions:
+    """What reconcile decided: a status merge patch, pods to create or delete, Events, objects to write."""
+
     status: dict[str, Any] = dataclasses.field(default_factory=dict)
     create: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     delete: list[str] = dataclasses.field(default_factory=list)

@@ -154,11 +154,14 @@ class JobView:
 
     @property
     def finished(self) -> bool:
+        """Complete, Failed or Rejected: the run no longer counts as active."""
         return self.phase in (statuses.Phase.COMPLETE, statuses.Phase.FAILED, statuses.Phase.REJECTED)
 
 
 @dataclasses.dataclass
 class Decision:
+    """What the schedule decided: a status patch, a ScanJob to create, old runs to delete, Events."""
+
     status: dict[str, Any] = dataclasses.field(default_factory=dict)
     create: dict[str, Any] | None = None
     delete: list[str] = dataclasses.field(default_factory=list)
