@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from portolan.controller.scanjobs import reconciling
+from portolan.controller.scanjobs import reconciling, runs
 from portolan.models import settings
 
 T0 = datetime.datetime(2026, 11, 22, 12, 0, 0, tzinfo=datetime.UTC)
@@ -37,16 +37,16 @@ class Job:
             "metadata": {"name": "audit", "namespace": "team", "uid": "u-1", "generation": 1},
             "spec": {**base, **spec}, "status": {},
         }
-        self.pods: dict[str, reconciling.PodView] = {}
+        self.pods: dict[str, runs.PodView] = {}
 
-    def step(self, now: datetime.datetime, active_elsewhere: int = 0) -> reconciling.Actions:
-        observed = reconciling.Observed(self.body, list(self.pods.values()),
+    def step(self, now: datetime.datetime, active_elsewhere: int = 0) -> runs.Actions:
+        observed = runs.Observed(self.body, list(self.pods.values()),
                                       active_elsewhere + sum(p.active for p in self.pods.values()), now)
         actions = reconciling.reconcile(observed, CONFIG)
         _merge(self.body.setdefault("status", {}), actions.status)
         for manifest in actions.create:
             labels = manifest["metadata"]["labels"]
-            self.pods[manifest["metadata"]["name"]] = reconciling.PodView(
+            self.pods[manifest["metadata"]["name"]] = runs.PodView(
                 manifest["metadata"]["name"], labels["portolan.dev/shard"], int(labels["portolan.dev/attempt"]), "Pending")
         for name in actions.delete:
             self.pods.pop(name, None)
@@ -55,12 +55,12 @@ class Job:
     def shard_reports(self, shard: str, **fields: Any) -> None:
         _merge(self.body["status"], {"shards": {shard: fields}})
 
-    def pod(self, shard: str) -> reconciling.PodView:
+    def pod(self, shard: str) -> runs.PodView:
         return max((p for p in self.pods.values() if p.shard == shard), key=lambda p: p.attempt)
 
     def set_pod(self, shard: str, phase: str, exit_code: int | None = None) -> None:
         pod = self.pod(shard)
-        self.pods[pod.name] = reconciling.PodView(pod.name, shard, pod.attempt, phase, exit_code, node="edge-1")
+        self.pods[pod.name] = runs.PodView(pod.name, shard, pod.attempt, phase, exit_code, node="edge-1")
 
     def succeed(self, shard: str, states: dict[str, int], open_: list[dict[str, Any]]) -> None:
         attempt = self.body["status"]["shards"][shard]["attempt"]
@@ -199,7 +199,7 @@ def test_edge_pool_pods_carry_the_pools_placement_and_a_restricted_security_cont
 def test_with_egress_policies_on_a_new_job_gets_a_networkpolicy_for_exactly_its_targets_and_ports() -> None:
     config = settings.OperatorSettings(scannerEgressPolicy=True)
     job = Job(targets={"addresses": ["198.18.0.0/30", "198.18.0.9"]}, ports="22,80-82", protocols=["tcp", "udp"])
-    observed = reconciling.Observed(job.body, [], 0, T0)
+    observed = runs.Observed(job.body, [], 0, T0)
     policy = reconciling.reconcile(observed, config).network_policy
     assert policy is not None
     assert policy["metadata"]["ownerReferences"][0]["uid"] == "u-1"
@@ -219,12 +219,12 @@ def test_results_over_the_byte_budget_move_to_a_gzipped_configmap_named_in_statu
 
     config = settings.OperatorSettings(statusByteBudget=16 * 1024)
     job = Job(targets={"addresses": ["198.18.0.0/24"]}, ports="1-200", sharding={"shards": 2})
-    observed = reconciling.Observed(job.body, [], 0, T0)
+    observed = runs.Observed(job.body, [], 0, T0)
     _merge(job.body["status"], reconciling.reconcile(observed, config).status)
     many = [{"host": f"198.18.0.{h}", "port": p, "protocol": "tcp"} for h in range(128) for p in range(1, 3)]
     for shard in ("default-0", "default-1"):
         job.shard_reports(shard, phase="Succeeded", finishedAttempt=1, attempt=1, states={"open": 256}, open=many)
-    actions = reconciling.reconcile(reconciling.Observed(job.body, [], 0, T0), config)
+    actions = reconciling.reconcile(runs.Observed(job.body, [], 0, T0), config)
     assert actions.results_configmap is not None and actions.status["resultsRef"] == "configmap/audit-results"
     assert len(json.dumps(actions.status)) < 16 * 1024
     stored = json.loads(gzip.decompress(base64.b64decode(actions.results_configmap["binaryData"]["results.json.gz"])))
@@ -261,7 +261,7 @@ def test_with_raw_sockets_disallowed_a_syn_or_capture_job_is_refused_with_no_pod
     strict = settings.OperatorSettings(allow_raw_sockets=False)
     for spec in ({"technique": "syn"}, {"capture": {"persistentVolumeClaim": "evidence"}}):
         job = Job(**spec)
-        observed = reconciling.Observed(job.body, [], 0, T0)
+        observed = runs.Observed(job.body, [], 0, T0)
         actions = reconciling.reconcile(observed, strict)
         assert actions.create == []
         accepted = next(c for c in actions.status["conditions"] if c["type"] == "Accepted")
@@ -273,7 +273,7 @@ def test_a_shard_on_a_lost_node_is_force_deleted_and_retried_with_the_nodes_prob
     job = Job()
     job.step(T0)
     job.set_pod("default-0", "Running")
-    observed = reconciling.Observed(job.body, list(job.pods.values()), 2, T0 + datetime.timedelta(seconds=5),
+    observed = runs.Observed(job.body, list(job.pods.values()), 2, T0 + datetime.timedelta(seconds=5),
                                   lost_nodes={"edge-1": "is not Ready (NodeStatusUnknown)"})
     actions = reconciling.reconcile(observed, CONFIG)
     lost = job.pod("default-0").name

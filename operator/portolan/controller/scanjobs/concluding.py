@@ -1,0 +1,98 @@
+"""Concluding a pass: aggregate results, set the phase and conditions, judge expectations, expire after the TTL.
+
+Pure: functions of a :class:`~.runs.Run`; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from portolan import errors, evaluation
+from portolan.controller.scanjobs import runs
+from portolan.engine import ports as ports_
+from portolan.kube import builders
+from portolan.models import scanjobs, statuses
+
+
+def conclude(run: runs.Run, spec: scanjobs.ScanJobSpec) -> runs.Actions:
+    """Aggregate results and set phase, conditions and progress from the shards' phases."""
+    plan = run.status.plan
+    entries = [run.status.shards.get(s.id) or statuses.ShardStatus() for s in plan]
+    phases = [e.phase for e in entries]
+    succeeded = phases.count(statuses.ShardPhase.SUCCEEDED)
+    failed = phases.count(statuses.ShardPhase.FAILED)
+    retrying = phases.count(statuses.ShardPhase.RETRYING)
+    total_probes = sum(s.probes for s in plan) or 1
+    done = sum(min(e.done, s.probes) if e.phase != statuses.ShardPhase.SUCCEEDED else s.probes
+               for e, s in zip(entries, plan, strict=True))
+    cap = builders.open_ports_cap(run.config, len(plan)) * 4
+    run.status.results = builders.aggregate(plan, run.status.shards, cap)
+    run.status.open_ports = sum(len(r.open) + r.open_truncated for r in run.status.results)
+    run.status.summary = f"{succeeded}/{len(plan)}"
+    progress = f"{100 * done // total_probes}%"
+    if failed or retrying:
+        reason = "ShardsFailed" if failed else "ShardRetrying"
+        run.condition("Degraded", True, reason, f"{failed} failed, {retrying} retrying")
+    else:
+        run.condition("Degraded", False, "AllShardsHealthy", "")
+    if succeeded == len(plan):
+        run.status.phase = statuses.Phase.COMPLETE
+        run.status.completion_time = builders.timestamp(run.now)
+        run.condition("Progressing", False, "Completed", f"all {len(plan)} shards succeeded")
+        run.condition("Complete", True, "Completed", f"{run.status.open_ports} open ports found")
+        run.condition("Failed", False, "Completed", "")
+        run.event("Normal", "Completed", f"all {len(plan)} shards succeeded; {run.status.open_ports} open ports")
+        check_expectations(run, spec)
+    elif succeeded + failed == len(plan):
+        deadline = any("DeadlineExceeded" in (e.last_error or "") for e in entries)
+        reason = "DeadlineExceeded" if deadline else "ShardsFailed"
+        message = f"{failed} of {len(plan)} shards failed; partial results kept"
+        run.status.phase = statuses.Phase.FAILED
+        run.status.completion_time = builders.timestamp(run.now)
+        run.condition("Progressing", False, reason, message)
+        run.condition("Complete", False, reason, message)
+        run.condition("Failed", True, reason, message)
+        run.event("Warning", "Failed", message)
+        check_expectations(run, spec)  # partial results can still break them
+    else:
+        run.status.phase = statuses.Phase.RUNNING
+        current = next((c for c in run.status.conditions if c.type == "Progressing"), None)
+        if current is None or current.reason != "ConcurrencyLimited" or current.observed_generation != run.generation:
+            run.condition("Progressing", True, "ShardsRunning", f"{succeeded}/{len(plan)} shards done, {progress}")
+        run.condition("Complete", False, "InProgress", progress)
+        run.condition("Failed", False, "InProgress", "")
+    return run.finish(progress=progress)
+
+
+def check_expectations(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
+    """Compare the open ports found with spec.expect (a finding, never a job failure)."""
+    if spec.expect is None:
+        return
+    try:
+        allowed = set(ports_.parse_ports(spec.expect.allowed_open_ports)) if spec.expect.allowed_open_ports else set()
+    except errors.PortolanError as exc:  # normally refused at acceptance; the spec may have changed since
+        run.condition("ExpectationsMet", False, exc.reason, str(exc))
+        return
+    found = [(r.pool, o.host, o.port, o.protocol, o.service) for r in run.status.results for o in r.open]
+    count, listed = evaluation.unexpected_open(allowed, found)
+    partial = any(r.open_truncated for r in run.status.results)
+    run.status.expectations = statuses.ExpectationResult(
+        allowed_open_ports=spec.expect.allowed_open_ports, violated=count, partial=partial,
+        violations=[statuses.Violation(pool=v[0], host=v[1], port=v[2], protocol=v[3], service=v[4])
+                    for v in listed])
+    if count:
+        sample = ", ".join(f"{v[1]}:{v[2]}/{v[3]}" for v in listed[:5])
+        message = f"{count} open port(s) not in allowedOpenPorts {spec.expect.allowed_open_ports!r}: {sample}"
+        run.condition("ExpectationsMet", False, "UnexpectedOpenPorts", message)
+        run.event("Warning", "ExpectationsViolated", message)
+    else:
+        note = " (some open ports were only counted; see openTruncated)" if partial else ""
+        run.condition("ExpectationsMet", True, "AsExpected", f"no open port outside the allowed ones{note}")
+
+
+def expire(run: runs.Run) -> runs.Actions:
+    """Delete a finished job once ttlSecondsAfterFinished has passed."""
+    spec_ttl = (run.observed.body.get("spec") or {}).get("ttlSecondsAfterFinished")
+    finished = builders.parse_timestamp(run.status.completion_time)
+    if spec_ttl is not None and finished is not None and (run.now - finished).total_seconds() >= int(spec_ttl):
+        run.actions.delete_job = True
+        run.event("Normal", "Expired", f"ttlSecondsAfterFinished={spec_ttl} passed; deleting")
+    return run.actions
