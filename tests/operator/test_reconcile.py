@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 import datetime
 from typing import Any
 
 import pytest
 
 from portolan.controller.scanjobs import reconciling, runs
+from portolan.kube import fakes
 from portolan.models import settings
 
 T0 = datetime.datetime(2026, 11, 22, 12, 0, 0, tzinfo=datetime.UTC)
 CONFIG = settings.OperatorSettings()
-
-
-def _merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)
-    return target
 
 
 class Job:
@@ -43,7 +32,7 @@ class Job:
         observed = runs.Observed(self.body, list(self.pods.values()),
                                       active_elsewhere + sum(p.active for p in self.pods.values()), now)
         actions = reconciling.reconcile(observed, CONFIG)
-        _merge(self.body.setdefault("status", {}), actions.status)
+        fakes.merge_patch(self.body.setdefault("status", {}), actions.status)
         for manifest in actions.create:
             labels = manifest["metadata"]["labels"]
             self.pods[manifest["metadata"]["name"]] = runs.PodView(
@@ -53,7 +42,7 @@ class Job:
         return actions
 
     def shard_reports(self, shard: str, **fields: Any) -> None:
-        _merge(self.body["status"], {"shards": {shard: fields}})
+        fakes.merge_patch(self.body["status"], {"shards": {shard: fields}})
 
     def pod(self, shard: str) -> runs.PodView:
         return max((p for p in self.pods.values() if p.shard == shard), key=lambda p: p.attempt)
@@ -220,7 +209,7 @@ def test_results_over_the_byte_budget_move_to_a_gzipped_configmap_named_in_statu
     config = settings.OperatorSettings(statusByteBudget=16 * 1024)
     job = Job(targets={"addresses": ["198.18.0.0/24"]}, ports="1-200", sharding={"shards": 2})
     observed = runs.Observed(job.body, [], 0, T0)
-    _merge(job.body["status"], reconciling.reconcile(observed, config).status)
+    fakes.merge_patch(job.body["status"], reconciling.reconcile(observed, config).status)
     many = [{"host": f"198.18.0.{h}", "port": p, "protocol": "tcp"} for h in range(128) for p in range(1, 3)]
     for shard in ("default-0", "default-1"):
         job.shard_reports(shard, phase="Succeeded", finishedAttempt=1, attempt=1, states={"open": 256}, open=many)
@@ -283,7 +272,7 @@ def test_a_shard_on_a_lost_node_is_force_deleted_and_retried_with_the_nodes_prob
     assert entry["phase"] == "Retrying"
     assert entry["lastError"] == "NodeLost: node edge-1 is not Ready (NodeStatusUnknown)"
     assert entry["avoidNodes"] == ["edge-1"]
-    _merge(job.body["status"], actions.status)
+    fakes.merge_patch(job.body["status"], actions.status)
     job.pods.pop(lost)
     retry = job.step(T0 + datetime.timedelta(seconds=60)).create
     assert [p["metadata"]["labels"]["portolan.dev/attempt"] for p in retry] == ["2"]
