@@ -102,6 +102,10 @@ def test_a_pod_on_a_lost_node_is_force_deleted_through_the_client() -> None:
     kube.node_problems["edge-2"] = "is not Ready (NodeStatusUnknown)"
     reconciling.step(kube, CONFIG, _gauges(), "team", "audit", T0 + datetime.timedelta(seconds=5))
     assert fakes.Call("force-delete", "Pod", pod) in kube.calls
+    assert ("Pod", "team", pod) not in kube.objects
+    entry = next(e for e in kube.get_job("team", "audit")["status"]["shards"].values() if e.get("avoidNodes"))
+    assert entry["avoidNodes"] == ["edge-2"] and entry["phase"] == "Retrying"
+    assert entry["lastError"] == "NodeLost: node edge-2 is not Ready (NodeStatusUnknown)"
 
 
 def test_spilled_results_are_written_to_an_owned_configmap_and_read_back_through_the_codec() -> None:
@@ -138,7 +142,10 @@ def test_a_schedule_step_creates_its_first_run_owned_by_the_schedule_even_when_e
     assert decision.create is not None
     created = kube.list_jobs("team", "portolan.dev/schedule=nightly")
     assert [j["metadata"]["ownerReferences"][0]["uid"] for j in created] == [schedule["metadata"]["uid"]]
-    assert "status" in kube.get_schedule("team", "nightly")
+    status = kube.get_schedule("team", "nightly")["status"]
+    assert status["active"] == [created[0]["metadata"]["name"]] and status["lastScheduleTime"] == "2026-11-22T12:00:00Z"
+    attempted = [c for c in kube.calls if c.verb == "event"]
+    assert attempted and kube.events == []  # the Event was tried, failed, and cost nothing
 
 
 class _Shard:
@@ -172,12 +179,16 @@ class _Shard:
 
 def test_a_shard_scans_its_slice_of_the_plan_and_writes_only_its_own_entry() -> None:
     shard = _Shard()
+    before = shard.kube.get_job("team", "audit")["status"]
     assert shard.runner.run() == running.EXIT_OK
     assert [t.address for t in shard.plans[0].targets] == ["198.18.0.0", "198.18.0.1", "198.18.0.2", "198.18.0.3"]
     entry = shard.entry()
     assert entry["phase"] == "Succeeded" and entry["finishedAttempt"] == 1
     assert sorted(p["host"] for p in entry["open"]) == ["198.18.0.0", "198.18.0.1", "198.18.0.2", "198.18.0.3"]
-    assert [c.kind for c in shard.kube.calls if c.verb == "patch-status"][-1] == "ScanJob"
+    after = shard.kube.get_job("team", "audit")["status"]
+    assert {k: v for k, v in after.items() if k != "shards"} == {k: v for k, v in before.items() if k != "shards"}
+    assert {k: v for k, v in after["shards"].items() if k != shard.shard} == \
+        {k: v for k, v in before["shards"].items() if k != shard.shard}  # no other key of the status was touched
 
 
 def test_a_superseded_shard_attempt_writes_nothing_and_exits_cleanly() -> None:

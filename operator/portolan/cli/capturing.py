@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from portolan import errors
 from portolan.cli import exits
+
+if TYPE_CHECKING:
+    from portolan.capture import pcapfiles
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     import pathlib
     import time
 
-    from portolan.capture import capturing, decoding, pcapfiles
+    from portolan.capture import decoding, pcapfiles
     from portolan.engine import stopping
 
     if args.read:
@@ -36,9 +40,12 @@ def run(args: argparse.Namespace) -> int:
             pathlib.Path(args.write), fmt=args.format, snaplen=args.snaplen, rotate_bytes=args.rotate_size,
             rotate_seconds=args.rotate_seconds, compress=args.gzip, clock=time.monotonic,
         )
-    stop = threading.Event()
-    signals = stopping.on_signals(stop)
-    signals.__enter__()  # kept until the process ends: the last file is closed on SIGINT/SIGTERM
+    with stopping.on_signals(threading.Event()) as stop:  # SIGINT/SIGTERM end the capture, the last file kept
+        return _capture(args, writer, stop)
+
+
+def _capture(args: argparse.Namespace, writer: pcapfiles.RotatingWriter | None, stop: threading.Event) -> int:
+    from portolan.capture import capturing
 
     def show(decoded: object) -> None:
         print(decoded.summary(), flush=True)  # type: ignore[attr-defined]

@@ -1,8 +1,8 @@
 """``portolan scan``: a ScanJob run on this machine, from a manifest, the command line or the embedded default.
 
 Options override the manifest's fields; the report goes to stdout or
-``--output-file`` in the format asked, with the exit policy of
-:mod:`portolan.cli.main` (4 when open ports break ``--allow-open``).
+``--output-file`` in the format asked; :func:`exit_code` is the exit policy
+(130 interrupted, 4 when open ports break ``--allow-open``, else 0).
 """
 
 from __future__ import annotations

@@ -1,6 +1,11 @@
-"""The probe engine: targets, ports, TCP connect and UDP probing, service identification.
+"""The probe engine: targets, ports, TCP connect, SYN and UDP probing, service identification.
 
+:mod:`.plans` expands a ScanJob spec into a :class:`~.plans.Plan`;
+:mod:`.scanning` runs its passes (TCP connect, optionally in forked
+:mod:`.workers`; SYN; UDP; verification; service identification), feeding a
+:mod:`.collecting` collector, and :mod:`.reporting` builds the report.
+:mod:`.stopping` is the one SIGINT/SIGTERM handler the programs install.
 Runs in shard pods and locally from the CLI alike, so it imports nothing from
-kopf or kubernetes; its only inputs are models and settings, its outputs are
-``portolan.models.results`` objects streamed to callbacks.
+kopf, kubernetes or prometheus_client; its inputs are models, its outputs
+``portolan.models.results`` objects, streamed to callbacks.
 """

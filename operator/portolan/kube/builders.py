@@ -3,7 +3,7 @@ NetworkPolicy, results ConfigMaps, Events, owner references, conditions, aggrega
 
 No I/O and no clock reads: everything a builder needs (the job, the time, the
 settings) is passed in, so each is covered by table and golden-file tests
-(``tests/operator/test_builders.py`` against ``tests/golden/``).
+(``tests/golden/test_golden_files.py``, ``tests/operator/test_reconcile.py``).
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ def _namespaced_crd(
 def scanjob_crd() -> dict[str, Any]:
     """The ScanJob CRD, its schema generated from the models."""
     return _namespaced_crd(
-        kind=scanjobs.KIND, plural="scanjobs", singular="scanjob", short="sj",
+        kind=scanjobs.KIND, plural=scanjobs.PLURAL, singular="scanjob", short="sj",
         spec_model=scanjobs.ScanJobSpec, status_model=statuses.ScanJobStatus,
         description="A network scan, split into shards that run on the node pools it names.",
         columns=[

@@ -89,9 +89,9 @@ class FakeKube:
             raise errors.KubeError(f"{verb} {kind} {namespace}/{name}: 404 Not Found", 404) from None
 
     def _write(self, verb: str, kind: str, name: str) -> None:
+        self.calls.append(Call(verb, kind, name))  # attempts are recorded, failed ones too
         if verb in self.failing:
             raise self.failing[verb]
-        self.calls.append(Call(verb, kind, name))
 
     # -- the Client protocol ----------------------------------------------------------------------
 
@@ -171,10 +171,14 @@ class FakeKube:
         self.events.append(builders.event(involved, kind, reason, message, now))
 
     def release_finalizer(self, namespaces: Sequence[str], finalizer: str, plural: str = scanjobs.PLURAL) -> int:
+        """See :meth:`portolan.kube.clients.Client.release_finalizer`."""
+        kinds = {scanjobs.PLURAL: scanjobs.KIND, schedules.PLURAL: schedules.KIND}
         released = 0
-        for body in self.objects.values():
+        for (kind, namespace, name), body in sorted(self.objects.items()):
             finalizers = body["metadata"].get("finalizers") or []
-            if finalizer in finalizers:
-                finalizers.remove(finalizer)
-                released += 1
+            if kind != kinds.get(plural) or (namespaces and namespace not in namespaces) or finalizer not in finalizers:
+                continue
+            self._write("release-finalizer", kind, name)
+            finalizers.remove(finalizer)
+            released += 1
         return released

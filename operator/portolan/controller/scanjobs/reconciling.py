@@ -2,9 +2,9 @@
 
 :func:`reconcile` is pure — the job body, the observed shard pods, the resolved
 selector addresses and the time go in; a status merge patch, pods to create or
-delete, Events and an optional results ConfigMap come out.  The handlers do
-the I/O around it, so an operator restart simply reconciles again from the
-status and the live pods.
+delete, Events and an optional results ConfigMap come out; :func:`step` does
+the I/O around it (through a :class:`portolan.kube.clients.Client`), so an
+operator restart simply reconciles again from the status and the live pods.
 
 Ownership of status fields: the operator writes phase, conditions, the plan,
 aggregated results and, per shard, ``pool``/``attempt``/``pod``/``lastError``/

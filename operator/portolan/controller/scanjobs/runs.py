@@ -87,20 +87,24 @@ class Run:
         self.new_plan = False
 
     def condition(self, kind: str, value: bool, reason: str, message: str = "") -> None:
+        """Set one condition (its transition time kept when its status did not change)."""
         self.status.conditions = builders.set_condition(
             self.status.conditions, kind, value, reason, message, self.generation, self.now
         )
 
     def event(self, kind: str, reason: str, message: str) -> None:
+        """Queue an Event for the step to send."""
         self.actions.events.append((kind, reason, message))
 
     def touch(self, shard_id: str, **fields: Any) -> None:
+        """Change fields of one shard's entry, in the model and in the patch (only touched keys are sent)."""
         entry = self.status.shards.setdefault(shard_id, statuses.ShardStatus())
         for key, value in fields.items():
             setattr(entry, key, value)
         self.shard_patch.setdefault(shard_id, {}).update(fields)
 
     def finish(self, progress: str | None = None) -> Actions:
+        """The status merge patch of this pass (spilling results into a ConfigMap past 3/4 of the budget)."""
         self.status.observed_generation = self.generation
         budget = self.config.status_byte_budget
         if builders.status_size(self.status) > budget * 3 // 4 and self.status.results:

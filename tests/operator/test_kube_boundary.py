@@ -1,0 +1,63 @@
+"""The Kubernetes boundary without an API server: error mapping, pods as dicts, the fake's finalizers.
+
+The real calls run against the control plane in tests/cluster; these check the seam
+itself: one mapping of the client's errors, and the dict shape the controllers read.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import kubernetes
+import pytest
+import urllib3
+
+from portolan import errors
+from portolan.controller.scanjobs import reconciling, runs
+from portolan.kube import builders, clients, fakes
+
+
+def test_an_api_error_becomes_a_kube_error_with_its_status_and_what_was_being_done() -> None:
+    with pytest.raises(errors.KubeError) as raised, clients._mapped("reading ScanJob team/audit"):
+        raise kubernetes.client.ApiException(status=403, reason="Forbidden")
+    assert raised.value.status == 403 and str(raised.value) == "reading ScanJob team/audit: 403 Forbidden"
+
+
+def test_a_tolerated_status_is_not_an_error() -> None:
+    with clients._mapped("creating pod p", tolerate=(409,)):
+        raise kubernetes.client.ApiException(status=409, reason="Conflict")
+
+
+def test_an_unreachable_api_server_is_a_kube_error_without_a_status() -> None:
+    with pytest.raises(errors.KubeError) as raised, clients._mapped("reading ScanJob team/audit"):
+        raise urllib3.exceptions.MaxRetryError(None, "/apis", reason=ConnectionRefusedError(111, "refused"))
+    assert raised.value.status is None and "cannot be reached (MaxRetryError)" in str(raised.value)
+
+
+def test_a_client_pod_crosses_the_boundary_as_a_dict_that_pod_view_reads() -> None:
+    pod = kubernetes.client.V1Pod(
+        metadata=kubernetes.client.V1ObjectMeta(
+            name="audit-default-0-2", namespace="team",
+            labels={builders.LABEL_JOB: "audit", builders.LABEL_SHARD: "default-0", builders.LABEL_ATTEMPT: "2"},
+            deletion_timestamp=datetime.datetime(2026, 11, 22, tzinfo=datetime.UTC)),
+        spec=kubernetes.client.V1PodSpec(node_name="edge-1", containers=[kubernetes.client.V1Container(name="shard")]),
+        status=kubernetes.client.V1PodStatus(phase="Failed", container_statuses=[kubernetes.client.V1ContainerStatus(
+            name="shard", image="i", image_id="", ready=False, restart_count=0,
+            state=kubernetes.client.V1ContainerState(terminated=kubernetes.client.V1ContainerStateTerminated(
+                exit_code=3, reason="Error")))]))
+    plain = clients.Kube(kubernetes.client.ApiClient())._plain(pod)
+    assert reconciling.pod_view(plain) == runs.PodView(
+        name="audit-default-0-2", shard="default-0", attempt=2, phase="Failed", exit_code=3, reason="Error",
+        node="edge-1", deleting=True, job="audit")
+
+
+def test_the_fake_releases_only_the_finalizers_of_the_kind_and_namespaces_asked() -> None:
+    kube = fakes.FakeKube()
+    marker = "kopf.zalando.org/KopfFinalizerMarker"
+    kube.add({"kind": "ScanJob", "metadata": {"name": "a", "namespace": "team", "finalizers": [marker]}})
+    kube.add({"kind": "ScanJob", "metadata": {"name": "b", "namespace": "other", "finalizers": [marker]}})
+    kube.add({"kind": "ScanSchedule", "metadata": {"name": "c", "namespace": "team", "finalizers": [marker]}})
+    assert kube.release_finalizer(["team"], marker, "scanjobs") == 1
+    assert kube.objects[("ScanJob", "other", "b")]["metadata"]["finalizers"] == [marker]
+    assert kube.objects[("ScanSchedule", "team", "c")]["metadata"]["finalizers"] == [marker]
+    assert fakes.Call("release-finalizer", "ScanJob", "a") in kube.calls
