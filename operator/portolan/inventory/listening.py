@@ -366,13 +366,7 @@ def assemble(sockets: Sequence[Socket], scan: OwnerScan, method: str, netns: str
     """
     users = _Users()
     owners: dict[int, Owner | None] = {}
-    unowned = {s.inode for s in sockets if not scan.holders.get(s.inode)}
-    still_open: set[int] = set()
-    if unowned:
-        protocols = sorted({s.protocol for s in sockets})
-        still_open = {s.inode for s in read_sockets(method, protocols)} & unowned
-    listeners: list[Listener] = []
-    closed = 0
+    held_by: dict[int, list[Owner]] = {}
     for item in sockets:
         held: list[Owner] = []
         for pid in scan.holders.get(item.inode, ()):
@@ -381,9 +375,19 @@ def assemble(sockets: Sequence[Socket], scan: OwnerScan, method: str, netns: str
             owner = owners[pid]
             if owner is not None:
                 held.append(owner)
+        held_by[item.inode] = held
+    unowned = {inode for inode, held in held_by.items() if not held}
+    still_open: set[int] = set()
+    if unowned:  # the holders may have exited since the table was read: is the socket still there?
+        protocols = sorted({s.protocol for s in sockets})
+        still_open = {s.inode for s in read_sockets(method, protocols)} & unowned
+    listeners: list[Listener] = []
+    closed = 0
+    for item in sockets:
+        held = held_by[item.inode]
         note: str | None = None
         if not held:
-            if item.inode in unowned and item.inode not in still_open:
+            if item.inode not in still_open:
                 closed += 1
                 continue
             if scan.unreadable:
