@@ -105,26 +105,36 @@ def test_a_listener_of_a_process_that_moved_to_another_namespace_is_found_and_fl
 def test_a_socket_whose_process_exits_during_the_listing_is_counted_not_listed(host: str) -> None:
     with holding(host, "tcp:0.0.0.0:8080") as stays, holding(host, "tcp:0.0.0.0:8090", "udp:0.0.0.0:5000") as leaves:
         with netns.entered(host):
+            walked = listening.find_holders()  # take's order: the owners first, then the table
             table = listening.read_sockets()
             assert {(s.protocol, s.port) for s in table} == {("tcp", 8080), ("tcp", 8090), ("udp", 5000)}
             leaves.kill()
-            leaves.wait()  # exits after the table was read, before the owners are looked up
-            inventory = listening.assemble(table, listening.find_holders({s.inode for s in table}), "netlink",
-                                           listening.current_netns())
+            leaves.wait()  # exits after both reads, before its owner record is read
+            inventory = listening.assemble(table, walked, "netlink", listening.current_netns())
         assert [(item.port, [owner.pid for owner in item.owners]) for item in inventory.listeners] == [(8080, [stays.pid])]
         assert inventory.closed_during_listing == 2
-        assert inventory.notes == ["2 sockets closed during the listing (their processes exited); not listed"]
+        assert inventory.notes == ("2 sockets closed during the listing (their processes exited); not listed",)
 
 
-def test_an_owner_that_exits_after_the_walk_is_rechecked_against_the_table(host: str) -> None:
-    with holding(host, "tcp:0.0.0.0:8090") as leaves, netns.entered(host):
-        table = listening.read_sockets()
-        holders = listening.find_holders({s.inode for s in table})
-        assert holders.holders == {table[0].inode: [leaves.pid]}
+def test_a_process_exiting_between_the_walk_and_the_table_leaves_no_trace(host: str) -> None:
+    with holding(host, "tcp:0.0.0.0:8080") as stays, holding(host, "tcp:0.0.0.0:8090") as leaves, netns.entered(host):
+        walked = listening.find_holders()
+        assert leaves.pid in [pid for pids in walked.holders.values() for pid in pids]
         leaves.kill()
-        leaves.wait()  # its /proc entry is gone when the owner is described
-        inventory = listening.assemble(table, holders, "proc", listening.current_netns())
-    assert inventory.listeners == [] and inventory.closed_during_listing == 1
+        leaves.wait()
+        inventory = listening.assemble(listening.read_sockets(), walked, "proc", listening.current_netns())
+    assert [(item.port, item.owners[0].pid) for item in inventory.listeners] == [(8080, stays.pid)]
+    assert inventory.closed_during_listing == 0 and inventory.notes == ()
+
+
+def test_a_socket_opened_during_the_listing_is_listed_with_a_note_saying_so(host: str) -> None:
+    with netns.entered(host):
+        walked = listening.find_holders()
+    with holding(host, "udp:0.0.0.0:5000"), netns.entered(host):
+        inventory = listening.assemble(listening.read_sockets(), walked, "netlink", listening.current_netns())
+    [item] = inventory.listeners
+    assert (item.protocol, item.port, item.owners) == ("udp", 5000, ())
+    assert item.note is not None and "a process that started or exited during the listing" in item.note
 
 
 def test_listing_while_processes_come_and_go_never_fails_and_always_finds_the_stable_owner(host: str) -> None:

@@ -11,11 +11,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from portolan import errors
 from portolan.cli import exits
-from portolan.inventory import exposure, freeports, listening
+from portolan.inventory import listening
+
+if TYPE_CHECKING:  # exposure imports the report models (pydantic): only ``scan --listeners`` needs them
+    from portolan.inventory import exposure
 
 FORMATS = ("table", "json", "jsonl")
 
@@ -41,6 +44,25 @@ def listener_dict(listener: listening.Listener) -> dict[str, object]:
     if listener.note is not None:
         found["note"] = listener.note
     return found
+
+
+def _jsonl(listeners: Sequence[listening.Listener]) -> str:
+    """One JSON line per listener, as ``json.dumps(listener_dict(...))`` writes it, the owner part formatted once."""
+    dumps = json.dumps
+    owner_parts: dict[tuple[listening.Owner, ...], str] = {}
+    user_parts: dict[str, str] = {}
+    lines: list[str] = []
+    for item in listeners:
+        owners = owner_parts.get(item.owners)
+        if owners is None:
+            owners = owner_parts[item.owners] = dumps([_owner_dict(owner) for owner in item.owners])
+        user = user_parts.get(item.user)
+        if user is None:
+            user = user_parts[item.user] = dumps(item.user)
+        note = "" if item.note is None else f", \"note\": {dumps(item.note)}"
+        lines.append(f'{{"protocol": "{item.protocol}", "address": "{item.address}", "port": {item.port}, '
+                     f'"inode": {item.inode}, "user": {user}, "owners": {owners}{note}}}\n')
+    return "".join(lines)
 
 
 def exposure_dict(judged: exposure.Exposure) -> dict[str, object]:
@@ -97,8 +119,7 @@ def render_inventory(inventory: listening.Inventory, fmt: str, out: TextIO, port
         out.write(json.dumps(document, indent=2) + "\n")
         return
     if fmt == "jsonl":
-        for item in inventory.listeners:
-            out.write(json.dumps(listener_dict(item)) + "\n")
+        out.write(_jsonl(inventory.listeners))
         for note in inventory.notes:
             print(f"note: {note}", file=sys.stderr)
         return
@@ -148,13 +169,15 @@ def run_listeners(args: argparse.Namespace) -> int:
     if args.port is not None and not 1 <= args.port <= 65535:
         raise errors.SpecError(f"port {args.port} is out of range 1-65535")
     protocols = [p for p, on in (("tcp", args.tcp), ("udp", args.udp)) if on] or list(listening.PROTOCOLS)
-    inventory = listening.take(port=args.port, protocols=protocols, method=args.method)
+    inventory = listening.take(port=args.port, protocols=protocols, method=args.method, parallel=True)
     render_inventory(inventory, args.output, sys.stdout, args.port)
     return exits.OK
 
 
 def run_free_port(args: argparse.Namespace) -> int:
     """``portolan free-port``: print ``--count`` free ports, one a line, or fail with a reason."""
+    from portolan.inventory import freeports
+
     low, high = freeports.parse_range(args.range)
     if args.lease <= 0:
         raise errors.SpecError("--lease must be positive")

@@ -18,20 +18,23 @@ Limits: without privileges the descriptors of other users' processes cannot be
 read, so their sockets have no owner and say why (:attr:`Listener.note`); a
 process may exit while the listing runs: its vanished ``/proc`` entries are
 skipped, and a socket that closed meanwhile is dropped and counted
-(:attr:`Inventory.closed_during_listing`).  Connected UDP sockets are not
+(:attr:`Inventory.closed_during_listing`; the order that makes this exact is
+described in :func:`take`).  Connected UDP sockets are not
 listed (they are not waiting for anyone).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import ipaddress
+import marshal
 import os
 import pwd
 import re
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from portolan import errors
 
@@ -53,8 +56,7 @@ _REQUEST = struct.Struct("=BBBxI48x")  # inet_diag_req_v2: family, protocol, ext
 _MESSAGE = struct.Struct("=BBBB2s2s16s16sI8sIIIII")  # inet_diag_msg, through the inode
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Socket:
+class Socket(NamedTuple):
     """One socket from the kernel's table: where it is bound, its inode and the uid that created it."""
 
     protocol: str  # tcp or udp
@@ -64,8 +66,7 @@ class Socket:
     uid: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Containment:
+class Containment(NamedTuple):
     """What a process's cgroup says about where it runs (None when it says nothing)."""
 
     runtime: str | None = None  # docker, containerd, cri-o, podman, ...
@@ -73,8 +74,7 @@ class Containment:
     pod_uid: str | None = None  # the Kubernetes pod UID, when the cgroup is under kubepods
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Owner:
+class Owner(NamedTuple):
     """A process holding a socket."""
 
     pid: int
@@ -84,8 +84,7 @@ class Owner:
     other_netns: bool = False  # the process itself lives in another network namespace
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Listener:
+class Listener(NamedTuple):
     """A listening TCP socket or a bound UDP socket, with every process holding it."""
 
     protocol: str
@@ -102,8 +101,7 @@ class Listener:
         return ipaddress.ip_address(self.address).is_loopback
 
 
-@dataclasses.dataclass(frozen=True)
-class Inventory:
+class Inventory(NamedTuple):
     """The listeners of one namespace, how they were read, and what could not be known."""
 
     listeners: list[Listener]
@@ -111,7 +109,7 @@ class Inventory:
     netns: str  # e.g. net:[4026531840]
     unreadable_processes: int = 0
     closed_during_listing: int = 0
-    notes: list[str] = dataclasses.field(default_factory=list)
+    notes: tuple[str, ...] = ()
 
 
 # -- the socket table ------------------------------------------------------------------------
@@ -177,14 +175,40 @@ def read_netlink(protocols: Sequence[str] = PROTOCOLS) -> list[Socket]:
     return found
 
 
+@functools.cache
+def _uniform(length: int) -> struct.Struct:
+    """A header and a message of ``length`` bytes in one struct (only the fields read are named)."""
+    return struct.Struct(f"=4xH10xB3x2s2x16s28x12xII{length - _NLMSG.size - _MESSAGE.size}x")
+
+
 def _receive_dump(channel: socket.socket, protocol: str, found: list[Socket]) -> None:
-    unpack_header = _NLMSG.unpack_from
-    unpack_message = _MESSAGE.unpack_from
+    names: dict[bytes, str] = {}  # addresses repeat: format each once
+
+    def add(family: int, sport: bytes, source: bytes, uid: int, inode: int) -> None:
+        port = int.from_bytes(sport, "big")
+        if port:
+            address = names.get(source)
+            if address is None:
+                address = names[source] = (
+                    socket.inet_ntop(socket.AF_INET, source[:4]) if family == socket.AF_INET
+                    else socket.inet_ntop(socket.AF_INET6, source))
+            found.append(Socket(protocol, address, port, inode, uid))
+
     while True:
         data = channel.recv(1 << 20)
+        if not data:
+            return
+        length = _NLMSG.unpack_from(data)[0]
+        if length >= _NLMSG.size + _MESSAGE.size and length % 4 == 0 and len(data) % length == 0:
+            # the usual case: a buffer of same-sized socket messages, unpacked in one C loop
+            rows = list(_uniform(length).iter_unpack(data))
+            if all(row[0] == _SOCK_DIAG_BY_FAMILY for row in rows):
+                for _kind, family, sport, source, uid, inode in rows:
+                    add(family, sport, source, uid, inode)
+                continue
         offset = 0
         while offset + _NLMSG.size <= len(data):
-            length, kind, _flags, _seq, _pid = unpack_header(data, offset)
+            length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, offset)
             if kind == _NLMSG_DONE:
                 return
             if kind == _NLMSG_ERROR:
@@ -193,15 +217,9 @@ def _receive_dump(channel: socket.socket, protocol: str, found: list[Socket]) ->
                     return
                 raise errors.ScanError(f"sock_diag refused the dump: {os.strerror(-code)}")
             (family, _state, _timer, _retrans, sport, _dport, source, _dest, _interface, _cookie,
-             _expires, _rqueue, _wqueue, uid, inode) = unpack_message(data, offset + _NLMSG.size)
-            port = int.from_bytes(sport, "big")
-            if port:
-                address = (socket.inet_ntop(socket.AF_INET, source[:4]) if family == socket.AF_INET
-                           else socket.inet_ntop(socket.AF_INET6, source))
-                found.append(Socket(protocol, address, port, inode, uid))
+             _expires, _rqueue, _wqueue, uid, inode) = _MESSAGE.unpack_from(data, offset + _NLMSG.size)
+            add(family, sport, source, uid, inode)
             offset += (length + 3) & ~3
-        if not data:
-            return
 
 
 def read_sockets(method: str = "netlink", protocols: Sequence[str] = PROTOCOLS) -> list[Socket]:
@@ -216,24 +234,22 @@ def read_sockets(method: str = "netlink", protocols: Sequence[str] = PROTOCOLS) 
 # -- owners ------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
 class OwnerScan:
     """The result of one walk over ``/proc/*/fd``: the pids holding each wanted inode."""
 
-    holders: dict[int, list[int]]
-    unreadable: int = 0  # processes whose descriptors could not be read (privileges)
+    def __init__(self, holders: dict[int, list[int]], unreadable: int = 0) -> None:
+        self.holders = holders
+        self.unreadable = unreadable  # processes whose descriptors could not be read (privileges)
 
 
-def find_holders(inodes: Iterable[int], proc: str = "/proc") -> OwnerScan:
-    """Walk ``/proc/*/fd`` once and record which processes hold which of ``inodes``.
+def find_holders(proc: str = "/proc") -> OwnerScan:
+    """Walk ``/proc/*/fd`` once and record which processes hold which socket inodes (every socket).
 
     Processes that exit during the walk are skipped; processes whose descriptors
     are unreadable are counted.
     """
-    wanted = {f"socket:[{inode}]": inode for inode in inodes}
     scan = OwnerScan(holders={})
-    if not wanted:
-        return scan
+    holders = scan.holders
     flags = os.O_RDONLY | os.O_DIRECTORY
     readlink = os.readlink
     for name in os.listdir(proc):
@@ -254,31 +270,36 @@ def find_holders(inodes: Iterable[int], proc: str = "/proc") -> OwnerScan:
                 continue
             except (FileNotFoundError, ProcessLookupError):
                 continue
+            try:  # the fast path: one C-level loop over the descriptors
+                links = list(map(functools.partial(readlink, dir_fd=directory), entries))
+            except OSError:  # a descriptor closed meanwhile, or the process exited: one by one
+                links = []
+                for entry in entries:
+                    try:
+                        links.append(readlink(entry, dir_fd=directory))
+                    except OSError:
+                        continue
             pid = int(name)
-            for entry in entries:
-                try:
-                    target = readlink(entry, dir_fd=directory)
-                except OSError:  # the descriptor was closed, or the process exited
-                    continue
-                inode = wanted.get(target)
-                if inode is not None:
-                    held = scan.holders.setdefault(inode, [])
-                    if pid not in held:
-                        held.append(pid)
+            for link in {link for link in links if link[:8] == "socket:["}:  # each socket once per process
+                holders.setdefault(int(link[8:-1]), []).append(pid)
         finally:
             os.close(directory)
     return scan
 
 
-_CONTAINER_PATTERNS: tuple[tuple[re.Pattern[str], str | None], ...] = (
-    (re.compile(r"(?:^|/)docker-([0-9a-f]{64})\.scope"), "docker"),
-    (re.compile(r"(?:^|/)cri-containerd-([0-9a-f]{64})\.scope"), "containerd"),
-    (re.compile(r"(?:^|/)crio-([0-9a-f]{64})\.scope"), "cri-o"),
-    (re.compile(r"(?:^|/)libpod-([0-9a-f]{64})\.scope"), "podman"),
-    (re.compile(r"/docker/([0-9a-f]{64})(?:/|$)"), "docker"),
-    (re.compile(r"/kubepods[^\n]*/([0-9a-f]{64})(?:/|$)"), None),
-)
-_POD = re.compile(r"kubepods[^\n]*?pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
+@functools.cache
+def _patterns() -> tuple[tuple[tuple[re.Pattern[str], str | None], ...], re.Pattern[str]]:
+    """The container id patterns of the common runtimes, and the pod UID pattern (compiled on first use)."""
+    containers = (
+        (re.compile(r"(?:^|/)docker-([0-9a-f]{64})\.scope"), "docker"),
+        (re.compile(r"(?:^|/)cri-containerd-([0-9a-f]{64})\.scope"), "containerd"),
+        (re.compile(r"(?:^|/)crio-([0-9a-f]{64})\.scope"), "cri-o"),
+        (re.compile(r"(?:^|/)libpod-([0-9a-f]{64})\.scope"), "podman"),
+        (re.compile(r"/docker/([0-9a-f]{64})(?:/|$)"), "docker"),
+        (re.compile(r"/kubepods[^\n]*/([0-9a-f]{64})(?:/|$)"), None),
+    )
+    pod = re.compile(r"kubepods[^\n]*?pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
+    return containers, pod
 
 
 def containment(cgroup_text: str) -> Containment:
@@ -286,12 +307,13 @@ def containment(cgroup_text: str) -> Containment:
     runtime: str | None = None
     container: str | None = None
     pod_uid: str | None = None
+    containers, pod_pattern = _patterns()
     for line in cgroup_text.splitlines():
         path = line.split(":", 2)[-1]
-        if pod_uid is None and (pod := _POD.search(path)):
+        if pod_uid is None and (pod := pod_pattern.search(path)):
             pod_uid = pod.group(1).replace("_", "-")
         if container is None:
-            for pattern, name in _CONTAINER_PATTERNS:
+            for pattern, name in containers:
                 if match := pattern.search(path):
                     container, runtime = match.group(1), name
                     break
@@ -347,63 +369,114 @@ def current_netns() -> str:
 
 
 def take(port: int | None = None, protocols: Sequence[str] = PROTOCOLS, method: str = "netlink",
-         proc: str = "/proc") -> Inventory:
-    """The listeners of the calling thread's namespace (only ``port``'s when given), with their owners."""
+         proc: str = "/proc", parallel: bool = False) -> Inventory:
+    """The listeners of the calling thread's namespace (only ``port``'s when given), with their owners.
+
+    The owners are walked *before* the table is read: a socket in the table
+    that no walked process held was opened after the walk began (or belongs to
+    the kernel or to a process this PID namespace does not show); a socket
+    whose holders all exited before they could be described closed during the
+    listing and is only counted.  No second read of the table is needed.
+
+    ``parallel`` walks ``/proc`` in a forked child while this process reads the
+    table (the CLI's choice: it is single-threaded and the two steps take about
+    as long); the two then overlap, so a socket whose process exits or starts
+    meanwhile may be listed without an owner, with a note saying so.  A failed
+    fork falls back to walking here.
+    """
     netns = current_netns()
+    walker = _fork_walk(proc) if parallel else None
+    scan = find_holders(proc) if walker is None else None
     sockets = read_sockets(method, protocols)
+    if walker is not None:
+        scan = _joined(walker) or find_holders(proc)
+    assert scan is not None
     if port is not None:
         sockets = [s for s in sockets if s.port == port]
-    scan = find_holders({s.inode for s in sockets if s.inode}, proc)
     return assemble(sockets, scan, method, netns, proc)
+
+
+def _fork_walk(proc: str) -> tuple[int, int] | None:
+    """Start :func:`find_holders` in a child process; its pid and the pipe its result comes through."""
+    try:
+        readable, writable = os.pipe()
+        pid = os.fork()
+    except OSError:
+        return None
+    if pid == 0:  # the child: walk, send, and leave without running the parent's exit handlers
+        status = 1
+        try:
+            os.close(readable)
+            scan = find_holders(proc)
+            payload = marshal.dumps((scan.holders, scan.unreadable))
+            with os.fdopen(writable, "wb") as channel:
+                channel.write(payload)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(writable)
+    return pid, readable
+
+
+def _joined(walker: tuple[int, int]) -> OwnerScan | None:
+    """The child's walk, or None when it failed."""
+    pid, readable = walker
+    with os.fdopen(readable, "rb") as channel:
+        payload = channel.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not payload:
+        return None
+    holders, unreadable = marshal.loads(payload)
+    return OwnerScan(holders, unreadable)
+
+
+_UNREADABLE = ("owner unknown: {} processes' descriptors are unreadable without privileges "
+               "(run as root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)")
+_KERNEL = "no owner: a kernel socket"
+_UNSEEN = ("no owner found: no process visible here held it when the descriptors were read (a kernel socket, "
+           "a process outside this PID namespace, or a process that started or exited during the listing)")
 
 
 def assemble(sockets: Sequence[Socket], scan: OwnerScan, method: str, netns: str,
              proc: str = "/proc") -> Inventory:
-    """Join a socket table with a walk of ``/proc``: owners, notes, and sockets closed meanwhile.
-
-    A socket nobody holds is looked up again in a fresh table: if it is gone,
-    it closed during the listing (its owner exited) and is only counted.
-    """
+    """Join a socket table with an earlier walk of ``/proc`` (see :func:`take`): owners, notes, closed sockets."""
     users = _Users()
     owners: dict[int, Owner | None] = {}
-    held_by: dict[int, list[Owner]] = {}
-    for item in sockets:
-        held: list[Owner] = []
-        for pid in scan.holders.get(item.inode, ()):
-            if pid not in owners:
-                owners[pid] = describe(pid, users, netns, proc)
-            owner = owners[pid]
-            if owner is not None:
-                held.append(owner)
-        held_by[item.inode] = held
-    unowned = {inode for inode, held in held_by.items() if not held}
-    still_open: set[int] = set()
-    if unowned:  # the holders may have exited since the table was read: is the socket still there?
-        protocols = sorted({s.protocol for s in sockets})
-        still_open = {s.inode for s in read_sockets(method, protocols)} & unowned
+    joined: dict[tuple[int, ...], tuple[Owner, ...]] = {}  # many sockets share one set of holders
+    holders = scan.holders
+    user_names = users.names
+    unseen = _UNREADABLE.format(scan.unreadable) if scan.unreadable else _UNSEEN
     listeners: list[Listener] = []
     closed = 0
     for item in sockets:
-        held = held_by[item.inode]
+        pids = holders.get(item.inode)
         note: str | None = None
-        if not held:
-            if item.inode not in still_open:
+        if pids is None:
+            held: tuple[Owner, ...] = ()
+            note = _KERNEL if item.inode == 0 else unseen
+        else:
+            key = tuple(pids)
+            found = joined.get(key)
+            if found is None:
+                for pid in pids:
+                    if pid not in owners:
+                        owners[pid] = describe(pid, users, netns, proc)
+                found = joined[key] = tuple(owner for pid in pids if (owner := owners[pid]) is not None)
+            held = found
+            if not held:  # every holder exited after the walk: the socket closed with the last one
                 closed += 1
                 continue
-            if scan.unreadable:
-                note = (f"owner unknown: {scan.unreadable} processes' descriptors are unreadable "
-                        "without privileges (run as root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)")
-            elif item.inode == 0:
-                note = "no owner: a kernel socket"
-            else:
-                note = ("no owner found: no process visible here holds it (a kernel socket, a process outside this "
-                        "PID namespace, or one that exited during the listing)")
-        listeners.append(Listener(item.protocol, item.address, item.port, item.inode, users.name(item.uid),
-                                  tuple(held), note))
-    listeners.sort(key=lambda listener: (listener.protocol, listener.port, listener.address))
+        user = user_names.get(item.uid)
+        listeners.append(Listener(item.protocol, item.address, item.port, item.inode,
+                                  user if user is not None else users.name(item.uid), held, note))
+    listeners.sort(key=_order)
     notes: list[str] = []
     if closed:
         notes.append(f"{closed} sockets closed during the listing (their processes exited); not listed")
     if scan.unreadable:
         notes.append(f"{scan.unreadable} processes' descriptors were unreadable without privileges")
-    return Inventory(listeners, method, netns, scan.unreadable, closed, notes)
+    return Inventory(listeners, method, netns, scan.unreadable, closed, tuple(notes))
+
+
+def _order(listener: Listener) -> tuple[str, int, str]:
+    return listener.protocol, listener.port, listener.address
