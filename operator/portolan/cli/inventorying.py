@@ -86,27 +86,29 @@ def _where(owner: listening.Owner) -> str:
     return ", ".join(parts)
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "".join("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)),
-                              row[-1]]).rstrip() + "\n" for row in rows)
-
-
 def _listener_rows(listeners: Sequence[listening.Listener], verdicts: Sequence[str] | None) -> str:
+    """The listeners as an aligned table; a listener held by several processes takes one row per process."""
     head = ("PROTO", "ADDRESS", "PORT", *(("EXPOSURE",) if verdicts is not None else ()),
             "PID", "COMMAND", "USER", "WHERE")
     rows: list[tuple[str, ...]] = [head]
+    append = rows.append
+    owner_cells: dict[listening.Owner, tuple[str, str, str, str]] = {}
     for index, listener in enumerate(listeners):
-        judged = (verdicts[index],) if verdicts is not None else ()
-        owners = listener.owners or (None,)
-        for number, owner in enumerate(owners):
-            first = (listener.protocol, listener.address, str(listener.port), *judged) if number == 0 \
-                else ("", "", "", *("" for _ in judged))
-            if owner is None:
-                rows.append((*first, "-", "-", listener.user, "owner unknown *"))
-            else:
-                rows.append((*first, str(owner.pid), owner.command, owner.user, _where(owner)))
-    return _table(rows)
+        first: tuple[str, ...] = (listener.protocol, listener.address, str(listener.port))
+        if verdicts is not None:
+            first = (*first, verdicts[index])
+        if not listener.owners:
+            append((*first, "-", "-", listener.user, "owner unknown *"))
+            continue
+        for owner in listener.owners:
+            cells = owner_cells.get(owner)
+            if cells is None:
+                cells = owner_cells[owner] = (str(owner.pid), owner.command, owner.user, _where(owner))
+            append((*first, *cells))
+            first = ("",) * len(first)
+    widths = [max(map(len, column)) for column in list(zip(*rows, strict=True))[:-1]]
+    template = "  ".join(f"{{:<{width}}}" for width in widths) + "  {}"
+    return "".join(template.format(*row).rstrip() + "\n" for row in rows)
 
 
 def render_inventory(inventory: listening.Inventory, fmt: str, out: TextIO, port: int | None = None) -> None:

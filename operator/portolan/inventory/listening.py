@@ -26,14 +26,13 @@ listed (they are not waiting for anyone).
 from __future__ import annotations
 
 import functools
-import ipaddress
 import marshal
 import os
 import pwd
 import re
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from portolan import errors
@@ -53,7 +52,7 @@ _NLMSG_ERROR = 2
 _NLMSG_DONE = 3
 _NLMSG = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port id
 _REQUEST = struct.Struct("=BBBxI48x")  # inet_diag_req_v2: family, protocol, extensions, states, an empty sockid
-_MESSAGE = struct.Struct("=BBBB2s2s16s16sI8sIIIII")  # inet_diag_msg, through the inode
+_MESSAGE = struct.Struct("=BBBBH2s16s16sI8sIIIII")  # inet_diag_msg, through the inode (ports in network order)
 
 
 class Socket(NamedTuple):
@@ -64,6 +63,10 @@ class Socket(NamedTuple):
     port: int
     inode: int
     uid: int
+
+
+# NamedTuple's own __new__ is a Python function, three times slower than tuple's: 10,000 sockets notice.
+_new_socket: Callable[[tuple[str, str, int, int, int]], Socket] = functools.partial(tuple.__new__, Socket)
 
 
 class Containment(NamedTuple):
@@ -98,7 +101,13 @@ class Listener(NamedTuple):
     @property
     def loopback(self) -> bool:
         """Bound to a loopback address only (reachable from this host alone)."""
+        import ipaddress  # on first use: the listing itself never needs it
+
         return ipaddress.ip_address(self.address).is_loopback
+
+
+_new_listener: Callable[[tuple[str, str, int, int, str, tuple[Owner, ...], str | None]], Listener] = \
+    functools.partial(tuple.__new__, Listener)
 
 
 class Inventory(NamedTuple):
@@ -178,21 +187,19 @@ def read_netlink(protocols: Sequence[str] = PROTOCOLS) -> list[Socket]:
 @functools.cache
 def _uniform(length: int) -> struct.Struct:
     """A header and a message of ``length`` bytes in one struct (only the fields read are named)."""
-    return struct.Struct(f"=4xH10xB3x2s2x16s28x12xII{length - _NLMSG.size - _MESSAGE.size}x")
+    return struct.Struct(f"=4xH10xB3xH2x16s28x12xII{length - _NLMSG.size - _MESSAGE.size}x")
 
 
 def _receive_dump(channel: socket.socket, protocol: str, found: list[Socket]) -> None:
     names: dict[bytes, str] = {}  # addresses repeat: format each once
+    new = _new_socket
+    ntohs = socket.ntohs
+    append = found.append
 
-    def add(family: int, sport: bytes, source: bytes, uid: int, inode: int) -> None:
-        port = int.from_bytes(sport, "big")
-        if port:
-            address = names.get(source)
-            if address is None:
-                address = names[source] = (
-                    socket.inet_ntop(socket.AF_INET, source[:4]) if family == socket.AF_INET
-                    else socket.inet_ntop(socket.AF_INET6, source))
-            found.append(Socket(protocol, address, port, inode, uid))
+    def named(family: int, source: bytes) -> str:
+        address = names[source] = (socket.inet_ntop(socket.AF_INET, source[:4]) if family == socket.AF_INET
+                                   else socket.inet_ntop(socket.AF_INET6, source))
+        return address
 
     while True:
         data = channel.recv(1 << 20)
@@ -204,7 +211,8 @@ def _receive_dump(channel: socket.socket, protocol: str, found: list[Socket]) ->
             rows = list(_uniform(length).iter_unpack(data))
             if all(row[0] == _SOCK_DIAG_BY_FAMILY for row in rows):
                 for _kind, family, sport, source, uid, inode in rows:
-                    add(family, sport, source, uid, inode)
+                    if sport:
+                        append(new((protocol, names.get(source) or named(family, source), ntohs(sport), inode, uid)))
                 continue
         offset = 0
         while offset + _NLMSG.size <= len(data):
@@ -218,7 +226,8 @@ def _receive_dump(channel: socket.socket, protocol: str, found: list[Socket]) ->
                 raise errors.ScanError(f"sock_diag refused the dump: {os.strerror(-code)}")
             (family, _state, _timer, _retrans, sport, _dport, source, _dest, _interface, _cookie,
              _expires, _rqueue, _wqueue, uid, inode) = _MESSAGE.unpack_from(data, offset + _NLMSG.size)
-            add(family, sport, source, uid, inode)
+            if sport:
+                append(new((protocol, names.get(source) or named(family, source), ntohs(sport), inode, uid)))
             offset += (length + 3) & ~3
 
 
@@ -242,19 +251,22 @@ class OwnerScan:
         self.unreadable = unreadable  # processes whose descriptors could not be read (privileges)
 
 
-def find_holders(proc: str = "/proc") -> OwnerScan:
-    """Walk ``/proc/*/fd`` once and record which processes hold which socket inodes (every socket).
+def processes(proc: str = "/proc") -> list[str]:
+    """The pids ``/proc`` shows, as its directory names."""
+    return [name for name in os.listdir(proc) if name.isdigit()]
 
-    Processes that exit during the walk are skipped; processes whose descriptors
-    are unreadable are counted.
+
+def find_holders(proc: str = "/proc", pids: Sequence[str] | None = None) -> OwnerScan:
+    """Walk ``/proc/*/fd`` (or only ``pids``') once and record which processes hold which socket inodes.
+
+    Every socket is recorded, not only listeners.  Processes that exit during
+    the walk are skipped; processes whose descriptors are unreadable are counted.
     """
     scan = OwnerScan(holders={})
     holders = scan.holders
     flags = os.O_RDONLY | os.O_DIRECTORY
     readlink = os.readlink
-    for name in os.listdir(proc):
-        if not name.isdigit():
-            continue
+    for name in processes(proc) if pids is None else pids:
         try:
             directory = os.open(f"{proc}/{name}/fd", flags)
         except PermissionError:
@@ -378,26 +390,32 @@ def take(port: int | None = None, protocols: Sequence[str] = PROTOCOLS, method: 
     whose holders all exited before they could be described closed during the
     listing and is only counted.  No second read of the table is needed.
 
-    ``parallel`` walks ``/proc`` in a forked child while this process reads the
-    table (the CLI's choice: it is single-threaded and the two steps take about
-    as long); the two then overlap, so a socket whose process exits or starts
-    meanwhile may be listed without an owner, with a note saying so.  A failed
-    fork falls back to walking here.
+    ``parallel`` walks half of ``/proc`` in a forked child while this process
+    reads the table and then walks the other half (the CLI's choice: it is
+    single-threaded, and the walk is most of the work); the walk and the table
+    read then overlap, so a socket whose process exits or starts meanwhile may
+    be listed without an owner, with a note saying so.  A failed fork falls
+    back to walking here.
     """
     netns = current_netns()
-    walker = _fork_walk(proc) if parallel else None
-    scan = find_holders(proc) if walker is None else None
-    sockets = read_sockets(method, protocols)
-    if walker is not None:
-        scan = _joined(walker) or find_holders(proc)
-    assert scan is not None
+    if parallel:
+        pids = processes(proc)
+        half = len(pids) // 2
+        walker = _fork_walk(proc, pids[half:])  # the child walks half while this process reads the table
+        sockets = read_sockets(method, protocols)
+        scan = find_holders(proc, pids[:half] if walker is not None else pids)  # and then walks the other half
+        if walker is not None:
+            scan = _merged(scan, _joined(walker) or find_holders(proc, pids[half:]))
+    else:
+        scan = find_holders(proc)
+        sockets = read_sockets(method, protocols)
     if port is not None:
         sockets = [s for s in sockets if s.port == port]
     return assemble(sockets, scan, method, netns, proc)
 
 
-def _fork_walk(proc: str) -> tuple[int, int] | None:
-    """Start :func:`find_holders` in a child process; its pid and the pipe its result comes through."""
+def _fork_walk(proc: str, pids: Sequence[str]) -> tuple[int, int] | None:
+    """Start :func:`find_holders` of ``pids`` in a child process; its pid and the pipe its result comes through."""
     try:
         readable, writable = os.pipe()
         pid = os.fork()
@@ -407,7 +425,7 @@ def _fork_walk(proc: str) -> tuple[int, int] | None:
         status = 1
         try:
             os.close(readable)
-            scan = find_holders(proc)
+            scan = find_holders(proc, pids)
             payload = marshal.dumps((scan.holders, scan.unreadable))
             with os.fdopen(writable, "wb") as channel:
                 channel.write(payload)
@@ -430,6 +448,13 @@ def _joined(walker: tuple[int, int]) -> OwnerScan | None:
     return OwnerScan(holders, unreadable)
 
 
+def _merged(first: OwnerScan, second: OwnerScan) -> OwnerScan:
+    holders = first.holders
+    for inode, pids in second.holders.items():
+        holders.setdefault(inode, []).extend(pids)
+    return OwnerScan(holders, first.unreadable + second.unreadable)
+
+
 _UNREADABLE = ("owner unknown: {} processes' descriptors are unreadable without privileges "
                "(run as root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)")
 _KERNEL = "no owner: a kernel socket"
@@ -447,6 +472,7 @@ def assemble(sockets: Sequence[Socket], scan: OwnerScan, method: str, netns: str
     user_names = users.names
     unseen = _UNREADABLE.format(scan.unreadable) if scan.unreadable else _UNSEEN
     listeners: list[Listener] = []
+    new = _new_listener
     closed = 0
     for item in sockets:
         pids = holders.get(item.inode)
@@ -467,8 +493,8 @@ def assemble(sockets: Sequence[Socket], scan: OwnerScan, method: str, netns: str
                 closed += 1
                 continue
         user = user_names.get(item.uid)
-        listeners.append(Listener(item.protocol, item.address, item.port, item.inode,
-                                  user if user is not None else users.name(item.uid), held, note))
+        listeners.append(new((item.protocol, item.address, item.port, item.inode,
+                              user if user is not None else users.name(item.uid), held, note)))
     listeners.sort(key=_order)
     notes: list[str] = []
     if closed:
