@@ -134,7 +134,7 @@ def test_a_socket_opened_during_the_listing_is_listed_with_a_note_saying_so(host
         inventory = listening.assemble(listening.read_sockets(), walked, "netlink", listening.current_netns())
     [item] = inventory.listeners
     assert (item.protocol, item.port, item.owners) == ("udp", 5000, ())
-    assert item.note is not None and "a process that started or exited during the listing" in item.note
+    assert item.note is not None and "a socket opened during the listing" in item.note
 
 
 def test_listing_while_processes_come_and_go_never_fails_and_always_finds_the_stable_owner(host: str) -> None:

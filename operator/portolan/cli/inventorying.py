@@ -171,7 +171,7 @@ def run_listeners(args: argparse.Namespace) -> int:
     if args.port is not None and not 1 <= args.port <= 65535:
         raise errors.SpecError(f"port {args.port} is out of range 1-65535")
     protocols = [p for p, on in (("tcp", args.tcp), ("udp", args.udp)) if on] or list(listening.PROTOCOLS)
-    inventory = listening.take(port=args.port, protocols=protocols, method=args.method, parallel=True)
+    inventory = listening.take(port=args.port, protocols=protocols, method=args.method)
     render_inventory(inventory, args.output, sys.stdout, args.port)
     return exits.OK
 

@@ -26,7 +26,7 @@ listed (they are not waiting for anyone).
 from __future__ import annotations
 
 import functools
-import marshal
+import operator
 import os
 import pwd
 import re
@@ -251,13 +251,8 @@ class OwnerScan:
         self.unreadable = unreadable  # processes whose descriptors could not be read (privileges)
 
 
-def processes(proc: str = "/proc") -> list[str]:
-    """The pids ``/proc`` shows, as its directory names."""
-    return [name for name in os.listdir(proc) if name.isdigit()]
-
-
-def find_holders(proc: str = "/proc", pids: Sequence[str] | None = None) -> OwnerScan:
-    """Walk ``/proc/*/fd`` (or only ``pids``') once and record which processes hold which socket inodes.
+def find_holders(proc: str = "/proc") -> OwnerScan:
+    """Walk ``/proc/*/fd`` once and record which processes hold which socket inodes.
 
     Every socket is recorded, not only listeners.  Processes that exit during
     the walk are skipped; processes whose descriptors are unreadable are counted.
@@ -266,7 +261,9 @@ def find_holders(proc: str = "/proc", pids: Sequence[str] | None = None) -> Owne
     holders = scan.holders
     flags = os.O_RDONLY | os.O_DIRECTORY
     readlink = os.readlink
-    for name in processes(proc) if pids is None else pids:
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
         try:
             directory = os.open(f"{proc}/{name}/fd", flags)
         except PermissionError:
@@ -381,7 +378,7 @@ def current_netns() -> str:
 
 
 def take(port: int | None = None, protocols: Sequence[str] = PROTOCOLS, method: str = "netlink",
-         proc: str = "/proc", parallel: bool = False) -> Inventory:
+         proc: str = "/proc") -> Inventory:
     """The listeners of the calling thread's namespace (only ``port``'s when given), with their owners.
 
     The owners are walked *before* the table is read: a socket in the table
@@ -389,77 +386,22 @@ def take(port: int | None = None, protocols: Sequence[str] = PROTOCOLS, method: 
     the kernel or to a process this PID namespace does not show); a socket
     whose holders all exited before they could be described closed during the
     listing and is only counted.  No second read of the table is needed.
-
-    ``parallel`` walks half of ``/proc`` in a forked child while this process
-    reads the table and then walks the other half (the CLI's choice: it is
-    single-threaded, and the walk is most of the work); the walk and the table
-    read then overlap, so a socket whose process exits or starts meanwhile may
-    be listed without an owner, with a note saying so.  A failed fork falls
-    back to walking here.
+    (Walking half of ``/proc`` in a forked child was measured too: on two busy
+    cores it was slower, so the walk stays in one process.)
     """
     netns = current_netns()
-    if parallel:
-        pids = processes(proc)
-        half = len(pids) // 2
-        walker = _fork_walk(proc, pids[half:])  # the child walks half while this process reads the table
-        sockets = read_sockets(method, protocols)
-        scan = find_holders(proc, pids[:half] if walker is not None else pids)  # and then walks the other half
-        if walker is not None:
-            scan = _merged(scan, _joined(walker) or find_holders(proc, pids[half:]))
-    else:
-        scan = find_holders(proc)
-        sockets = read_sockets(method, protocols)
+    scan = find_holders(proc)
+    sockets = read_sockets(method, protocols)
     if port is not None:
         sockets = [s for s in sockets if s.port == port]
     return assemble(sockets, scan, method, netns, proc)
-
-
-def _fork_walk(proc: str, pids: Sequence[str]) -> tuple[int, int] | None:
-    """Start :func:`find_holders` of ``pids`` in a child process; its pid and the pipe its result comes through."""
-    try:
-        readable, writable = os.pipe()
-        pid = os.fork()
-    except OSError:
-        return None
-    if pid == 0:  # the child: walk, send, and leave without running the parent's exit handlers
-        status = 1
-        try:
-            os.close(readable)
-            scan = find_holders(proc, pids)
-            payload = marshal.dumps((scan.holders, scan.unreadable))
-            with os.fdopen(writable, "wb") as channel:
-                channel.write(payload)
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(writable)
-    return pid, readable
-
-
-def _joined(walker: tuple[int, int]) -> OwnerScan | None:
-    """The child's walk, or None when it failed."""
-    pid, readable = walker
-    with os.fdopen(readable, "rb") as channel:
-        payload = channel.read()
-    _, status = os.waitpid(pid, 0)
-    if status != 0 or not payload:
-        return None
-    holders, unreadable = marshal.loads(payload)
-    return OwnerScan(holders, unreadable)
-
-
-def _merged(first: OwnerScan, second: OwnerScan) -> OwnerScan:
-    holders = first.holders
-    for inode, pids in second.holders.items():
-        holders.setdefault(inode, []).extend(pids)
-    return OwnerScan(holders, first.unreadable + second.unreadable)
 
 
 _UNREADABLE = ("owner unknown: {} processes' descriptors are unreadable without privileges "
                "(run as root, or with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH)")
 _KERNEL = "no owner: a kernel socket"
 _UNSEEN = ("no owner found: no process visible here held it when the descriptors were read (a kernel socket, "
-           "a process outside this PID namespace, or a process that started or exited during the listing)")
+           "a process outside this PID namespace, or a socket opened during the listing)")
 
 
 def assemble(sockets: Sequence[Socket], scan: OwnerScan, method: str, netns: str,
@@ -481,7 +423,7 @@ def assemble(sockets: Sequence[Socket], scan: OwnerScan, method: str, netns: str
             held: tuple[Owner, ...] = ()
             note = _KERNEL if item.inode == 0 else unseen
         else:
-            key = tuple(pids)
+            key = (pids[0],) if len(pids) == 1 else tuple(pids)
             found = joined.get(key)
             if found is None:
                 for pid in pids:
@@ -495,14 +437,10 @@ def assemble(sockets: Sequence[Socket], scan: OwnerScan, method: str, netns: str
         user = user_names.get(item.uid)
         listeners.append(new((item.protocol, item.address, item.port, item.inode,
                               user if user is not None else users.name(item.uid), held, note)))
-    listeners.sort(key=_order)
+    listeners.sort(key=operator.itemgetter(0, 2, 1))  # protocol, port, address
     notes: list[str] = []
     if closed:
         notes.append(f"{closed} sockets closed during the listing (their processes exited); not listed")
     if scan.unreadable:
         notes.append(f"{scan.unreadable} processes' descriptors were unreadable without privileges")
     return Inventory(listeners, method, netns, scan.unreadable, closed, tuple(notes))
-
-
-def _order(listener: Listener) -> tuple[str, int, str]:
-    return listener.protocol, listener.port, listener.address
