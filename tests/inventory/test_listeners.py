@@ -191,24 +191,29 @@ def test_a_process_in_a_kubernetes_pod_cgroup_is_reported_with_its_pod_and_conta
 
 def test_scan_with_listeners_marks_each_listener_exposed_shielded_or_local_only(host: str) -> None:
     rules = ("table ip inv {\n chain input {\n  type filter hook input priority 0; policy accept;\n"
-             "  tcp dport 8082 drop\n  tcp dport 8083 reject with tcp reset\n }\n}\n")
+             "  tcp dport 8082 drop\n  tcp dport 8083 reject with tcp reset\n"
+             "  udp dport 5354 reject with icmp type admin-prohibited\n }\n}\n")
     netns.run(host, ["nft", "-f", "-"], input=rules)
     with holding(host, "tcp:0.0.0.0:8080", "tcp:127.0.0.1:8081", "tcp:0.0.0.0:8082", f"tcp:{ADDRESS}:8083",
-                 "tcp:0.0.0.0:9999") as holder:
-        done = netns.run(host, [*PORTOLAN, "scan", ADDRESS, "-p", "8080-8083", "-t", "--listeners", "-o", "json",
-                                "-q", "--max-rtt-timeout", "300", "--retries", "0", "--no-service"], timeout=120)
+                 "tcp:0.0.0.0:9999", "udp:0.0.0.0:5353", "udp:0.0.0.0:5354") as holder:
+        done = netns.run(host, [*PORTOLAN, "scan", ADDRESS, "-p", "8080-8083", "--udp-ports", "5353-5354", "-t", "-u",
+                                "--listeners", "-o", "json", "-q", "--max-rtt-timeout", "300", "--retries", "0",
+                                "--no-service"], timeout=120)
     report = json.loads(done.stdout)
-    judged = {item["port"]: (item["exposure"], item.get("reached_on"), item["owners"][0]["pid"])
+    judged = {(item["protocol"], item["port"]): (item["exposure"], item.get("reached_on"), item["owners"][0]["pid"])
               for item in report["listeners"]}
     assert judged == {
-        8080: ("exposed", [ADDRESS], holder.pid),
-        8081: ("local-only", None, holder.pid),
-        8082: ("shielded", None, holder.pid),
-        8083: ("shielded", None, holder.pid),
-        9999: ("not-scanned", None, holder.pid),
+        ("tcp", 8080): ("exposed", [ADDRESS], holder.pid),
+        ("tcp", 8081): ("local-only", None, holder.pid),
+        ("tcp", 8082): ("shielded", None, holder.pid),  # dropped
+        ("tcp", 8083): ("shielded", None, holder.pid),  # refused by a reset rule although it listens
+        ("tcp", 9999): ("not-scanned", None, holder.pid),
+        ("udp", 5353): ("unknown", None, holder.pid),  # a silent UDP listener looks like a dropped port
+        ("udp", 5354): ("shielded", None, holder.pid),  # admin-prohibited
     }
-    assert {port["port"]: port["state"] for port in report["hosts"][0]["ports"]} == {
-        8080: "open", 8081: "closed", 8082: "filtered", 8083: "closed"}
+    assert {(port["protocol"], port["port"]): port["state"] for port in report["hosts"][0]["ports"]} == {
+        ("tcp", 8080): "open", ("tcp", 8081): "closed", ("tcp", 8082): "filtered", ("tcp", 8083): "closed",
+        ("udp", 5353): "open|filtered", ("udp", 5354): "filtered"}
 
 
 def test_bad_listener_options_exit_2_with_one_line() -> None:

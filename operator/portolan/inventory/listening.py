@@ -168,7 +168,8 @@ def read_netlink(protocols: Sequence[str] = PROTOCOLS) -> list[Socket]:
     try:
         channel = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG)
     except OSError as exc:
-        raise errors.ScanError(f"cannot open a sock_diag netlink socket: {exc.strerror}") from exc
+        raise errors.ScanError(f"cannot open a sock_diag netlink socket: {exc.strerror} "
+                               "(--method proc reads /proc/net instead)") from exc
     with channel:
         channel.bind((0, 0))
         sequence = 0
