@@ -245,7 +245,7 @@ def read_sockets(method: str = "netlink", protocols: Sequence[str] = PROTOCOLS) 
 
 
 class OwnerScan:
-    """The result of one walk over ``/proc/*/fd``: the pids holding each wanted inode."""
+    """The result of one walk over ``/proc/*/fd``: the pids holding each socket inode."""
 
     def __init__(self, holders: dict[int, list[int]], unreadable: int = 0) -> None:
         self.holders = holders
