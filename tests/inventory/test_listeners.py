@@ -223,3 +223,36 @@ def test_bad_listener_options_exit_2_with_one_line() -> None:
     done = subprocess.run([*PORTOLAN, "scan", "127.0.0.1", "--listeners", "-o", "xml"], capture_output=True,
                           text=True, check=False)
     assert done.returncode == 2 and "--listeners works with table, json and jsonl" in done.stderr
+
+
+class _Replay:
+    """A channel that hands back recorded kernel replies, glued into one buffer."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def recv(self, size: int) -> bytes:
+        data, self.data = self.data, b""
+        return data
+
+
+def test_a_dump_that_arrives_in_mixed_buffers_parses_like_the_uniform_one(host: str) -> None:
+    import socket as socket_
+    import struct
+
+    with holding(host, "tcp:127.0.0.1:8081", "tcp:[::]:8443", "tcp:0.0.0.0:8080"), netns.entered(host):
+        expected = sorted(s for s in listening.read_netlink(["tcp"]))
+        recorded = b""
+        for family in (socket_.AF_INET, socket_.AF_INET6):
+            with socket_.socket(socket_.AF_NETLINK, socket_.SOCK_RAW, 4) as channel:
+                body = struct.pack("=BBBxI48x", family, socket_.IPPROTO_TCP, 0, 1 << 10)
+                channel.sendto(struct.pack("=IHHII", 16 + len(body), 20, 0x301, 1, 0) + body, (0, 0))
+                while True:
+                    data = channel.recv(1 << 20)
+                    if struct.unpack_from("=IH", data)[1] == 3:  # NLMSG_DONE
+                        break
+                    recorded += data
+    found: list[listening.Socket] = []
+    done = struct.pack("=IHHIIi", 20, 3, 2, 1, 0, 0)
+    listening._receive_dump(_Replay(recorded + done), "tcp", found)  # type: ignore[arg-type]  # messages and DONE in one buffer
+    assert sorted(found) == expected and len(expected) == 3

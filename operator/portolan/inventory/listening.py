@@ -192,13 +192,13 @@ def _uniform(length: int) -> struct.Struct:
 
 
 def _receive_dump(channel: socket.socket, protocol: str, found: list[Socket]) -> None:
-    names: dict[bytes, str] = {}  # addresses repeat: format each once
+    names: dict[tuple[int, bytes], str] = {}  # addresses repeat: format each once (per family: 0.0.0.0 and :: look alike)
     new = _new_socket
     ntohs = socket.ntohs
     append = found.append
 
     def named(family: int, source: bytes) -> str:
-        address = names[source] = (socket.inet_ntop(socket.AF_INET, source[:4]) if family == socket.AF_INET
+        address = names[family, source] = (socket.inet_ntop(socket.AF_INET, source[:4]) if family == socket.AF_INET
                                    else socket.inet_ntop(socket.AF_INET6, source))
         return address
 
@@ -213,7 +213,8 @@ def _receive_dump(channel: socket.socket, protocol: str, found: list[Socket]) ->
             if all(row[0] == _SOCK_DIAG_BY_FAMILY for row in rows):
                 for _kind, family, sport, source, uid, inode in rows:
                     if sport:
-                        append(new((protocol, names.get(source) or named(family, source), ntohs(sport), inode, uid)))
+                        address = names.get((family, source)) or named(family, source)
+                        append(new((protocol, address, ntohs(sport), inode, uid)))
                 continue
         offset = 0
         while offset + _NLMSG.size <= len(data):
@@ -228,7 +229,7 @@ def _receive_dump(channel: socket.socket, protocol: str, found: list[Socket]) ->
             (family, _state, _timer, _retrans, sport, _dport, source, _dest, _interface, _cookie,
              _expires, _rqueue, _wqueue, uid, inode) = _MESSAGE.unpack_from(data, offset + _NLMSG.size)
             if sport:
-                append(new((protocol, names.get(source) or named(family, source), ntohs(sport), inode, uid)))
+                append(new((protocol, names.get((family, source)) or named(family, source), ntohs(sport), inode, uid)))
             offset += (length + 3) & ~3
 
 
