@@ -6,7 +6,8 @@ Three programs share one engine; the layers, highest first (enforced by
     launching                        the ``portolan`` entry point: parse, hand over
     cli | controller | shard         the programs, independent of each other
     kube                             the Kubernetes boundary: clients, fakes, builders, codecs, definitions
-    engine | capture | evaluation    probing, packet capture, expectations and drift
+    engine | capture | evaluation    probing, packet capture, expectations and drift,
+      | inventory                    and the inside view (listeners, owners, free ports)
     wire                             BPF attach and banner matchers shared by engine and capture
     models                           pydantic models: the source of the CRDs and the chart schema
     errors                           the one error hierarchy

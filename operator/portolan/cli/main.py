@@ -77,6 +77,28 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--capture-dir", metavar="DIR",
                       help="record the scan's own packets as evidence in DIR (pcapng; needs CAP_NET_RAW)")
     scan.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    scan.add_argument("--listeners", action="store_true",
+                      help="also list this host's listeners, each marked exposed, shielded or local-only "
+                           "by the scan (run it against this host's own addresses)")
+    listeners = commands.add_parser("listeners", help="who listens here: TCP listeners and bound UDP sockets, "
+                                                      "with their processes")
+    listeners.add_argument("--port", type=int, help="only this port (who occupies it?)")
+    listeners.add_argument("-t", "--tcp", action="store_true", help="TCP only")
+    listeners.add_argument("-u", "--udp", action="store_true", help="UDP only")
+    listeners.add_argument("-o", "--output", default="table", help="table, json or jsonl")
+    listeners.add_argument("--method", default="netlink", choices=["netlink", "proc"],
+                           help="read the socket table with sock_diag netlink (default) or /proc/net")
+    free_port = commands.add_parser("free-port", help="pick ports that are free now (checked by binding) "
+                                                      "and reserve them briefly against parallel calls")
+    free_port.add_argument("--range", default="1024-65535", help="LOW-HIGH (default 1024-65535)")
+    free_port.add_argument("--count", type=int, default=1, help="how many ports (default 1)")
+    free_port.add_argument("--protocol", default="tcp", choices=["tcp", "udp"])
+    free_port.add_argument("--allow-ephemeral", action="store_true",
+                           help="also pick ports in the kernel's ephemeral range (ip_local_port_range)")
+    free_port.add_argument("--lease", type=float, default=60.0,
+                           help="seconds other free-port calls will not return these ports (default 60)")
+    free_port.add_argument("--runtime-dir", help="where leases are kept (default $PORTOLAN_RUNTIME_DIR, "
+                                                 "/run/portolan as root, else $XDG_RUNTIME_DIR or /tmp)")
     capture = commands.add_parser("capture", help="capture, decode and write packets (needs CAP_NET_RAW)")
     capture.add_argument("-i", "--interface", help="the interface to capture on")
     capture.add_argument("-f", "--filter", default="", help="a tcpdump filter expression")
@@ -123,13 +145,17 @@ def _crd(root: str | None) -> int:
 
 
 def run(args: argparse.Namespace, arguments: Sequence[str]) -> int:
-    """Run a CLI command (``scan``, ``capture``, ``crd``, ``generate``) with parsed options."""
+    """Run a CLI command (``scan``, ``listeners``, ``free-port``, ``capture``, ``crd``, ``generate``)."""
 
     def work() -> int:
         if args.command == "scan":
             from portolan.cli import scanning
 
             return scanning.run(args, arguments)
+        if args.command in ("listeners", "free-port"):
+            from portolan.cli import inventorying
+
+            return inventorying.run_listeners(args) if args.command == "listeners" else inventorying.run_free_port(args)
         if args.command == "capture":
             from portolan.cli import capturing
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from portolan.capture import recording
     from portolan.engine import plans
+    from portolan.inventory import listening as inventory_listening
     from portolan.models import results, scanjobs
 
 
@@ -129,11 +130,17 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise errors.SpecError(
             f"unknown output format {args.output!r}; use one of {', '.join(rendering.FORMATS)}"
         )
+    listening = getattr(args, "listeners", False)
+    if listening and args.output not in ("table", "json", "jsonl"):
+        raise errors.SpecError(f"--listeners works with table, json and jsonl output, not {args.output!r}")
     spec = _validated_spec(args)
     plan = plans.expand(spec)
     with stopping.on_signals(threading.Event()) as stop, _output(args.output_file) as out:
-        report = _judged(_scanned(args, argv, spec, plan, out, stop), spec)
-        if args.output != "jsonl":  # JSONL was streamed while scanning
+        inside = _Inside.taken() if listening else None  # before the scan: its own UDP sockets are not listeners
+        report = _judged(_scanned(args, argv, spec, plan, out, stop, inside), spec)
+        if inside is not None:
+            inside.write(report, args.output, out)
+        elif args.output != "jsonl":  # JSONL was streamed while scanning
             rendering.write_report(report, args.output, out)
         for port in report.unexpected_open:
             name = f" ({port.service.name})" if port.service else ""
@@ -175,21 +182,55 @@ def _output(path: str | None) -> Iterator[TextIO]:
         yield out
 
 
+class _Inside:
+    """``--listeners``: this host's listeners, taken before the scan, judged by every verdict it streams."""
+
+    def __init__(self, inventory: inventory_listening.Inventory) -> None:
+        self.inventory = inventory
+        self.verdicts: dict[tuple[str, int, str], results.PortResult] = {}
+
+    @classmethod
+    def taken(cls) -> _Inside:
+        from portolan.inventory import listening
+
+        return cls(listening.take())
+
+    def record(self, port: results.PortResult) -> None:
+        self.verdicts[(port.host, port.port, port.protocol.value)] = port
+
+    def write(self, report: results.ScanReport, fmt: str, out: TextIO) -> None:
+        from portolan.cli import inventorying, rendering
+        from portolan.inventory import exposure
+
+        judged = exposure.classify(self.inventory.listeners, self.verdicts)
+        if fmt == "json":
+            out.write(inventorying.merge_json(rendering.render_json(report), judged))
+            return
+        if fmt == "table":
+            rendering.write_report(report, fmt, out)
+        inventorying.render_exposures(judged, fmt, out)
+
+
 def _scanned(args: argparse.Namespace, argv: Sequence[str], spec: scanjobs.ScanJobSpec, plan: plans.Plan,
-             out: TextIO, stop: threading.Event) -> results.ScanReport:
+             out: TextIO, stop: threading.Event, inside: _Inside | None = None) -> results.ScanReport:
     """Run the engine (with a progress bar and, if asked, evidence); JSONL lines are streamed to ``out``."""
     from portolan.cli import rendering
     from portolan.engine import payloads, scanning, services
 
-    def emit(port: object) -> None:
-        out.write(rendering.jsonl_line(port) + "\n")  # type: ignore[arg-type]
+    jsonl = args.output == "jsonl"
+
+    def emit(port: results.PortResult) -> None:
+        if inside is not None:
+            inside.record(port)
+        if jsonl:
+            out.write(rendering.jsonl_line(port) + "\n")
 
     recorder = _recorder(args, spec, plan)
     try:
         with _Progress(sys.stderr, not args.quiet) as progress:
             report = scanning.run(
                 plan,
-                on_port=emit if args.output == "jsonl" else None,
+                on_port=emit if jsonl or inside is not None else None,
                 on_progress=progress.update,
                 identify=services.identify_services,
                 payloads=payloads.payload_bytes,
