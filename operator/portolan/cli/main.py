@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--duration", type=float, help="stop after this many seconds")
     capture.add_argument("-r", "--read", help="decode a pcap/pcapng file instead of capturing")
     capture.add_argument("-q", "--quiet", action="store_true", help="no line per packet")
+    audit = commands.add_parser("audit", help="NetworkPolicy reachability (evaluate)")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    evaluate = audit_commands.add_parser(
+        "evaluate", help="the expected reachability of a model under NetworkPolicies, offline (like cyclonus analyze)")
+    evaluate.add_argument("--policies", required=True, help="a folder (or file) of NetworkPolicy YAML")
+    evaluate.add_argument("--model", required=True, help="namespaces, pods, outside addresses and ports (YAML/JSON)")
+    evaluate.add_argument("-o", "--output", default="table", help="table or json (with what decided each pair)")
     commands.add_parser("crd", help="print the CRDs generated from the models")
     generate = commands.add_parser("generate", help="rewrite crds/ and the chart's generated files")
     generate.add_argument("--root", default=".", help="the repository root")
@@ -160,6 +167,10 @@ def run(args: argparse.Namespace, arguments: Sequence[str]) -> int:
             from portolan.cli import capturing
 
             return capturing.run(args)
+        if args.command == "audit" and args.audit_command == "evaluate":
+            from portolan.cli import evaluating
+
+            return evaluating.run(args)
         if args.command in ("crd", "generate"):
             return _crd(args.root if args.command == "generate" else None)
         raise errors.SpecError(f"unknown command {args.command!r}")

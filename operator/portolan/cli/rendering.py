@@ -204,3 +204,8 @@ def write_report(report: results.ScanReport, fmt: str, stream: TextIO) -> None:
     if renderer is None:
         raise errors.SpecError(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}")
     stream.write(renderer(report))
+
+
+def column_letter(index: int) -> str:
+    """a..z, then a1..z1, ...: a column's name in a truth table's header (its last character) and legend."""
+    return chr(ord("a") + index % 26) + (str(index // 26) if index >= 26 else "")

@@ -1,0 +1,170 @@
+"""Evaluating NetworkPolicies: may this source reach this destination on this port?
+
+Pure, over policies as the API server returns them (``networking.k8s.io/v1``
+dicts).  Expected reachability is the destination's ingress AND the source's
+egress, each computed the way the API defines it:
+
+* a pod is isolated in a direction when any policy of its namespace selects it
+  (``podSelector``, empty = every pod) and lists that direction in
+  ``policyTypes`` (absent: Ingress, plus Egress when the policy has egress rules);
+* an isolated pod admits what at least one rule of those policies allows (the
+  union); a rule allows when one of its peers matches (absent or empty peers:
+  everything) and one of its ports matches (absent or empty: every port);
+* peers: ``podSelector`` (pods of the policy's namespace), ``namespaceSelector``
+  (every pod of the matching namespaces), both (the pods that match both), and
+  ``ipBlock`` (an address in ``cidr`` and in no ``except``), matched against pod
+  IPs too, as the reference implementations and cyclonus do;
+* ports: a number, a range up to ``endPort``, or a name resolved against the
+  destination pod's declared container ports (a name never matches an address
+  outside the cluster); ``protocol`` defaults to TCP;
+* label selectors: ``matchLabels`` and ``matchExpressions`` (In, NotIn, Exists,
+  DoesNotExist).
+
+Outside the cluster there is no ingress policy: only the source's egress
+decides.  Each answer names what decided it (the allowing policy, or the
+policies that isolate the pod without allowing the traffic).  AdminNetworkPolicy
+tiers are not evaluated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+Policy = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One end of a connection: a pod (namespace, labels, IP, named ports), or just an address outside the cluster."""
+
+    ip: str | None
+    namespace: str | None = None  # None: not a pod (an address outside the cluster)
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    named_ports: Mapping[tuple[str, str], int] = dataclasses.field(default_factory=dict)  # (name, protocol) -> port
+
+    @property
+    def is_pod(self) -> bool:
+        return self.namespace is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """Whether the connection is allowed, and what decided it."""
+
+    allowed: bool
+    decided_by: str
+
+
+def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A label selector (matchLabels, matchExpressions) against labels; an empty selector selects everything."""
+    if selector is None:
+        return True
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def policy_types(policy: Policy) -> list[str]:
+    """``policyTypes``, defaulted as the API server does when absent."""
+    spec = policy.get("spec") or {}
+    given = spec.get("policyTypes")
+    if given:
+        return list(given)
+    return ["Ingress", "Egress"] if spec.get("egress") else ["Ingress"]
+
+
+def _name(policy: Policy) -> str:
+    meta = policy.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def _in_block(ip: str | None, block: Mapping[str, Any]) -> bool:
+    if ip is None:
+        return False
+    address = ipaddress.ip_address(ip)
+    network = ipaddress.ip_network(block["cidr"], strict=False)
+    if address.version != network.version or address not in network:
+        return False
+    return not any(address in ipaddress.ip_network(e, strict=False) for e in block.get("except") or []
+                   if ipaddress.ip_network(e, strict=False).version == address.version)
+
+
+def _peer_matches(peer: Mapping[str, Any], policy_namespace: str, other: Endpoint,
+                  namespaces: Mapping[str, Mapping[str, str]]) -> bool:
+    if "ipBlock" in peer:
+        return _in_block(other.ip, peer["ipBlock"])
+    if not other.is_pod:
+        return False  # pod and namespace selectors select pods only
+    assert other.namespace is not None
+    if "namespaceSelector" in peer:
+        if not selects(peer["namespaceSelector"], namespaces.get(other.namespace, {})):
+            return False
+    elif other.namespace != policy_namespace:
+        return False  # a podSelector alone selects within the policy's namespace
+    return "podSelector" not in peer or selects(peer["podSelector"], other.labels)
+
+
+def _port_matches(entry: Mapping[str, Any], port: int, protocol: str, destination: Endpoint) -> bool:
+    if (entry.get("protocol") or "TCP") != protocol:
+        return False
+    wanted = entry.get("port")
+    if wanted is None:
+        return True  # every port of the protocol
+    if isinstance(wanted, str):
+        return destination.named_ports.get((wanted, protocol)) == port
+    end = entry.get("endPort")
+    return int(wanted) <= port <= int(end if end is not None else wanted)
+
+
+def _rule_allows(rule: Mapping[str, Any], peers_key: str, policy_namespace: str, other: Endpoint, port: int,
+                 protocol: str, destination: Endpoint, namespaces: Mapping[str, Mapping[str, str]]) -> bool:
+    peers = rule.get(peers_key) or []
+    if peers and not any(_peer_matches(peer, policy_namespace, other, namespaces) for peer in peers):
+        return False
+    ports = rule.get("ports") or []
+    return not ports or any(_port_matches(entry, port, protocol, destination) for entry in ports)
+
+
+def _direction(kind: str, pod: Endpoint, other: Endpoint, port: int, protocol: str, destination: Endpoint,
+               policies: Iterable[Policy], namespaces: Mapping[str, Mapping[str, str]]) -> Verdict:
+    """Whether ``pod``'s policies of this direction (Ingress: other -> pod; Egress: pod -> other) allow it."""
+    isolating = [p for p in policies if (p.get("metadata") or {}).get("namespace") == pod.namespace
+                 and selects((p.get("spec") or {}).get("podSelector"), pod.labels) and kind in policy_types(p)]
+    if not isolating:
+        return Verdict(True, f"no {kind.lower()} policy selects {pod.namespace} pod")
+    rules_key, peers_key = ("ingress", "from") if kind == "Ingress" else ("egress", "to")
+    for policy in isolating:
+        namespace = str((policy.get("metadata") or {}).get("namespace", ""))
+        for rule in (policy.get("spec") or {}).get(rules_key) or []:
+            if _rule_allows(rule, peers_key, namespace, other, port, protocol, destination, namespaces):
+                return Verdict(True, f"{kind.lower()} allowed by {_name(policy)}")
+    names = ", ".join(sorted(_name(p) for p in isolating))
+    return Verdict(False, f"{kind.lower()} denied: isolated by {names}")
+
+
+def evaluate(policies: Sequence[Policy], namespaces: Mapping[str, Mapping[str, str]], source: Endpoint,
+             destination: Endpoint, port: int, protocol: str = "TCP") -> Verdict:
+    """May ``source`` reach ``destination`` on ``port``/``protocol``? The source's egress AND the destination's ingress."""
+    egress = _direction("Egress", source, destination, port, protocol, destination, policies, namespaces) \
+        if source.is_pod else Verdict(True, "the source is not a pod")
+    ingress = _direction("Ingress", destination, source, port, protocol, destination, policies, namespaces) \
+        if destination.is_pod else Verdict(True, "the destination is outside the cluster")
+    if not egress.allowed:
+        return egress
+    if not ingress.allowed:
+        return ingress
+    return Verdict(True, f"{egress.decided_by}; {ingress.decided_by}")
