@@ -44,8 +44,14 @@ class Metrics:
             ["change"], registry=registry)
         self.reconcile_errors = prometheus_client.Counter(
             "portolan_reconcile_errors", "Reconciliations that raised", ["reason"], registry=registry)
+        # Every label value the alerts use exists from the start at 0: a series born at its first
+        # increment has no earlier sample, so increase() would miss a fresh process's first failure.
         for phase in statuses.Phase:
             self.jobs.labels(phase=phase.value)
+        for result in ("complete", "failed"):
+            self.job_duration.labels(result=result)
+        for change in ("opened", "closed"):
+            self.drift_ports.labels(change=change)
 
     def finished(self, status: statuses.ScanJobStatus, seconds: float) -> None:
         """Record a job that reached Complete or Failed: its duration, probes and open ports."""
