@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The image's install steps, shared by the Dockerfile and by the test that reproduces them
-# (there is no Docker engine on the build machines): a venv at PREFIX with the pinned
-# dependencies of requirements.lock, then Portolan itself without resolving anything else.
+# The image's install steps (the Dockerfile's build stage runs them): a venv at PREFIX with the
+# pinned dependencies of requirements.lock, then Portolan itself without resolving anything else,
+# then the installers removed (the final image installs nothing).
 #   tools/image-install.sh PREFIX SOURCE_DIR
 set -euo pipefail
 prefix="$1"
@@ -11,3 +11,4 @@ python3 -m venv "$prefix"
 "$prefix/bin/pip" install --no-cache-dir --quiet --no-deps -r "$src/requirements.lock"
 "$prefix/bin/pip" install --no-cache-dir --quiet --no-deps "$src"
 "$prefix/bin/pip" check
+"$prefix/bin/pip" uninstall --quiet --yes pip setuptools

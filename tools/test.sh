@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Install everything the tests need on a fresh Debian machine, then run them all.
-#   1. Debian packages (nmap, masscan for side-by-side checks; nftables, iproute2 for the lab)
+#   1. Debian packages (nmap, masscan for side-by-side checks; nftables, iproute2 for the lab;
+#      lua5.1 for the Argo CD health scripts; buildah, runc, mmdebstrap for the image)
 #   2. a virtualenv in .venv with Portolan and its test extras
-#   3. the test control plane and promtool, built from Go modules (cached by go.sum hash)
+#   3. the test control plane and promtool, built from Go modules (cached by go.sum hash);
+#      the image is built from the Dockerfile by its test (buildah, cached by content hash)
 #   4. ruff, mypy --strict, import-linter contracts, pytest (warnings are errors)
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nmap masscan nftables iproute2 libpcap-dev tcpdump ca-certificates)
+packages=(nmap masscan nftables iproute2 libpcap-dev tcpdump ca-certificates lua5.1 buildah runc mmdebstrap)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,0 +1,118 @@
+"""The real image under real OCI tools: built from the Dockerfile by buildah, run by runc.
+
+:func:`built_image` runs ``tools/image/build.sh`` (buildah, ``--isolation chroot``, no pulls,
+cached by content hash under ``~/.cache/portolan-image``) and returns the unpacked root file
+system with the image's OCI config.  :meth:`Image.run` writes a runc bundle whose
+``config.json`` starts from ``runc spec`` and is then narrowed the way a restricted pod is:
+the image's user, env and entrypoint, a read-only root, no capabilities unless asked, its own
+network namespace (runc brings up loopback only), a tmpfs /tmp, and no ``rlimits`` (raising
+them needs CAP_SYS_RESOURCE, which the build machines lack).  Limits: no cgroup limits, no
+seccomp profile, no user namespace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+from typing import Any
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+TOOLS = ("buildah", "runc", "mmdebstrap")
+_names = itertools.count()
+
+
+def require_tools() -> None:
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if os.geteuid() != 0:
+        missing.append("root")
+    if not missing:
+        return
+    why = f"the image test needs {', '.join(missing)} (tools/test.sh installs the Debian packages)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{why}, and CI must not skip it")
+    pytest.skip(why)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mount:
+    source: pathlib.Path
+    destination: str
+    writable: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    folder: pathlib.Path  # the cache folder: rootfs/, image.json, size
+
+    @property
+    def rootfs(self) -> pathlib.Path:
+        return self.folder / "rootfs"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return json.loads((self.folder / "image.json").read_text())["OCIv1"]["config"]  # type: ignore[no-any-return]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Bytes: the unpacked file system, and its layers compressed as a registry would store them."""
+        uncompressed, compressed = (self.folder / "size").read_text().split()
+        return int(uncompressed), int(compressed)
+
+    def bundle(self, folder: pathlib.Path, args: list[str], *, user: tuple[int, int] | None = None,
+               capabilities: tuple[str, ...] = (), mounts: tuple[Mount, ...] = (),
+               sysctl: dict[str, str] | None = None) -> pathlib.Path:
+        """A runc bundle for ``args`` (the image's entrypoint is not prepended)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["runc", "spec", "--bundle", str(folder)], check=True, capture_output=True)
+        spec = json.loads((folder / "config.json").read_text())
+        image = self.config
+        uid, gid = user if user is not None else (int(part) for part in image["User"].split(":"))
+        caps = [f"CAP_{name}" for name in capabilities]
+        spec["process"].update({
+            "terminal": False, "args": args, "env": image.get("Env", []), "cwd": image.get("WorkingDir") or "/",
+            "user": {"uid": uid, "gid": gid},
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps, "inheritable": caps},
+            "noNewPrivileges": True,
+        })
+        spec["process"].pop("rlimits", None)
+        spec["root"] = {"path": str(self.rootfs), "readonly": True}
+        spec["hostname"] = "portolan"
+        spec["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                               "options": ["nosuid", "nodev", "mode=1777", "size=16m"]})
+        for mount in mounts:
+            spec["mounts"].append({"destination": mount.destination, "type": "bind", "source": str(mount.source),
+                                   "options": ["rbind", "rw" if mount.writable else "ro"]})
+        if sysctl:
+            spec["linux"]["sysctl"] = sysctl
+        (folder / "config.json").write_text(json.dumps(spec, indent=1))
+        return folder
+
+    def run(self, args: list[str], *, timeout: float = 120, **options: Any) -> subprocess.CompletedProcess[str]:
+        """Run ``args`` in a fresh container (created, run and deleted by runc)."""
+        with tempfile.TemporaryDirectory(prefix="portolan-runc-") as scratch:
+            bundle = self.bundle(pathlib.Path(scratch) / "bundle", args, **options)
+            name = f"portolan-test-{os.getpid()}-{next(_names)}"
+            try:
+                return subprocess.run(["runc", "run", "--bundle", str(bundle), name], capture_output=True, text=True,
+                                      timeout=timeout, stdin=subprocess.DEVNULL)
+            finally:
+                subprocess.run(["runc", "delete", "--force", name], capture_output=True)
+
+    def entrypoint(self, *args: str) -> list[str]:
+        return [*self.config["Entrypoint"], *args]
+
+
+def built_image() -> Image:
+    require_tools()
+    done = subprocess.run([str(ROOT / "tools/image/build.sh")], capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise AssertionError(f"tools/image/build.sh failed:\n{done.stderr[-6000:]}")
+    return Image(pathlib.Path(done.stdout.strip().splitlines()[-1]))
