@@ -173,7 +173,7 @@ def _tell(teller: Teller, cluster: clusters.Cluster) -> None:
 def story(cluster: clusters.Cluster, targets: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     operators.prepare(cluster, NAMESPACE)
     cluster.plane.kubectl("create", "namespace", UNWATCHED, check=False)
-    running = operators.Operator(cluster, tmp_path_factory.mktemp("operator"), NAMESPACE)
+    running = operators.Operator(cluster, tmp_path_factory.mktemp("operator"), NAMESPACE, image=operators.pod_image())
     running.start()
     teller = Teller(cluster, running)
     try:

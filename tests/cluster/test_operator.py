@@ -1,7 +1,8 @@
 """The operator end to end on the real control plane: kubectl apply -> sharded results in status.
 
-Shard pods run the real engine as processes inside the node agent's node namespaces;
-their targets are test hosts on the same bridge (198.18.64.0/24), built here.
+The operator and its shard pods run in the real image (built from the Dockerfile) under runc;
+shard pods join the node agent's node namespaces. Their targets are test hosts on the same
+bridge (198.18.64.0/24), built here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import clusters, netns, targethosts
+from harness import clusters, netns, operators, targethosts
 
 pytestmark = pytest.mark.cluster
 
@@ -30,76 +31,19 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 NAMESPACE = "scans"
 
 
-class Operator:
-    """The operator as a separate process, restartable."""
-
-    def __init__(self, cluster: clusters.Cluster, folder: pathlib.Path) -> None:
-        self.cluster = cluster
-        self.folder = folder
-        self.settings = folder / "settings.yaml"
-        self.settings.write_text(yaml.safe_dump({
-            "shardCommand": [sys.executable, "-m", "portolan", "shard"],
-            "shardHeartbeatSeconds": 0.5, "reconcileIntervalSeconds": 1.0,
-            "metricsPort": clusters.free_port(), "peering": None,
-            "allowedCidrs": ["198.18.64.0/24", "198.18.0.0/16"],
-        }))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = dict(os.environ, KUBECONFIG=str(self.cluster.plane.admin_kubeconfig))
-        log = open(self.folder / "operator.log", "ab")  # noqa: SIM115 - owned by the process
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "portolan", "operator", "--standalone", "--namespace", NAMESPACE,
-             "--settings", str(self.settings), "--verbose"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+Operator = operators.Operator
 
 
 @pytest.fixture(scope="module")
 def operator(cluster: clusters.Cluster, targets: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
-    plane = cluster.plane
-    plane.kubectl("apply", "-f", str(ROOT / "crds"))
-    plane.kubectl("wait", "--for=condition=Established", "crd/scanjobs.portolan.dev", "--timeout=30s")
-    plane.kubectl("create", "namespace", NAMESPACE, check=False)
-    plane.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=SHARD_RBAC)
-    running = Operator(cluster, tmp_path_factory.mktemp("operator"))
+    """The operator and its shard pods in the real image under runc (host processes: see operators.pod_image)."""
+    operators.prepare(cluster, NAMESPACE)
+    running = Operator(cluster, tmp_path_factory.mktemp("operator"), NAMESPACE, image=operators.pod_image())
     running.start()
     try:
         yield running
     finally:
         running.stop()
-
-
-SHARD_RBAC = """
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: portolan-shard}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: portolan-shard}
-rules:
-- {apiGroups: [portolan.dev], resources: [scanjobs], verbs: [get]}
-- {apiGroups: [portolan.dev], resources: [scanjobs/status], verbs: [get, patch]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: portolan-shard}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: portolan-shard}
-subjects: [{kind: ServiceAccount, name: portolan-shard}]
-"""
 
 
 def _job(name: str, *, addresses: list[str], ports: str, shards: int, pools: bool = True, **extra: Any) -> str:

@@ -17,8 +17,14 @@ be told to kill a pod's process or to drop a node, for fault tests.
 Volumes: ``hostPath``, ``emptyDir`` and ``persistentVolumeClaim`` bound to a hostPath
 PersistentVolume are bind-mounted at their ``mountPath`` inside the process's own mount
 namespace.  Limits: one container per pod (init containers and sidecars are ignored), no
-restarts (any restartPolicy behaves like Never), other volume types are skipped, images
-ignored.
+restarts (any restartPolicy behaves like Never), other volume types are skipped.
+
+Images: a pod whose image is registered in :attr:`NodeAgent.images` (a
+:class:`harness.oci.Image`, the real image built from the Dockerfile) runs in that image under
+runc, joined to its node's network namespace: the image's entrypoint and env unless the pod
+overrides them, the pod's runAsUser/runAsGroup and added capabilities (nothing else), a
+read-only root (the unpacked image is shared), its volumes and credentials bind-mounted.  Any
+other image is ignored and the command runs as a host process.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class RunningPod:
     folder: pathlib.Path
     reported: str = ""
     deleting: bool = False
+    container: str | None = None  # the runc container id when the pod runs in an image
 
 
 def _now() -> datetime.datetime:
@@ -127,6 +134,7 @@ class NodeAgent:
         self.threads: list[threading.Thread] = []
         self.relays: list[socket.socket] = []
         self.switch = f"{self.prefix}-sw"
+        self.images: dict[str, Any] = {}  # image reference -> harness.oci.Image run under runc
 
     def ns(self, node: str) -> str:
         return f"{self.prefix}-{node}"
@@ -267,8 +275,7 @@ class NodeAgent:
         for pod in pods:
             pod.reported = "dropped"  # first: a dead node reports nothing, not even its pods' deaths
             if pod.process is not None and pod.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pod.process.pid, signal.SIGKILL)
+                self._signal(pod, signal.SIGKILL)
         if delete:
             with contextlib.suppress(kubernetes.client.ApiException):
                 self.core.delete_node(name)
@@ -395,6 +402,10 @@ class NodeAgent:
         with self.lock:
             self.pods[pod.metadata.uid] = running
         container = pod.spec.containers[0]
+        image = self.images.get(container.image)
+        if image is not None:
+            self._run_in_image(pod, container, running, image)
+            return
         argv = [*(container.command or []), *(container.args or [])]
         if not container.command:
             self._status(running, "Failed", exit_code=127, reason="NoCommand",
@@ -424,6 +435,68 @@ class NodeAgent:
         )
         log.close()
         self._status(running, "Running")
+
+    def _run_in_image(self, pod: Any, container: Any, running: RunningPod, image: Any) -> None:
+        from harness import oci
+
+        folder = running.folder
+        try:
+            env = self._env(pod, container) | self._credentials(pod, folder)
+            mounts = self._mounts(pod, container, folder)
+        except kubernetes.client.ApiException as exc:
+            self._status(running, "Failed", exit_code=1, reason="CredentialsFailed", message=str(exc.reason))
+            return
+        except VolumeError as exc:
+            self._status(running, "Failed", exit_code=1, reason="VolumeFailed", message=str(exc))
+            return
+        for name in ("PATH", "HOME"):  # the image's, not this machine's
+            env.pop(name, None)
+        config = image.config
+        if container.command:  # as the kubelet does: a command replaces the entrypoint and its Cmd
+            argv = [*container.command, *(container.args or [])]
+        else:
+            argv = [*(config.get("Entrypoint") or []), *(container.args or config.get("Cmd") or [])]
+        contexts = [c for c in (pod.spec.security_context, container.security_context) if c is not None]
+        user = config["User"].split(":")
+        for context in contexts:  # the container's settings win over the pod's
+            if context.run_as_user is not None:
+                user[0] = str(context.run_as_user)
+            if getattr(context, "run_as_group", None) is not None:
+                user[1] = str(context.run_as_group)
+        added = container.security_context.capabilities.add if (
+            container.security_context and container.security_context.capabilities) else None
+        running.container = f"{self.prefix}-{pod.metadata.uid[:13]}"
+        bundle = image.bundle(
+            folder / "bundle", argv, user=(int(user[0]), int(user[1])), capabilities=tuple(added or ()),
+            env=env, network=f"/run/netns/{self.ns(pod.spec.node_name)}",
+            mounts=(oci.Mount(folder, str(folder)),
+                    *(oci.Mount(pathlib.Path(source), target, writable=True) for target, source in mounts)))
+        log = open(folder / "log", "wb")  # noqa: SIM115 - handed to the child
+        running.process = subprocess.Popen(
+            ["runc", "run", "--bundle", str(bundle), running.container], stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self._await_container(running)  # like a kubelet: Running once the container has started
+        self._status(running, "Running")
+
+    @staticmethod
+    def _await_container(pod: RunningPod, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and pod.process is not None and pod.process.poll() is None:
+            state = subprocess.run(["runc", "state", str(pod.container)], capture_output=True, text=True)
+            if state.returncode == 0 and '"status": "created"' not in state.stdout:
+                return
+            time.sleep(0.02)
+
+    def _signal(self, pod: RunningPod, sig: int) -> None:
+        """Signal the pod's process; in an image, its container's (runc forwards no SIGKILL)."""
+        if pod.container is not None:
+            self._await_container(pod)
+            subprocess.run(["runc", "kill", pod.container, signal.Signals(sig).name], capture_output=True)
+            return
+        if pod.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pod.process.pid, sig)
 
     def _status(self, pod: RunningPod, phase: str, *, exit_code: int | None = None,
                 reason: str | None = None, message: str | None = None) -> None:
@@ -476,13 +549,11 @@ class NodeAgent:
         process = pod.process
         if process is None or process.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
+        self._signal(pod, signal.SIGTERM)
         try:
             process.wait(timeout=max(grace, 0.1))
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            self._signal(pod, signal.SIGKILL)
             process.wait()
 
     def _delete(self, pod: RunningPod, grace: float) -> None:
@@ -502,7 +573,7 @@ class NodeAgent:
             pods = [p for p in self.pods.values() if (p.namespace, p.name) == (namespace, name)]
         for pod in pods:
             if pod.process is not None and pod.process.poll() is None:
-                os.killpg(pod.process.pid, sig)
+                self._signal(pod, sig)
 
     def wait_idle(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

@@ -68,16 +68,30 @@ class Image:
 
     def bundle(self, folder: pathlib.Path, args: list[str], *, user: tuple[int, int] | None = None,
                capabilities: tuple[str, ...] = (), mounts: tuple[Mount, ...] = (),
-               sysctl: dict[str, str] | None = None) -> pathlib.Path:
-        """A runc bundle for ``args`` (the image's entrypoint is not prepended)."""
+               sysctl: dict[str, str] | None = None, env: dict[str, str] | None = None,
+               network: str = "own") -> pathlib.Path:
+        """A runc bundle for ``args`` (the image's entrypoint is not prepended).
+
+        ``env`` is laid over the image's; ``network`` is ``own`` (a new namespace, loopback
+        only), ``host`` (the caller's namespace) or the path of a namespace to join.
+        """
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").unlink(missing_ok=True)  # runc spec refuses to overwrite it
         subprocess.run(["runc", "spec", "--bundle", str(folder)], check=True, capture_output=True)
         spec = json.loads((folder / "config.json").read_text())
         image = self.config
         uid, gid = user if user is not None else (int(part) for part in image["User"].split(":"))
         caps = [f"CAP_{name}" for name in capabilities]
+        variables = dict(item.split("=", 1) for item in image.get("Env", [])) | (env or {})
+        namespaces = [ns for ns in spec["linux"]["namespaces"] if ns["type"] != "network"]
+        if network == "own":
+            namespaces.append({"type": "network"})
+        elif network != "host":
+            namespaces.append({"type": "network", "path": network})
+        spec["linux"]["namespaces"] = namespaces
         spec["process"].update({
-            "terminal": False, "args": args, "env": image.get("Env", []), "cwd": image.get("WorkingDir") or "/",
+            "terminal": False, "args": args, "env": [f"{k}={v}" for k, v in variables.items()],
+            "cwd": image.get("WorkingDir") or "/",
             "user": {"uid": uid, "gid": gid},
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps, "inheritable": caps},
             "noNewPrivileges": True,
@@ -88,6 +102,10 @@ class Image:
         spec["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                                "options": ["nosuid", "nodev", "mode=1777", "size=16m"]})
         for mount in mounts:
+            # runc would create a missing mount point in the shared, cached root file system.
+            inside = pathlib.PurePosixPath(mount.destination)
+            if not (inside.is_relative_to("/tmp") or (self.rootfs / inside.relative_to("/")).is_dir()):
+                raise ValueError(f"mount {mount.destination} outside /tmp and not in the image")
             spec["mounts"].append({"destination": mount.destination, "type": "bind", "source": str(mount.source),
                                    "options": ["rbind", "rw" if mount.writable else "ro"]})
         if sysctl:

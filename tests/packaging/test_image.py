@@ -96,8 +96,8 @@ def test_as_uid_65532_capture_reads_a_mounted_pcapng(image: oci.Image, tmp_path:
     writer.close()
     tmp_path.chmod(0o755)  # readable by uid 65532, like a ConfigMap or volume mounted into a pod
     writer.files[0].chmod(0o644)
-    done = image.run(image.entrypoint("capture", "-r", "/captures/http-0001.pcapng"),
-                     mounts=(oci.Mount(tmp_path, "/captures"),))
+    done = image.run(image.entrypoint("capture", "-r", "/tmp/captures/http-0001.pcapng"),
+                     mounts=(oci.Mount(tmp_path, "/tmp/captures"),))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1795000000.123457 eth/ipv4/tcp 198.18.0.1:54321 > 198.18.0.10:80 http GET / HTTP/1.1"
 
@@ -125,15 +125,15 @@ def test_with_net_raw_a_syn_scan_finds_the_listener_and_records_its_packets(imag
     evidence = tmp_path / "evidence"
     evidence.mkdir()
     # As the shard pods of a syn job run: root, with NET_RAW as the only capability.
-    done = image.run(_with_listener("portolan scan --syn 127.0.0.1 -p 1-1024 -o json --no-service -q --capture-dir /evidence"),
+    done = image.run(_with_listener("portolan scan --syn 127.0.0.1 -p 1-1024 -o json --no-service -q --capture-dir /tmp/evidence"),
                      user=(0, 0), capabilities=("NET_RAW",), sysctl=LOW_PORTS,
-                     mounts=(oci.Mount(evidence, "/evidence", writable=True),))
+                     mounts=(oci.Mount(evidence, "/tmp/evidence", writable=True),))
     assert done.returncode == 0, done.stderr
     report = _report(done.stdout)
     assert [(p["port"], p["state"], p["reason"]) for p in report["hosts"][0]["ports"]] == [(PORT, "open", "syn-ack")]
     assert report["hosts"][0]["extraports"] == [{"protocol": "tcp", "state": "closed", "reason": "reset", "count": 1023}]
     files = sorted(evidence.glob("*.pcapng"))
-    assert len(files) == 1 and f"in /evidence/{files[0].name}" in done.stderr
+    assert len(files) == 1 and f"in /tmp/evidence/{files[0].name}" in done.stderr
     seen = [decoding.decode_ethernet(r.data) for r in pcapfiles.read(files[0])]
     probed = {d.dport for d in seen if d.transport == "tcp" and d.destination == "127.0.0.1" and d.dport <= 1024}
     assert probed == set(range(1, 1025))
