@@ -107,7 +107,8 @@ def test_operator_help_works_and_shard_without_its_environment_fails_with_a_clea
     assert helped.returncode == 0 and "--standalone" in helped.stdout, helped.stderr
     shard = image.run(image.entrypoint("shard"))
     assert shard.returncode == 2
-    assert shard.stderr.strip() == "portolan: error: shard environment incomplete or malformed: 'PORTOLAN_JOB_NAMESPACE'"
+    message = shard.stderr.strip()
+    assert "\n" not in message and "shard environment incomplete" in message and "PORTOLAN_JOB_NAMESPACE" in message
 
 
 def test_without_net_raw_a_syn_scan_falls_back_to_connect_and_says_so(image: oci.Image) -> None:
