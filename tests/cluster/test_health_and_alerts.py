@@ -6,9 +6,9 @@ a job that runs out of time; a schedule whose second target run finds a newly op
 After each stage the operator's /metrics is scraped, as Prometheus would.
 
 - Argo CD: the chart's Lua health scripts (charts/portolan/argocd) judge the live objects
-  under lua5.1, and the golden objects in tests/fixtures/argocd (which the fast test in
+  under lua5.1, and the golden objects in tests/golden/argocd (which the fast test in
   tests/unit/test_argocd_health.py uses) must still look like what the operator writes.
-  ``PORTOLAN_RECORD_FIXTURES=1`` rewrites them from this run.
+  ``PORTOLAN_UPDATE_GOLDEN=1`` rewrites them from this run.
 - Prometheus: the chart's rendered PrometheusRule passes ``promtool check rules``, and
   ``promtool test rules`` replays the scrapes as series, each stage two hours apart: every
   alert fires right after the stage that should raise it, and is silent at every other point.
@@ -34,7 +34,7 @@ from harness import argocd, clusters, netns, operators
 pytestmark = pytest.mark.cluster
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests/fixtures/argocd"
+FIXTURES = ROOT / "tests/golden/argocd"
 NAMESPACE = "scans-observed"
 UNWATCHED = "scans-unwatched"  # no operator watches it: what Argo CD sees before the operator acts
 STAGE_MINUTES = 120
@@ -216,14 +216,14 @@ def _shape(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_golden_objects_still_look_like_what_the_operator_writes(story: Story) -> None:
-    if os.environ.get("PORTOLAN_RECORD_FIXTURES") == "1":
+    if os.environ.get("PORTOLAN_UPDATE_GOLDEN") == "1":
         FIXTURES.mkdir(parents=True, exist_ok=True)
         for case, obj in story.objects.items():
             (FIXTURES / f"{case}.json").write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
     recorded = {path.stem: json.loads(path.read_text()) for path in FIXTURES.glob("*.json")}
     assert set(recorded) == set(story.objects)
     for case, obj in story.objects.items():
-        assert _shape(recorded[case]) == _shape(obj), f"{case}: re-record with PORTOLAN_RECORD_FIXTURES=1"
+        assert _shape(recorded[case]) == _shape(obj), f"{case}: re-record with PORTOLAN_UPDATE_GOLDEN=1"
 
 
 # -- Prometheus --------------------------------------------------------------------------------

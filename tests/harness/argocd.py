@@ -24,7 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "charts/portolan/argocd"
 HEALTH_STATUSES = ("Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown")
 
-# The table, per object recorded from a real run (tests/fixtures/argocd/<case>.json):
+# The table, per object recorded from a real run (tests/golden/argocd/<case>.json):
 # case -> (kind, Argo CD health, words its message must contain).
 EXPECTED = {
     "scanjob-unseen": ("ScanJob", "Progressing", "Waiting for the Portolan operator"),

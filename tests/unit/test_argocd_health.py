@@ -1,6 +1,6 @@
 """The chart's Argo CD health scripts under lua5.1, on objects recorded from a real operator run.
 
-tests/fixtures/argocd holds ScanJobs and ScanSchedules as the API server returned them during
+tests/golden/argocd holds ScanJobs and ScanSchedules as the API server returned them during
 tests/cluster/test_health_and_alerts.py, which also checks that they still look like what the
 operator writes. Each one is judged here as the issue's table says.
 """
@@ -17,7 +17,7 @@ import pytest
 from harness import argocd
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests/fixtures/argocd"
+FIXTURES = ROOT / "tests/golden/argocd"
 
 
 def _recorded(case: str) -> dict[str, Any]:
