@@ -1,10 +1,20 @@
 """cyclonus, the outside judge of NetworkPolicy semantics: ask it whether traffic is allowed.
 
-Runs ``cyclonus analyze --mode query-traffic`` (built with the control plane into
-tools/k8s/bin) on a folder of policies, one per file with ``policyTypes`` filled
-in (cyclonus reads only the first document of a file and refuses policies
-without it), and a list of traffic objects; parses the ``IS ALLOWED?`` answer of
-each.  Test code only: it shares nothing with the product's evaluator.
+Two ways, both ``cyclonus analyze`` (built with the control plane into tools/k8s/bin)
+on a folder of policies, one per file with ``policyTypes`` filled in (cyclonus
+reads only the first document of a file and refuses policies without it):
+
+* :func:`probe_matrix`: ``--mode probe`` on a model file (namespaces, pods with
+  their containers' ports, the probes to run); parses the printed "Combined"
+  truth table of each probe into ``{(source, destination, port, protocol): bool}``,
+  pods named ``namespace/name``.  Pods only: the probe mode knows no addresses
+  outside the cluster.  A cell cyclonus cannot decide (``N``: the destination
+  declares no container on that port; ``P``: an unresolvable named port) is an
+  error, so a model must declare every probed port on every pod.
+* :func:`allowed`: ``--mode query-traffic`` on a list of traffic objects, which
+  may name addresses outside the cluster; parses the ``IS ALLOWED?`` answer of each.
+
+Test code only: it shares nothing with the product's evaluator.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from typing import Any
 import yaml
 
 BINARY = pathlib.Path(__file__).resolve().parents[2] / "tools" / "k8s" / "bin" / "cyclonus"
+_CELL = {".": True, "X": False}
 _ANSWER = re.compile(r"\|\s*IS ALLOWED\?\s*\|\s*(TRUE|FALSE)\s*\|")
 
 
@@ -71,3 +82,46 @@ def allowed(policies: Sequence[Mapping[str, Any]], traffic: Sequence[Traffic]) -
     if len(answers) != len(traffic):
         raise AssertionError(f"cyclonus answered {len(answers)} of {len(traffic)} queries:\n{done.stdout[-2000:]}")
     return answers
+
+
+Cell = tuple[str, str, int, str]  # (source namespace/name, destination namespace/name, port, protocol)
+
+
+def _tables(text: str, title: str) -> list[list[list[str]]]:
+    """Every table printed under ``title:``, as rows of cells (header row included), in order."""
+    tables: list[list[list[str]]] = []
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if line.strip() != f"{title}:":
+            continue
+        rows: list[list[str]] = []
+        for row in lines[index + 1:]:
+            if row.startswith("+"):
+                continue
+            if not row.startswith("|"):
+                break
+            rows.append([cell.strip() for cell in row.strip().strip("|").split("|")])
+        tables.append(rows)
+    return tables
+
+
+def probe_matrix(policies: pathlib.Path, model: pathlib.Path) -> dict[Cell, bool]:
+    """cyclonus's expected reachability for every (source pod, destination pod, probe) of the model."""
+    probes = json.loads(model.read_text())["Probes"]
+    done = subprocess.run([str(BINARY), "analyze", "--mode", "probe", "--policy-path", str(policies),
+                           "--probe-path", str(model)], capture_output=True, text=True, timeout=120, check=True)
+    tables = _tables(done.stdout, "Combined")
+    if len(tables) < len(probes):
+        raise AssertionError(f"cyclonus printed {len(tables)} tables for {len(probes)} probes:\n{done.stdout[-2000:]}")
+    matrix: dict[Cell, bool] = {}
+    for probe, table in zip(probes, tables, strict=False):  # a last table follows for the (absent) live pods
+        port, protocol = int(probe["Port"]), str(probe["Protocol"]).upper()
+        sources = [row[0] for row in table[1:]]  # the header repeats them, upper-cased: the rows keep their case
+        for row in table[1:]:
+            if len(row) != len(sources) + 1:
+                raise AssertionError(f"cyclonus row {row} does not have {len(sources)} columns")
+            for destination, cell in zip(sources, row[1:], strict=True):
+                if cell not in _CELL:
+                    raise AssertionError(f"cyclonus could not decide {row[0]} -> {destination} {port}/{protocol}: {cell}")
+                matrix[(row[0], destination, port, protocol)] = _CELL[cell]
+    return matrix

@@ -1,8 +1,15 @@
 """Portolan's NetworkPolicy evaluator agrees with cyclonus on every scenario, pair by pair.
 
-For each scenario, every (source pod or outside address, destination pod or outside
-address, port) is asked of both; any disagreement is listed exactly.  cyclonus is
-built with the control plane; outside CI the test skips without it.
+Two judgements per scenario folder (``tests/netpol/scenarios/``):
+
+* cyclonus's probe matrix (``analyze --mode probe`` on the folder's model and
+  policies): every (source pod, destination pod, probed port), pods to themselves
+  included;
+* cyclonus's traffic queries for the addresses outside the cluster: every pod to
+  and from each ``External`` address, on every probed port.
+
+Any disagreement is listed exactly.  cyclonus is built with the control plane;
+the test skips only when the binary is absent (and never in CI, which builds it).
 """
 
 from __future__ import annotations
@@ -15,47 +22,58 @@ from harness import cyclonus
 from netpol import scenarios
 from portolan.policies import evaluating
 
-Peer = tuple[scenarios.Pod | None, str]  # (pod, or None for the outside address; its IP)
+needs_cyclonus = pytest.mark.skipif(not cyclonus.available() and os.environ.get("CI") != "true",
+                                    reason="cyclonus is built by tools/k8s/build.sh")
 
 
-def _peers() -> list[Peer]:
-    return [(pod, pod.ip) for pod in scenarios.PODS] + [(None, scenarios.OUTSIDE)]
-
-
-def _cyclonus_peer(peer: Peer) -> cyclonus.Peer:
-    pod, ip = peer
-    if pod is None:
-        return cyclonus.Peer(ip)
-    return cyclonus.Peer(ip, pod.namespace, scenarios.NAMESPACES[pod.namespace], pod.labels)
-
-
-def _endpoint(peer: Peer) -> evaluating.Endpoint:
-    pod, ip = peer
+def _endpoint(pod: scenarios.Pod | None, ip: str) -> evaluating.Endpoint:
     if pod is None:
         return evaluating.Endpoint(ip)
     return evaluating.Endpoint(ip, pod.namespace, pod.labels,
-                               named_ports={(name, proto): number for name, number, proto in pod.ports})
+                               named_ports={(name, proto): number for name, number, proto in pod.ports if name})
 
 
-def _label(peer: Peer) -> str:
-    pod, ip = peer
-    return ip if pod is None else f"{pod.namespace}/{pod.name}"
+@needs_cyclonus
+@pytest.mark.parametrize("name", scenarios.names())
+def test_the_evaluator_agrees_with_cyclonus_probe_matrix_on_every_pod_pair(name: str) -> None:
+    scenario = scenarios.load(name)
+    judged = cyclonus.probe_matrix(scenario.policy_folder, scenario.model_file)
+    assert len(judged) == len(scenario.pods) ** 2 * len(scenario.probes)
+    pods = {pod.key: pod for pod in scenario.pods}
+    disagreements = []
+    for (source, destination, port, protocol), theirs in sorted(judged.items()):
+        mine = evaluating.evaluate(scenario.policies, scenario.namespaces, _endpoint(pods[source], pods[source].ip),
+                                   _endpoint(pods[destination], pods[destination].ip), port, protocol)
+        if mine.allowed != theirs:
+            disagreements.append(f"{source} -> {destination} {port}/{protocol}: cyclonus {theirs}, "
+                                 f"portolan {mine.allowed} ({mine.decided_by})")
+    assert disagreements == []
 
 
-@pytest.mark.skipif(not cyclonus.available() and os.environ.get("CI") != "true",
-                    reason="cyclonus is built by tools/k8s/build.sh")
-@pytest.mark.parametrize("scenario", sorted(scenarios.SCENARIOS))
-def test_the_evaluator_agrees_with_cyclonus(scenario: str) -> None:
-    policies = scenarios.SCENARIOS[scenario]
-    queries = [(source, destination, port, protocol)
-               for source in _peers() for destination in _peers() if source != destination
-               and (source[0] is not None or destination[0] is not None)  # outside to outside is nobody's business
-               for port, protocol in scenarios.PORTS]
-    judged = cyclonus.allowed(policies, [
-        cyclonus.Traffic(_cyclonus_peer(s), _cyclonus_peer(d), port, protocol, scenarios.port_name(d[0], port, protocol))
-        for s, d, port, protocol in queries])
-    ours = [evaluating.evaluate(policies, scenarios.NAMESPACES, _endpoint(s), _endpoint(d), port, protocol).allowed
-            for s, d, port, protocol in queries]
-    disagreements = [f"{_label(s)} -> {_label(d)} {port}/{protocol}: cyclonus {theirs}, portolan {mine}"
-                     for (s, d, port, protocol), theirs, mine in zip(queries, judged, ours, strict=True) if theirs != mine]
+@needs_cyclonus
+@pytest.mark.parametrize("name", scenarios.names())
+def test_the_evaluator_agrees_with_cyclonus_on_traffic_to_and_from_outside_the_cluster(name: str) -> None:
+    scenario = scenarios.load(name)
+    assert scenario.external, "every scenario names an address outside the cluster"
+    pairs: list[tuple[scenarios.Pod | None, str, scenarios.Pod | None, str]] = []
+    for address in scenario.external:
+        for pod in scenario.pods:
+            pairs += [(pod, pod.ip, None, address), (None, address, pod, pod.ip)]
+
+    def peer(pod: scenarios.Pod | None, ip: str) -> cyclonus.Peer:
+        if pod is None:
+            return cyclonus.Peer(ip)
+        return cyclonus.Peer(ip, pod.namespace, scenario.namespaces[pod.namespace], pod.labels)
+
+    queries = [(pair, port, protocol) for pair in pairs for port, protocol in scenario.probes]
+    judged = cyclonus.allowed(scenario.policies, [
+        cyclonus.Traffic(peer(s, s_ip), peer(d, d_ip), port, protocol, scenarios.port_name(d, port, protocol))
+        for (s, s_ip, d, d_ip), port, protocol in queries])
+    disagreements = []
+    for ((s, s_ip, d, d_ip), port, protocol), theirs in zip(queries, judged, strict=True):
+        mine = evaluating.evaluate(scenario.policies, scenario.namespaces, _endpoint(s, s_ip), _endpoint(d, d_ip),
+                                   port, protocol)
+        if mine.allowed != theirs:
+            disagreements.append(f"{s.key if s else s_ip} -> {d.key if d else d_ip} {port}/{protocol}: "
+                                 f"cyclonus {theirs}, portolan {mine.allowed} ({mine.decided_by})")
     assert disagreements == []
