@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from portolan import errors
 from portolan.policies import evaluating
 
 NAMESPACES = {"shop": {"team": "shop", "kubernetes.io/metadata.name": "shop"},
@@ -103,3 +104,76 @@ def test_each_verdict_names_what_decided_it() -> None:
         "ingress denied: isolated by db/deny-in, db/from-web"
     assert evaluating.evaluate([DENY_EGRESS], NAMESPACES, WEB, PG, 5432).decided_by == \
         "egress denied: isolated by shop/deny-out"
+
+
+NULL_KEYS = [
+    ("a null namespaceSelector is absent: the policy's own namespace only",
+     {"namespaceSelector": None, "podSelector": {"matchLabels": {"app": "web"}}}, OPS, False),
+    ("a null podSelector beside a namespaceSelector is absent: every pod there",
+     {"namespaceSelector": {"matchLabels": {"team": "ops"}}, "podSelector": None}, OPS, True),
+    ("a null ipBlock beside a podSelector is absent", {"ipBlock": None, "podSelector": {}}, OTHER, False),
+]
+
+
+@pytest.mark.parametrize(("name", "peer", "source", "allowed"), NULL_KEYS, ids=[case[0] for case in NULL_KEYS])
+def test_a_null_peer_field_counts_as_absent(name: str, peer: dict[str, Any], source: evaluating.Endpoint,
+                                            allowed: bool) -> None:
+    policy = _policy("db", "x", ingress=[{"from": [peer]}])
+    assert evaluating.evaluate([policy], NAMESPACES, source, PG, 5432).allowed is allowed
+
+
+def _pod(namespace: str, labels: dict[str, str], ip: str, *, host_network: bool = False,
+         ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"metadata": {"namespace": namespace, "name": "p", "labels": labels},
+            "spec": {"hostNetwork": host_network, "containers": [{"name": "c", "ports": ports or []}]},
+            "status": {"podIP": ip}}
+
+
+def test_a_pod_from_the_api_keeps_its_namespace_labels_ip_and_named_ports_with_tcp_by_default() -> None:
+    endpoint = evaluating.endpoint_from_pod(_pod("db", {"app": "pg"}, "198.18.201.10", ports=[
+        {"name": "pg", "containerPort": 5432}, {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+        {"containerPort": 9000}]))
+    assert endpoint == evaluating.Endpoint("198.18.201.10", "db", {"app": "pg"},
+                                           {("pg", "TCP"): 5432, ("dns", "UDP"): 53})
+    named = _policy("db", "x", ingress=[{"ports": [{"port": "dns", "protocol": "UDP"}]}])
+    assert evaluating.evaluate([named], NAMESPACES, WEB, endpoint, 53, "UDP").allowed is True
+    assert evaluating.evaluate([named], NAMESPACES, WEB, endpoint, 5432, "TCP").allowed is False
+
+
+def test_a_host_network_source_is_its_node_address_matched_by_ip_blocks_only() -> None:
+    node = evaluating.endpoint_from_pod(_pod("shop", {"app": "web"}, "198.18.100.2", host_network=True))
+    assert not node.is_pod and node.ip == "198.18.100.2"
+    from_web_pods = _policy("db", "x", ingress=[{"from": [{"namespaceSelector": {}, "podSelector": {}}]}])
+    from_nodes = _policy("db", "y", ingress=[{"from": [{"ipBlock": {"cidr": "198.18.100.0/24"}}]}])
+    assert evaluating.evaluate([from_web_pods], NAMESPACES, node, PG, 5432).allowed is False
+    verdict = evaluating.evaluate([from_web_pods, from_nodes], NAMESPACES, node, PG, 5432)
+    assert verdict == evaluating.Verdict(True, "the source is not a pod; ingress allowed by db/y")
+    # an egress default deny in its namespace does not apply to a pod that is not on the pod network
+    assert evaluating.evaluate([DENY_EGRESS], NAMESPACES, node, PG, 5432).allowed is True
+
+
+BAD = [
+    ("an unknown selector operator", _policy("db", "x", ingress=[{"from": [{"namespaceSelector": {"matchExpressions": [
+        {"key": "app", "operator": "Near", "values": ["web"]}]}}]}]), "operator must be one of"),
+    ("an ipBlock that is no network", _policy("db", "x", ingress=[{"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]),
+     "ipBlock"),
+]
+
+
+@pytest.mark.parametrize(("name", "policy", "message"), BAD, ids=[case[0] for case in BAD])
+def test_a_malformed_policy_is_refused_rather_than_guessed(name: str, policy: dict[str, Any], message: str) -> None:
+    with pytest.raises(errors.SpecError, match=message):
+        evaluating.evaluate([policy], NAMESPACES, OTHER, PG, 5432)
+
+
+def test_the_matrix_covers_every_pair_but_outside_to_outside_and_itself_unless_asked() -> None:
+    endpoints = {"shop/web": WEB, "db/pg": PG, "outside": OUTSIDE, "elsewhere": evaluating.Endpoint("198.18.64.21")}
+    table = evaluating.matrix([FROM_WEB], NAMESPACES, endpoints, [(5432, "TCP"), (53, "UDP")])
+    pairs = {(s, d) for s, d, _, _ in table}
+    assert ("outside", "elsewhere") not in pairs and ("db/pg", "db/pg") not in pairs
+    assert len(table) == 2 * (4 * 3 - 2)
+    assert table[("shop/web", "db/pg", 5432, "TCP")].allowed is True
+    assert table[("outside", "db/pg", 5432, "TCP")].allowed is False
+    assert table[("db/pg", "outside", 53, "UDP")].allowed is True
+    with_itself = evaluating.matrix([FROM_WEB], NAMESPACES, endpoints, [(5432, "TCP")], itself=True)
+    assert with_itself[("db/pg", "db/pg", 5432, "TCP")].allowed is False  # pg is not a web pod of shop

@@ -18,7 +18,16 @@ egress, each computed the way the API defines it:
   destination pod's declared container ports (a name never matches an address
   outside the cluster); ``protocol`` defaults to TCP;
 * label selectors: ``matchLabels`` and ``matchExpressions`` (In, NotIn, Exists,
-  DoesNotExist).
+  DoesNotExist; any other operator is refused with :class:`~portolan.errors.SpecError`,
+  never guessed); a key whose value is ``null`` counts as absent, as it does for
+  the API server.
+
+Pods come in as the API server returns them (:func:`endpoint_from_pod`): the IP
+from ``status.podIP``, named ports from the containers' ``ports`` (protocol
+defaulting to TCP).  A ``hostNetwork`` pod is not on the pod network: policies
+do not select it and pod or namespace selectors do not match it, so it is an
+address like any outside the cluster (the node's), matched only by ``ipBlock``
+— what the iptables/nftables enforcers do.
 
 Outside the cluster there is no ingress policy: only the source's egress
 decides.  Each answer names what decided it (the allowing policy, or the
@@ -32,6 +41,8 @@ import dataclasses
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from portolan import errors
 
 Policy = Mapping[str, Any]
 
@@ -58,6 +69,9 @@ class Verdict:
     decided_by: str
 
 
+_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
 def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
     """A label selector (matchLabels, matchExpressions) against labels; an empty selector selects everything."""
     if selector is None:
@@ -66,7 +80,10 @@ def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bo
         if labels.get(key) != value:
             return False
     for expression in selector.get("matchExpressions") or []:
-        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
+        key, operator, values = expression.get("key"), expression.get("operator"), expression.get("values") or []
+        if operator not in _OPERATORS or not isinstance(key, str):
+            raise errors.SpecError(f"label selector expression {dict(expression)!r}: operator must be one of "
+                                   f"{', '.join(_OPERATORS)}, with a key")
         if operator == "In" and labels.get(key) not in values:
             return False
         if operator == "NotIn" and key in labels and labels[key] in values:
@@ -76,6 +93,18 @@ def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bo
         if operator == "DoesNotExist" and key in labels:
             return False
     return True
+
+
+def endpoint_from_pod(pod: Mapping[str, Any]) -> Endpoint:
+    """A pod as the API server returns it; a ``hostNetwork`` pod is only its (node's) address."""
+    meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    ip = status.get("podIP") or None
+    if spec.get("hostNetwork"):
+        return Endpoint(ip)
+    named = {(str(port["name"]), str(port.get("protocol") or "TCP")): int(port["containerPort"])
+             for container in spec.get("containers") or [] for port in container.get("ports") or []
+             if port.get("name") and port.get("containerPort") is not None}
+    return Endpoint(ip, str(meta.get("namespace") or "default"), dict(meta.get("labels") or {}), named)
 
 
 def policy_types(policy: Policy) -> list[str]:
@@ -95,27 +124,30 @@ def _name(policy: Policy) -> str:
 def _in_block(ip: str | None, block: Mapping[str, Any]) -> bool:
     if ip is None:
         return False
-    address = ipaddress.ip_address(ip)
-    network = ipaddress.ip_network(block["cidr"], strict=False)
+    try:
+        address = ipaddress.ip_address(ip)
+        network = ipaddress.ip_network(str(block.get("cidr")), strict=False)
+        excepted = [ipaddress.ip_network(e, strict=False) for e in block.get("except") or []]
+    except (TypeError, ValueError) as exc:
+        raise errors.SpecError(f"ipBlock {dict(block)!r} or address {ip!r}: {exc}") from exc
     if address.version != network.version or address not in network:
         return False
-    return not any(address in ipaddress.ip_network(e, strict=False) for e in block.get("except") or []
-                   if ipaddress.ip_network(e, strict=False).version == address.version)
+    return not any(address in e for e in excepted if e.version == address.version)
 
 
 def _peer_matches(peer: Mapping[str, Any], policy_namespace: str, other: Endpoint,
                   namespaces: Mapping[str, Mapping[str, str]]) -> bool:
-    if "ipBlock" in peer:
+    if peer.get("ipBlock") is not None:
         return _in_block(other.ip, peer["ipBlock"])
     if not other.is_pod:
         return False  # pod and namespace selectors select pods only
     assert other.namespace is not None
-    if "namespaceSelector" in peer:
+    if peer.get("namespaceSelector") is not None:
         if not selects(peer["namespaceSelector"], namespaces.get(other.namespace, {})):
             return False
     elif other.namespace != policy_namespace:
         return False  # a podSelector alone selects within the policy's namespace
-    return "podSelector" not in peer or selects(peer["podSelector"], other.labels)
+    return peer.get("podSelector") is None or selects(peer["podSelector"], other.labels)
 
 
 def _port_matches(entry: Mapping[str, Any], port: int, protocol: str, destination: Endpoint) -> bool:
@@ -168,3 +200,25 @@ def evaluate(policies: Sequence[Policy], namespaces: Mapping[str, Mapping[str, s
     if not ingress.allowed:
         return ingress
     return Verdict(True, f"{egress.decided_by}; {ingress.decided_by}")
+
+
+Cell = tuple[str, str, int, str]  # (source name, destination name, port, protocol)
+
+
+def matrix(policies: Sequence[Policy], namespaces: Mapping[str, Mapping[str, str]],
+           endpoints: Mapping[str, Endpoint], ports: Sequence[tuple[int, str]], *,
+           itself: bool = False) -> dict[Cell, Verdict]:
+    """The verdict for every (source, destination, port, protocol) of named endpoints, in order.
+
+    Pairs of two addresses outside the cluster are nobody's policy and are left
+    out; so is an endpoint to itself unless ``itself``.
+    """
+    table: dict[Cell, Verdict] = {}
+    for port, protocol in ports:
+        for source_name, source in endpoints.items():
+            for destination_name, destination in endpoints.items():
+                if (source_name == destination_name and not itself) or not (source.is_pod or destination.is_pod):
+                    continue
+                table[(source_name, destination_name, port, protocol)] = evaluate(
+                    policies, namespaces, source, destination, port, protocol)
+    return table
