@@ -14,6 +14,13 @@ each pair.  The model file (YAML or JSON)::
        ports: [{name: pg, port: 5432, protocol: TCP}]}
     external: [192.0.2.10]
     ports: [{port: 5432}, {port: 53, protocol: UDP}]
+
+The model cyclonus reads (``analyze --mode probe --probe-path``) is accepted too,
+recognised by its ``Probes`` and ``Resources`` keys: ``Resources.Namespaces``
+(labels), ``Resources.Pods`` (``Namespace``, ``Name``, ``Labels``, ``IP``,
+``Containers`` with ``Port``, ``PortName``, ``Protocol``), ``Probes`` (``Port``,
+``Protocol``), and Portolan's own ``External`` (addresses), which cyclonus
+ignores.  The scenarios of tests/netpol are written that way.
 """
 
 from __future__ import annotations
@@ -99,13 +106,39 @@ def load_policies(folder: pathlib.Path) -> list[dict[str, Any]]:
     return found
 
 
+def _from_cyclonus(model: dict[str, Any]) -> dict[str, Any]:
+    """cyclonus's probe model (Probes, Resources, and our External) in this command's own shape."""
+    resources = model.get("Resources") if isinstance(model.get("Resources"), dict) else {}
+    unknown = set(model) - {"Probes", "Resources", "External"}
+    if unknown:
+        raise errors.SpecError(f"unknown keys in a cyclonus model: {', '.join(sorted(unknown))}")
+
+    def port(entry: Any) -> Any:
+        if not isinstance(entry, dict):
+            return entry  # validation names it
+        found = {"port": entry.get("Port"), "protocol": str(entry.get("Protocol") or "TCP").upper()}
+        return {**found, "name": entry["PortName"]} if entry.get("PortName") else found
+
+    def pod(entry: Any) -> Any:
+        if not isinstance(entry, dict):
+            return entry
+        return {"namespace": entry.get("Namespace"), "name": entry.get("Name"), "labels": entry.get("Labels") or {},
+                "ip": entry.get("IP"), "ports": [port(c) for c in entry.get("Containers") or []]}
+
+    return {"namespaces": resources.get("Namespaces") or {}, "pods": [pod(p) for p in resources.get("Pods") or []],
+            "external": model.get("External") or [], "ports": [port(p) for p in model.get("Probes") or []]}
+
+
 def load_model(path: pathlib.Path) -> Model:
-    """The model file, validated."""
+    """The model file, validated (this command's shape, or cyclonus's probe model)."""
     documents = _documents(_read(path), str(path))
     if len(documents) != 1 or not isinstance(documents[0], dict):
         raise errors.SpecError(f"{path}: a model is one mapping (namespaces, pods, external, ports)")
+    document = documents[0]
+    if "Probes" in document or "Resources" in document:
+        document = _from_cyclonus(document)
     try:
-        model = Model.model_validate(documents[0])
+        model = Model.model_validate(document)
     except pydantic.ValidationError as exc:
         raise errors.SpecError(f"{path}: {problems.describe(exc)}") from exc
     for pod in model.pods:
@@ -121,14 +154,9 @@ def matrix(policies: list[dict[str, Any]], model: Model) -> dict[str, dict[str, 
         for p in model.pods}
     peers.update({address: evaluating.Endpoint(address) for address in model.external})
     table: dict[str, dict[str, dict[str, evaluating.Verdict]]] = {}
-    for port in model.ports:
-        key = f"{port.port}/{port.protocol}"
-        for source_name, source in peers.items():
-            for destination_name, destination in peers.items():
-                if source_name == destination_name or not (source.is_pod or destination.is_pod):
-                    continue
-                table.setdefault(key, {}).setdefault(source_name, {})[destination_name] = evaluating.evaluate(
-                    policies, model.namespaces, source, destination, port.port, port.protocol)
+    cells = evaluating.matrix(policies, model.namespaces, peers, [(p.port, p.protocol) for p in model.ports])
+    for (source, destination, port, protocol), verdict in cells.items():
+        table.setdefault(f"{port}/{protocol}", {}).setdefault(source, {})[destination] = verdict
     return table
 
 
