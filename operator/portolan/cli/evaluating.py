@@ -108,7 +108,8 @@ def load_policies(folder: pathlib.Path) -> list[dict[str, Any]]:
 
 def _from_cyclonus(model: dict[str, Any]) -> dict[str, Any]:
     """cyclonus's probe model (Probes, Resources, and our External) in this command's own shape."""
-    resources = model.get("Resources") if isinstance(model.get("Resources"), dict) else {}
+    found = model.get("Resources")
+    resources: dict[str, Any] = found if isinstance(found, dict) else {}
     unknown = set(model) - {"Probes", "Resources", "External"}
     if unknown:
         raise errors.SpecError(f"unknown keys in a cyclonus model: {', '.join(sorted(unknown))}")
