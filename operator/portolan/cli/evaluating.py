@@ -110,7 +110,7 @@ def _from_cyclonus(model: dict[str, Any]) -> dict[str, Any]:
     """cyclonus's probe model (Probes, Resources, and our External) in this command's own shape."""
     found = model.get("Resources")
     resources: dict[str, Any] = found if isinstance(found, dict) else {}
-    unknown = set(model) - {"Probes", "Resources", "External"}
+    unknown = set(model) - {"Description", "Probes", "Resources", "External"}
     if unknown:
         raise errors.SpecError(f"unknown keys in a cyclonus model: {', '.join(sorted(unknown))}")
 
