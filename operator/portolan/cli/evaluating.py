@@ -36,7 +36,7 @@ import pydantic
 from portolan import errors
 from portolan.cli import exits, rendering
 from portolan.models import problems
-from portolan.policies import evaluating
+from portolan.policies import checking, evaluating
 
 MAX_FILE_BYTES = 4 << 20
 
@@ -102,6 +102,10 @@ def load_policies(folder: pathlib.Path) -> list[dict[str, Any]]:
                     meta = item.get("metadata") or {}
                     if not meta.get("namespace") or not meta.get("name"):
                         raise errors.SpecError(f"{path}: a NetworkPolicy needs metadata.name and metadata.namespace")
+                    try:
+                        checking.check(item)
+                    except errors.SpecError as exc:
+                        raise errors.SpecError(f"{path}: {exc}") from exc
                     found.append(item)
     return found
 
