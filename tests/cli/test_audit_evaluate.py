@@ -47,8 +47,9 @@ def test_audit_evaluate_prints_what_the_policies_allow_and_why_without_a_cluster
                            "--model", str(tmp_path / "model.yaml"), "-o", "json"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     table = json.loads(done.stdout)
-    assert table["5432/TCP"]["shop/web"]["db/pg"] == {"allowed": True, "decidedBy":
-                                                      "no egress policy selects shop pod; ingress allowed by db/pg-from-web"}
+    assert table["5432/TCP"]["shop/web"]["db/pg"] == {
+        "allowed": True, "decidedBy": "no egress policy selects shop pod; ingress allowed by db/pg-from-web",
+        "policies": ["db/pg-from-web"]}
     assert table["5432/TCP"]["shop/cart"]["db/pg"]["allowed"] is False
     assert table["5433/TCP"]["shop/web"]["db/pg"]["allowed"] is False  # the named port is 5432 only
     assert table["5433/TCP"]["db/pg"]["shop/cart"]["allowed"] is True

@@ -147,7 +147,7 @@ def test_a_host_network_source_is_its_node_address_matched_by_ip_blocks_only() -
     from_nodes = _policy("db", "y", ingress=[{"from": [{"ipBlock": {"cidr": "198.18.100.0/24"}}]}])
     assert evaluating.evaluate([from_web_pods], NAMESPACES, node, PG, 5432).allowed is False
     verdict = evaluating.evaluate([from_web_pods, from_nodes], NAMESPACES, node, PG, 5432)
-    assert verdict == evaluating.Verdict(True, "the source is not a pod; ingress allowed by db/y")
+    assert verdict == evaluating.Verdict(True, "the source is not a pod; ingress allowed by db/y", ("db/y",))
     # an egress default deny in its namespace does not apply to a pod that is not on the pod network
     assert evaluating.evaluate([DENY_EGRESS], NAMESPACES, node, PG, 5432).allowed is True
 
@@ -177,3 +177,11 @@ def test_the_matrix_covers_every_pair_but_outside_to_outside_and_itself_unless_a
     assert table[("db/pg", "outside", 53, "UDP")].allowed is True
     with_itself = evaluating.matrix([FROM_WEB], NAMESPACES, endpoints, [(5432, "TCP")], itself=True)
     assert with_itself[("db/pg", "db/pg", 5432, "TCP")].allowed is False  # pg is not a web pod of shop
+
+
+def test_each_verdict_lists_the_policies_behind_it() -> None:
+    shop_out = _policy("shop", "web-out", policyTypes=["Egress"], egress=[{"to": [{"namespaceSelector": {}}]}])
+    assert evaluating.evaluate([FROM_WEB, shop_out], NAMESPACES, WEB, PG, 5432).policies == ("shop/web-out", "db/from-web")
+    assert evaluating.evaluate([FROM_WEB, DENY_INGRESS], NAMESPACES, OTHER, PG, 5432).policies == (
+        "db/deny-in", "db/from-web")
+    assert evaluating.evaluate([], NAMESPACES, OTHER, PG, 5432).policies == ()

@@ -185,7 +185,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     """Run ``portolan audit evaluate``; returns the exit code."""
     table = matrix(load_policies(pathlib.Path(args.policies)), load_model(pathlib.Path(args.model)))
     if args.output == "json":
-        out.write(json.dumps({key: {s: {d: {"allowed": v.allowed, "decidedBy": v.decided_by} for d, v in row.items()}
+        out.write(json.dumps({key: {s: {d: {"allowed": v.allowed, "decidedBy": v.decided_by, "policies": list(v.policies)}
+                                        for d, v in row.items()}
                                     for s, row in rows.items()} for key, rows in table.items()}, indent=2) + "\n")
     elif args.output == "table":
         out.write(render(table))

@@ -63,10 +63,16 @@ class Endpoint:
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """Whether the connection is allowed, and what decided it."""
+    """Whether the connection is allowed, and what decided it.
+
+    ``policies`` names (``namespace/name``) the policies behind the answer: the
+    allowing one of each isolated direction, or, when denied, every policy that
+    isolates the pod in the denying direction; empty when no policy selects.
+    """
 
     allowed: bool
     decided_by: str
+    policies: tuple[str, ...] = ()
 
 
 _OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
@@ -183,9 +189,9 @@ def _direction(kind: str, pod: Endpoint, other: Endpoint, port: int, protocol: s
         namespace = str((policy.get("metadata") or {}).get("namespace", ""))
         for rule in (policy.get("spec") or {}).get(rules_key) or []:
             if _rule_allows(rule, peers_key, namespace, other, port, protocol, destination, namespaces):
-                return Verdict(True, f"{kind.lower()} allowed by {_name(policy)}")
-    names = ", ".join(sorted(_name(p) for p in isolating))
-    return Verdict(False, f"{kind.lower()} denied: isolated by {names}")
+                return Verdict(True, f"{kind.lower()} allowed by {_name(policy)}", (_name(policy),))
+    names = tuple(sorted(_name(p) for p in isolating))
+    return Verdict(False, f"{kind.lower()} denied: isolated by {', '.join(names)}", names)
 
 
 def evaluate(policies: Sequence[Policy], namespaces: Mapping[str, Mapping[str, str]], source: Endpoint,
@@ -199,7 +205,7 @@ def evaluate(policies: Sequence[Policy], namespaces: Mapping[str, Mapping[str, s
         return egress
     if not ingress.allowed:
         return ingress
-    return Verdict(True, f"{egress.decided_by}; {ingress.decided_by}")
+    return Verdict(True, f"{egress.decided_by}; {ingress.decided_by}", egress.policies + ingress.policies)
 
 
 Cell = tuple[str, str, int, str]  # (source name, destination name, port, protocol)
