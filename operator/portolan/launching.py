@@ -1,7 +1,8 @@
 """The ``portolan`` entry point: parse the command line, then hand over to one of the three programs.
 
 The only module above the programs: ``portolan operator`` goes to
-:mod:`portolan.controller`, ``portolan shard`` to :mod:`portolan.shard`, every
+:mod:`portolan.controller`; ``portolan shard``, ``probe`` and ``canary`` (what
+runs inside the pods the operator creates) to :mod:`portolan.shard`; every
 other command to :mod:`portolan.cli`.  Each program is imported only when its
 command runs, so a local scan never loads kopf or the kubernetes client.
 """
@@ -38,4 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from portolan.shard import running
 
         return exits.guarded("portolan shard", running.main)
+    if args.command == "probe":
+        from portolan.shard import probing
+
+        return exits.guarded("portolan probe", probing.main)
+    if args.command == "canary":
+        from portolan.shard import echoing
+
+        return exits.guarded("portolan canary", lambda: echoing.main(args.tcp, args.udp))
     return cli.run(args, arguments)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import golden
+from harness import audited, golden
 from portolan.cli import rendering
 from portolan.kube import builders
 from portolan.models import results, scanjobs, settings, statuses
@@ -101,3 +101,14 @@ def test_each_report_format_matches_its_golden_file(fmt: str) -> None:
     out = io.StringIO()
     rendering.write_report(_report(), fmt, out)
     golden.check(f"report.{fmt}", out.getvalue())
+
+
+@pytest.mark.parametrize("fmt", ["table", "junit"])
+def test_audit_show_renders_each_format_as_its_golden_file(fmt: str) -> None:
+    from portolan.cli import auditing as showing
+    from portolan.models import audits
+
+    body = audited.finished_audit()
+    status = audits.ReachabilityAuditStatus.model_validate(body["status"])
+    render = showing.render_table if fmt == "table" else showing.render_junit
+    golden.check(f"audit-show.{fmt}", render("shop-db", status))

@@ -113,8 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     capture.add_argument("--duration", type=float, help="stop after this many seconds")
     capture.add_argument("-r", "--read", help="decode a pcap/pcapng file instead of capturing")
     capture.add_argument("-q", "--quiet", action="store_true", help="no line per packet")
-    audit = commands.add_parser("audit", help="NetworkPolicy reachability (evaluate)")
+    audit = commands.add_parser("audit", help="NetworkPolicy reachability: audit results (show), offline (evaluate)")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    show = audit_commands.add_parser("show", help="render an audit's truth tables and mismatches (exit 4 on mismatches)")
+    show.add_argument("name", nargs="?", help="the ReachabilityAudit (read from the cluster)")
+    show.add_argument("-f", "--file", help="read the audit from this JSON file (- for stdin) instead")
+    show.add_argument("-o", "--output", default="table", help="table, json or junit (a failing case per mismatch)")
     evaluate = audit_commands.add_parser(
         "evaluate", help="the expected reachability of a model under NetworkPolicies, offline (like cyclonus analyze)")
     evaluate.add_argument("--policies", required=True, help="a folder (or file) of NetworkPolicy YAML")
@@ -171,6 +175,10 @@ def run(args: argparse.Namespace, arguments: Sequence[str]) -> int:
             from portolan.cli import evaluating
 
             return evaluating.run(args)
+        if args.command == "audit":
+            from portolan.cli import auditing
+
+            return auditing.run(args)
         if args.command in ("crd", "generate"):
             return _crd(args.root if args.command == "generate" else None)
         raise errors.SpecError(f"unknown command {args.command!r}")

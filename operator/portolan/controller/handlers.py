@@ -24,10 +24,11 @@ import prometheus_client
 
 from portolan import errors
 from portolan.controller import configuring, metrics
+from portolan.controller.reachabilityaudits import auditing, expecting
 from portolan.controller.scanjobs import reconciling
 from portolan.controller.scanschedules import scheduling
 from portolan.kube import clients
-from portolan.models import scanjobs, schedules, settings, statuses
+from portolan.models import audits, scanjobs, schedules, settings, statuses
 
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
@@ -38,7 +39,7 @@ def _now() -> datetime.datetime:
 
 def build_registry(
     config: settings.OperatorSettings, client: clients.Client, gauges: metrics.Metrics,
-    namespaces: Sequence[str] = (),
+    namespaces: Sequence[str] = (), evaluate: auditing.Evaluator | None = None,
 ) -> kopf.OperatorRegistry:
     """A kopf registry whose handlers delegate to the controllers, with everything injected."""
     registry = kopf.OperatorRegistry()
@@ -131,6 +132,38 @@ def build_registry(
     def schedule_tick(namespace: str | None, name: str, **_: Any) -> None:
         run_schedule(namespace, name)
 
+    audit_resource = (scanjobs.API_GROUP, scanjobs.API_VERSION, audits.PLURAL)
+
+    def run_audit(name: str) -> None:
+        if evaluate is None:
+            return  # an operator built without the policy evaluator (tests of the other kinds)
+        worked["any"] = True
+        with locks[f"audit/{name}"]:
+            try:
+                actions = auditing.step(client, config, name, _now(), evaluate)
+            except errors.KubeError as exc:
+                gauges.reconcile_errors.labels(reason=exc.reason).inc()
+                if exc.status == 404:
+                    return
+                raise kopf.TemporaryError(str(exc), delay=5) from exc
+        for kind, count in actions.mismatches.items():
+            gauges.reachability_mismatches.labels(audit=name, kind=kind).set(count)
+
+    @kopf.on.create(*audit_resource, registry=registry)
+    @kopf.on.resume(*audit_resource, registry=registry)
+    @kopf.on.update(*audit_resource, registry=registry, field="spec")
+    def audit_changed(name: str, **_: Any) -> None:
+        run_audit(name)
+
+    @kopf.timer(*audit_resource, registry=registry, interval=config.reconcile_interval_seconds, sharp=True)
+    def audit_tick(name: str, **_: Any) -> None:
+        run_audit(name)
+
+    @kopf.on.delete(*audit_resource, registry=registry, optional=True)
+    def audit_deleted(name: str, **_: Any) -> None:
+        gauges.forget_audit(name)
+        locks.pop(f"audit/{name}", None)
+
     @kopf.on.cleanup(registry=registry)
     def release(logger: kopf.Logger, **_: Any) -> None:
         # kopf timers put kopf's finalizer on every ScanJob; without a running operator nothing
@@ -141,12 +174,12 @@ def build_registry(
             logger.info("this replica handled nothing (a standby); finalizers left to the active one")
             return
         count = 0
-        for plural in (scanjobs.PLURAL, schedules.PLURAL):  # one kind failing (e.g. a CRD not installed) spares the other
+        for plural in (scanjobs.PLURAL, schedules.PLURAL, audits.PLURAL):  # one kind failing spares the others
             try:
                 count += client.release_finalizer(namespaces, finalizer.get("name", KOPF_FINALIZER), plural)
             except errors.KubeError as exc:
                 logger.warning(f"could not release the finalizers of {plural} on shutdown: {exc}")
-        logger.info(f"released the finalizer of {count} ScanJob(s) and ScanSchedule(s) on shutdown")
+        logger.info(f"released the finalizer of {count} ScanJob(s), ScanSchedule(s) and ReachabilityAudit(s) on shutdown")
 
     @kopf.on.delete(*resource, registry=registry, optional=True)
     def deleted(uid: str, **_: Any) -> None:
@@ -163,7 +196,7 @@ def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, v
     config = configuring.load(settings_path, settings_text)
     client = clients.Kube(clients.client_from_environment())
     gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
-    registry = build_registry(config, client, gauges, namespaces)
+    registry = build_registry(config, client, gauges, namespaces, evaluate=expecting.from_policies)
     alone = standalone or config.peering is None
     # kopf peering pauses every replica that shares the top priority, so each replica draws its
     # own: the highest one works, the others stand by and take over when its keep-alive stops.

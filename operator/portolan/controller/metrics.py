@@ -1,11 +1,14 @@
 """Prometheus metrics of the operator: jobs, shards, probes, durations, status writes.
 
 All metrics live in a registry passed in by the caller (no global registry), with
-bounded label sets: phases, states and result kinds only — never job names or
-addresses.
+bounded label sets: phases, states and result kinds — never addresses; the only
+per-object series are those of ReachabilityAudits (few, cluster-scoped), removed
+when the audit goes.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import prometheus_client
 
@@ -44,6 +47,9 @@ class Metrics:
             ["change"], registry=registry)
         self.reconcile_errors = prometheus_client.Counter(
             "portolan_reconcile_errors", "Reconciliations that raised", ["reason"], registry=registry)
+        self.reachability_mismatches = prometheus_client.Gauge(
+            "portolan_reachability_mismatches", "Pairs of the last run of a ReachabilityAudit that disagree: "
+            "UnexpectedlyReachable, UnexpectedlyBlocked, PolicyDisagreesWithRule", ["audit", "kind"], registry=registry)
         # Every label value the alerts use exists from the start at 0: a series born at its first
         # increment has no earlier sample, so increase() would miss a fresh process's first failure.
         for phase in statuses.Phase:
@@ -52,6 +58,12 @@ class Metrics:
             self.job_duration.labels(result=result)
         for change in ("opened", "closed"):
             self.drift_ports.labels(change=change)
+
+    def forget_audit(self, name: str) -> None:
+        """Drop a deleted audit's series (audits are few and named: one series per audit and kind)."""
+        for kind in ("UnexpectedlyReachable", "UnexpectedlyBlocked", "PolicyDisagreesWithRule"):
+            with contextlib.suppress(KeyError):
+                self.reachability_mismatches.remove(name, kind)
 
     def finished(self, status: statuses.ScanJobStatus, seconds: float) -> None:
         """Record a job that reached Complete or Failed: its duration, probes and open ports."""

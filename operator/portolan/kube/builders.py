@@ -47,13 +47,17 @@ def results_configmap(job: Mapping[str, Any], name: str, binary_data: Mapping[st
 
 
 def event(involved: Mapping[str, Any], kind: str, reason: str, message: str, now: datetime.datetime) -> dict[str, Any]:
-    """A core/v1 Event about ``involved`` (a ScanJob or ScanSchedule body); the message is cut at 1 KiB."""
+    """A core/v1 Event about ``involved`` (a Portolan object); the message is cut at 1 KiB."""
     meta = involved["metadata"]
     stamp = timestamp(now)
+    where = meta.get("namespace") or "default"  # Events about cluster-scoped objects live in default
+    subject = {"apiVersion": f"{GROUP}/{scanjobs.API_VERSION}", "kind": involved.get("kind") or scanjobs.KIND,
+               "name": meta["name"], "uid": meta["uid"]}
+    if meta.get("namespace"):
+        subject["namespace"] = meta["namespace"]
     return {
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {"apiVersion": f"{GROUP}/{scanjobs.API_VERSION}", "kind": involved.get("kind") or scanjobs.KIND,
-                           "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": where},
+        "involvedObject": subject,
         "type": kind, "reason": reason, "message": message[:1024],
         "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
         "source": {"component": "portolan-operator"}, "reportingComponent": "portolan-operator",
@@ -293,4 +297,98 @@ def scanner_egress_policy(job: Mapping[str, Any], plan: Sequence[statuses.ShardP
                 {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
             ],
         },
+    }
+
+
+LABEL_AUDIT = f"{GROUP}/audit"
+LABEL_SOURCE = f"{GROUP}/source"
+LABEL_DESTINATION = f"{GROUP}/destination"
+LABEL_RUN = f"{GROUP}/run"  # the run of a (scheduled) audit a probe or canary pod belongs to
+LABEL_ROLE = f"{GROUP}/role"  # probe | canary; the workload's own labels are kept as they are
+ANNOTATION_LEGEND = f"{GROUP}/legend"  # per pair: destination, endpoint, what decided the expectation (JSON)
+
+
+def _restricted_container(name: str, image: str, command: list[str], env: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": name, "image": image, "command": command, "env": env,
+        "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+    }
+
+
+_RESTRICTED_POD = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+                   "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _command(config: settings.OperatorSettings, verb: str) -> list[str]:
+    """The shard command with its ``shard`` verb swapped for another one (probe, canary)."""
+    command = list(config.shard_command)
+    return [*command[:-1], verb] if command and command[-1] == "shard" else [*command, verb]
+
+
+def probe_pod(audit: Mapping[str, Any], source: str, namespace: str, labels: Mapping[str, str], pairs: str,
+              config: settings.OperatorSettings, *, convergence_seconds: int, timeout_ms: int,
+              legend: str = "", run: int = 1) -> dict[str, Any]:
+    """The probe pod of one audit source: the source's labels (so policies select it), Pod Security "restricted".
+
+    Owned by the (cluster-scoped) audit, so it goes with it.  The pairs ride in its
+    environment; it writes its verdicts into the audit's status.  It is never Ready,
+    so a Service selecting the workload's labels never routes to it.
+    """
+    meta = audit["metadata"]
+    env = [{"name": "PORTOLAN_AUDIT", "value": meta["name"]}, {"name": "PORTOLAN_SOURCE", "value": source},
+           {"name": "PORTOLAN_PAIRS", "value": pairs}, {"name": "PORTOLAN_RUN", "value": str(run)},
+           {"name": "PORTOLAN_CONVERGENCE_SECONDS", "value": str(convergence_seconds)},
+           {"name": "PORTOLAN_PROBE_TIMEOUT_MS", "value": str(timeout_ms)}]
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never", "serviceAccountName": config.probe_service_account, "enableServiceLinks": False,
+        "automountServiceAccountToken": True, "securityContext": dict(_RESTRICTED_POD),
+        "containers": [_restricted_container("probe", config.shard_image, _command(config, "probe"), env)],
+    }
+    # Never Ready: a probe carries a workload's labels, so a Service selecting them must not send it traffic.
+    spec["containers"][0]["readinessProbe"] = {"exec": {"command": ["/bin/false"]}, "periodSeconds": 10}
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": f"{meta['name'][:36]}-{source[:15]}-r{run}".replace("--", "-")[:63],
+            "namespace": namespace,
+            "labels": {**labels, LABEL_AUDIT: meta["name"], LABEL_SOURCE: source, LABEL_ROLE: "probe",
+                       LABEL_RUN: str(run)},
+            "annotations": {ANNOTATION_LEGEND: legend},
+            "ownerReferences": [owner_reference(audit, "ReachabilityAudit")],
+        },
+        "spec": spec,
+    }
+
+
+def canary_pod(audit: Mapping[str, Any], destination: str, namespace: str, labels: Mapping[str, str],
+               tcp: str, udp: str, config: settings.OperatorSettings,
+               container_ports: Sequence[Mapping[str, Any]] = (), run: int = 1) -> dict[str, Any]:
+    """A canary listener with a destination's labels: echoes on the audited ports and is never Ready.
+
+    Its readiness probe always fails, so no Service's EndpointSlice ever lists it and
+    it never takes real traffic; NetworkPolicies select it exactly as the destination.
+    """
+    meta = audit["metadata"]
+    command = _command(config, "canary")
+    if tcp:
+        command += ["--tcp", tcp]
+    if udp:
+        command += ["--udp", udp]
+    container = _restricted_container("canary", config.shard_image, command, [])
+    container["readinessProbe"] = {"exec": {"command": ["/bin/false"]}, "periodSeconds": 10}
+    if container_ports:  # the destination's declared ports (names included): named ports resolve the same
+        container["ports"] = [dict(port) for port in container_ports]
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": f"{meta['name'][:36]}-{destination[:15]}-canary-r{run}".replace("--", "-")[:63],
+            "namespace": namespace,
+            "labels": {**labels, LABEL_AUDIT: meta["name"], LABEL_DESTINATION: destination, LABEL_ROLE: "canary",
+                       LABEL_RUN: str(run)},
+            "ownerReferences": [owner_reference(audit, "ReachabilityAudit")],
+        },
+        "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,
+                 "securityContext": dict(_RESTRICTED_POD), "containers": [container]},
     }

@@ -22,7 +22,7 @@ import urllib3
 
 from portolan import errors
 from portolan.kube import builders, codecs
-from portolan.models import scanjobs, schedules
+from portolan.models import audits, scanjobs, schedules
 
 GROUP = scanjobs.API_GROUP
 VERSION = scanjobs.API_VERSION
@@ -82,6 +82,24 @@ class Client(Protocol):
 
     def release_finalizer(self, namespaces: Sequence[str], finalizer: str, plural: str = ...) -> int:
         """Remove ``finalizer`` from every object of a kind that carries it; returns how many were released."""
+
+    def get_audit(self, name: str) -> dict[str, Any]:
+        """The ReachabilityAudit body (cluster-scoped)."""
+
+    def patch_audit_status(self, name: str, status: dict[str, Any]) -> None:
+        """A JSON merge patch of the ReachabilityAudit's status."""
+
+    def list_namespaces(self) -> list[dict[str, Any]]:
+        """Every namespace (names and labels matter to policies)."""
+
+    def list_pods(self, namespace: str | None = None, label_selector: str = "") -> list[dict[str, Any]]:
+        """Pods of a namespace, or of every namespace."""
+
+    def list_services(self, namespace: str) -> list[dict[str, Any]]:
+        """Services of a namespace."""
+
+    def list_network_policies(self) -> list[dict[str, Any]]:
+        """NetworkPolicies of every namespace, as the API server returns them (defaults filled)."""
 
 
 @contextlib.contextmanager
@@ -194,7 +212,7 @@ class Kube:
         to the finalizers is never overwritten (that object is skipped instead).
         """
         with _mapped(f"listing {plural}"):
-            if namespaces:
+            if namespaces and plural != audits.PLURAL:
                 items = [item for namespace in namespaces for item in
                          self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)["items"]]
             else:
@@ -208,9 +226,14 @@ class Kube:
             at = finalizers.index(finalizer)
             patch = [{"op": "test", "path": f"/metadata/finalizers/{at}", "value": finalizer},
                      {"op": "remove", "path": f"/metadata/finalizers/{at}"}]
-            with _mapped(f"releasing {plural} {meta['namespace']}/{meta['name']}", tolerate=(404, 409, 422)):
-                self.custom.patch_namespaced_custom_object(GROUP, VERSION, meta["namespace"], plural, meta["name"], patch,
-                                                           _content_type="application/json-patch+json")
+            where = meta.get("namespace")
+            with _mapped(f"releasing {plural} {where or ''}/{meta['name']}", tolerate=(404, 409, 422)):
+                if where:
+                    self.custom.patch_namespaced_custom_object(GROUP, VERSION, where, plural, meta["name"], patch,
+                                                               _content_type="application/json-patch+json")
+                else:  # a cluster-scoped kind
+                    self.custom.patch_cluster_custom_object(GROUP, VERSION, plural, meta["name"], patch,
+                                                            _content_type="application/json-patch+json")
                 released += 1
         return released
 
@@ -286,5 +309,49 @@ class Kube:
               now: datetime.datetime) -> None:
         """See :meth:`Client.event`."""
         with _mapped("creating an Event"):
-            self.core.create_namespaced_event(involved["metadata"]["namespace"],
-                                              builders.event(involved, kind, reason, message, now))
+            body = builders.event(involved, kind, reason, message, now)
+            self.core.create_namespaced_event(body["metadata"]["namespace"], body)
+
+    # -- reachability audits ----------------------------------------------------------------------
+
+    def get_audit(self, name: str) -> dict[str, Any]:
+        """See :meth:`Client.get_audit`."""
+        with _mapped(f"reading {audits.KIND} {name}"):
+            body: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, audits.PLURAL, name)
+            return body
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def patch_audit_status(self, name: str, status: dict[str, Any]) -> None:
+        """See :meth:`Client.patch_audit_status`."""
+        with _mapped(f"patching {audits.KIND} {name} status"):
+            self.custom.patch_cluster_custom_object_status(GROUP, VERSION, audits.PLURAL, name, {"status": status},
+                                                           _content_type="application/merge-patch+json")
+
+    def list_namespaces(self) -> list[dict[str, Any]]:
+        """See :meth:`Client.list_namespaces`."""
+        with _mapped("listing namespaces"):
+            return [self._plain(item) for item in self.core.list_namespace().items]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def list_pods(self, namespace: str | None = None, label_selector: str = "") -> list[dict[str, Any]]:
+        """See :meth:`Client.list_pods`."""
+        with _mapped(f"listing pods in {namespace or 'every namespace'}"):
+            if namespace is None:
+                listed = self.core.list_pod_for_all_namespaces(label_selector=label_selector)
+            else:
+                listed = self.core.list_namespaced_pod(namespace, label_selector=label_selector)
+            return [self._plain(item) for item in listed.items]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def list_services(self, namespace: str) -> list[dict[str, Any]]:
+        """See :meth:`Client.list_services`."""
+        with _mapped(f"listing Services in {namespace}"):
+            return [self._plain(item) for item in self.core.list_namespaced_service(namespace).items]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def list_network_policies(self) -> list[dict[str, Any]]:
+        """See :meth:`Client.list_network_policies`."""
+        with _mapped("listing NetworkPolicies"):
+            networking = kubernetes.client.NetworkingV1Api(self.api)
+            return [self._plain(item) for item in networking.list_network_policy_for_all_namespaces().items]
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -35,3 +35,31 @@ def configmap_name(results_ref: str | None) -> str | None:
     if not results_ref:
         return None
     return results_ref.removeprefix("configmap/")
+
+
+# -- reachability audits: the pairs a probe pod probes, and the verdicts it reports ----------------------
+
+VERDICT_CHARS = {
+    "open": "o",  # TCP connected / a UDP reply (a canary's echo)
+    "refused": "r",  # TCP reset / ICMP port-unreachable: the path is open (unless an enforcer rejects)
+    "prohibited": "p",  # ICMP administratively prohibited (host/net/admin): an enforcer rejected it
+    "silent": "s",  # nothing came back within the timeout
+    "error": "e",  # the local stack refused to send
+}
+
+
+def encode_pairs(pairs: list[tuple[str, int, str, bool | None, bool]]) -> str:
+    """``address port protocol expected listener`` per pair, comma-separated (expected: 1, 0 or ?)."""
+    return ",".join(f"{address} {port} {protocol} {'?' if expected is None else int(expected)} {int(listener)}"
+                    for address, port, protocol, expected, listener in pairs)
+
+
+def decode_pairs(text: str) -> list[tuple[str, int, str, bool | None, bool]]:
+    """The inverse of :func:`encode_pairs`; a malformed entry raises ValueError."""
+    found: list[tuple[str, int, str, bool | None, bool]] = []
+    for item in filter(None, text.split(",")):
+        address, port, protocol, expected, listener = item.split(" ")
+        if protocol not in ("TCP", "UDP") or expected not in ("0", "1", "?") or listener not in ("0", "1"):
+            raise ValueError(f"malformed pair {item!r}")
+        found.append((address, int(port), protocol, None if expected == "?" else expected == "1", listener == "1"))
+    return found

@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 import yaml
 
-from portolan.models import charts, scanjobs, schedules, statuses
+from portolan.models import audits, charts, scanjobs, schedules, statuses
 
 _DROP = {"title", "$defs"}
 
@@ -45,7 +45,9 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
                 if merged.get("default", 0) is None:
                     del merged["default"]
                 return merged
-            return convert({**rest, "x-kubernetes-int-or-string": True}) if nullable else convert(rest)
+            if nullable or {o.get("type") for o in options} == {"integer", "string"}:
+                return convert({**rest, "x-kubernetes-int-or-string": True})
+            return convert(rest)
         result: dict[str, Any] = {}
         for key, value in node.items():
             if key in _DROP:
@@ -76,6 +78,7 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
 def _namespaced_crd(
     *, kind: str, plural: str, singular: str, short: str, spec_model: type[pydantic.BaseModel],
     status_model: type[pydantic.BaseModel], columns: list[dict[str, str]], description: str,
+    scope: str = "Namespaced",
 ) -> dict[str, Any]:
     """A Portolan kind's CRD: structural schemas from its spec and status models, status subresource."""
     spec = structural(spec_model.model_json_schema(by_alias=True, mode="validation"))
@@ -88,7 +91,7 @@ def _namespaced_crd(
                      "labels": {"app.kubernetes.io/name": "portolan"}},
         "spec": {
             "group": scanjobs.API_GROUP,
-            "scope": "Namespaced",
+            "scope": scope,
             "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural,
                       "singular": singular, "shortNames": [short], "categories": ["portolan"]},
             "versions": [{
@@ -142,6 +145,25 @@ def scanschedule_crd() -> dict[str, Any]:
     )
 
 
+def reachabilityaudit_crd() -> dict[str, Any]:
+    """The ReachabilityAudit CRD (cluster-scoped: it places probe pods in several namespaces)."""
+    return _namespaced_crd(
+        kind=audits.KIND, plural=audits.PLURAL, singular="reachabilityaudit", short="ra", scope="Cluster",
+        spec_model=audits.ReachabilityAuditSpec, status_model=audits.ReachabilityAuditStatus,
+        description="Probes which pods can reach which, and compares it with the NetworkPolicies and declared rules.",
+        columns=[
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Pairs", "type": "integer", "jsonPath": ".status.totals.pairs"},
+            {"name": "Reachable!", "type": "integer", "jsonPath": ".status.totals.unexpectedlyReachable",
+             "description": "pairs reachable against the expectation (a security finding)"},
+            {"name": "Blocked!", "type": "integer", "jsonPath": ".status.totals.unexpectedlyBlocked"},
+            {"name": "AsExpected", "type": "string",
+             "jsonPath": ".status.conditions[?(@.type==\"ReachabilityAsExpected\")].status"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
+
+
 def peering_crd(*, clusterwide: bool) -> dict[str, Any]:
     """kopf's peering resource, for several operator replicas (HA): cluster-wide or per namespace."""
     kind = "ClusterKopfPeering" if clusterwide else "KopfPeering"
@@ -165,6 +187,7 @@ def render_all() -> dict[str, dict[str, Any]]:
     return {
         "scanjobs.portolan.dev.yaml": scanjob_crd(),
         "scanschedules.portolan.dev.yaml": scanschedule_crd(),
+        "reachabilityaudits.portolan.dev.yaml": reachabilityaudit_crd(),
         "clusterkopfpeerings.kopf.dev.yaml": peering_crd(clusterwide=True),
         "kopfpeerings.kopf.dev.yaml": peering_crd(clusterwide=False),
     }

@@ -21,7 +21,7 @@ from typing import Any
 
 from portolan import errors
 from portolan.kube import builders, codecs
-from portolan.models import scanjobs, schedules
+from portolan.models import audits, scanjobs, schedules
 
 
 def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,3 +182,33 @@ class FakeKube:
             finalizers.remove(finalizer)
             released += 1
         return released
+
+    def get_audit(self, name: str) -> dict[str, Any]:
+        """See :meth:`portolan.kube.clients.Client.get_audit`."""
+        return copy.deepcopy(self._object(audits.KIND, "", name, "reading"))
+
+    def patch_audit_status(self, name: str, status: dict[str, Any]) -> None:
+        """See :meth:`portolan.kube.clients.Client.patch_audit_status`."""
+        body = self._object(audits.KIND, "", name, "patching")
+        self._write("patch-status", audits.KIND, name)
+        merge_patch(body.setdefault("status", {}), status)
+
+    def list_namespaces(self) -> list[dict[str, Any]]:
+        """See :meth:`portolan.kube.clients.Client.list_namespaces`."""
+        return [copy.deepcopy(b) for (kind, _, _), b in sorted(self.objects.items()) if kind == "Namespace"]
+
+    def list_pods(self, namespace: str | None = None, label_selector: str = "") -> list[dict[str, Any]]:
+        """See :meth:`portolan.kube.clients.Client.list_pods`."""
+        wanted = dict(item.split("=", 1) for item in label_selector.split(",") if item)
+        return [copy.deepcopy(b) for (kind, ns, _), b in sorted(self.objects.items())
+                if kind == "Pod" and (namespace is None or ns == namespace)
+                and all((b["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())]
+
+    def list_services(self, namespace: str) -> list[dict[str, Any]]:
+        """See :meth:`portolan.kube.clients.Client.list_services`."""
+        return [copy.deepcopy(b) for (kind, ns, _), b in sorted(self.objects.items())
+                if kind == "Service" and ns == namespace]
+
+    def list_network_policies(self) -> list[dict[str, Any]]:
+        """See :meth:`portolan.kube.clients.Client.list_network_policies`."""
+        return [copy.deepcopy(b) for (kind, _, _), b in sorted(self.objects.items()) if kind == "NetworkPolicy"]

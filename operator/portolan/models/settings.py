@@ -49,6 +49,14 @@ class OperatorSettings(pydantic.BaseModel):
         description="Create, per ScanJob, a NetworkPolicy that lets its shard pods reach the targets "
         "(for namespaces that deny egress by default); it is owned by the job and goes with it.",
     )
+    audit_namespaces: list[str] = pydantic.Field(
+        default_factory=list,
+        description="Namespaces ReachabilityAudits may place probe and canary pods in; an audit that needs any "
+        "other is Rejected with GuardrailViolated (empty: audits are refused).",
+    )
+    max_pairs_per_audit: int = pydantic.Field(default=20_000, ge=1)
+    probe_service_account: str = pydantic.Field(
+        default="portolan-probe", description="ServiceAccount of probe pods (in each audit namespace).")
     peering: str | None = pydantic.Field(
         default="portolan", description="kopf peering name for HA; null runs standalone."
     )
