@@ -256,11 +256,25 @@ def require_lab() -> None:
     pytest.skip(why)
 
 
+def _alive(name: str) -> bool:
+    """Whether the test session that made this namespace (its PID follows the prefix) still runs."""
+    digits = name[len(PREFIX):].split("-", 1)[0]
+    if not digits.isdigit():
+        return False
+    try:
+        os.kill(int(digits), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     require_lab()
     for stale in netns.existing():
-        if stale.startswith(PREFIX):
+        if stale.startswith(PREFIX) and not _alive(stale):
             netns.delete(stale)
     built = Lab(f"{PREFIX}{os.getpid() % 100000}")
     try:
