@@ -232,13 +232,14 @@ def _scanned(args: argparse.Namespace, argv: Sequence[str], spec: scanjobs.ScanJ
                 plan,
                 on_port=emit if jsonl or inside is not None else None,
                 on_progress=progress.update,
-                identify=services.identify_services,
+                identify=services.Session,
                 payloads=payloads.payload_bytes,
                 identify_reply=payloads.identify_reply,
                 workers=args.workers,
                 list_all=args.all_ports,
                 stop=stop,
                 rate_limit_budget=args.udp_budget,
+                tcp_reason_budget=args.tcp_reason_budget,
                 args="portolan " + " ".join(argv),
             )
         if recorder is not None:

@@ -181,7 +181,7 @@ class ShardRunner:
         recorder, capture = self._recorder(job, plan)
         try:
             report = self.scan(
-                plan, on_progress=self.progress, identify=services.identify_services,
+                plan, on_progress=self.progress, identify=services.Session,
                 payloads=payloads.payload_bytes, identify_reply=payloads.identify_reply,
                 stop=self.stop, args=f"shard {self.env.shard} attempt {self.env.attempt}",
             )
