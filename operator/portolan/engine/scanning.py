@@ -35,7 +35,7 @@ import time
 import typing
 from collections.abc import Callable
 
-from portolan.engine import collecting, plans, reporting, syn_scanning, tcp_scanning, udp_scanning
+from portolan.engine import collecting, plans, reporting, tcp_scanning, udp_scanning
 from portolan.engine import workers as workers_
 from portolan.models import results, scanjobs
 
@@ -116,6 +116,8 @@ def _passes(
     notes: list[results.ScanNote] = []
     syn_targets: list[int] = []
     if plan_.tcp_ports and plan_.technique == scanjobs.Technique.SYN:
+        from portolan.engine import syn_scanning  # raw sockets and BPF: only SYN scans load them
+
         for family in sorted({t.family for t in plan_.targets}):
             why = syn_scanning.syn_available(family)
             if why is None:
@@ -280,6 +282,8 @@ def _syn_pass(
     stop: threading.Event | None,
 ) -> int:
     """SYN-scan these targets, one scanner per address family; verdicts map back to the plan's indexes."""
+    from portolan.engine import syn_scanning
+
     packets = 0
     for family in sorted({plan_.targets[i].family for i in hosts}):
         chosen = [i for i in hosts if plan_.targets[i].family == family]

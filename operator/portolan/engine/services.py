@@ -23,7 +23,6 @@ TLS) are imported only when a first endpoint is submitted.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import threading
 import time
@@ -36,6 +35,7 @@ from portolan.wire import banners
 
 if typing.TYPE_CHECKING:
     import asyncio
+    import concurrent.futures
     import ssl
 
 Endpoint = tuple[str, int]
@@ -242,6 +242,8 @@ class Session:
 
     def collect(self, stop: threading.Event | None = None) -> dict[Endpoint, results.ServiceInfo]:
         """Wait for every submitted endpoint and stop the loop; the found services by endpoint."""
+        import concurrent.futures
+
         with self._lock:
             futures = dict(self._futures)
         pending = set(futures.values())
@@ -267,6 +269,7 @@ class Session:
         if loop is None or thread is None:
             return
         import asyncio
+        import concurrent.futures
 
         drained = asyncio.run_coroutine_threadsafe(_cancel_all(), loop)
         concurrent.futures.wait([drained], timeout=self.timeout)
