@@ -24,6 +24,7 @@ TLS) are imported only when a first endpoint is submitted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 import typing
@@ -90,14 +91,22 @@ async def _probe_http(address: str, port: int, timeout: float) -> results.Servic
     return banners.match_http(await _exchange(address, port, timeout, request))
 
 
-async def _probe_tls(address: str, port: int, timeout: float) -> results.ServiceInfo | None:
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One client context for every TLS probe (making one costs milliseconds of CPU)."""
     import ssl  # only scans that meet an open port pay for loading OpenSSL
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def _probe_tls(address: str, port: int, timeout: float) -> results.ServiceInfo | None:
+    import ssl
+
     try:
-        reader, writer = await _connect(address, port, timeout, context)
+        reader, writer = await _connect(address, port, timeout, _tls_context())
     except ssl.SSLError:
         return None
     try:
