@@ -251,10 +251,12 @@ class Session:
 
     def collect(self, stop: threading.Event | None = None) -> dict[Endpoint, results.ServiceInfo]:
         """Wait for every submitted endpoint and stop the loop; the found services by endpoint."""
-        import concurrent.futures
-
         with self._lock:
             futures = dict(self._futures)
+        if not futures:
+            return {}
+        import concurrent.futures
+
         pending = set(futures.values())
         while pending:
             _done, pending = concurrent.futures.wait(pending, timeout=0.1)
