@@ -7,7 +7,13 @@
 2. a host that silently drops everything, 1,000 TCP ports: Portolan vs ``nmap -T4 -sT``,
    and Portolan against its model  timeout x (retries+1) x ceil(ports/concurrency);
 3. 200 UDP ports on a Linux host with the default ICMP rate limit (two UDP services):
-   Portolan vs ``nmap -sU``.
+   Portolan vs ``nmap -sU``;
+4. (``--only-syn``) a SYN scan of 10,000 ports: Portolan vs masscan and ``nmap -sS``, wall
+   time and SYNs per second on the wire;
+5. (``--only-mixed``) a mixed network, issue 13's three hosts (tests/harness/labs.py: an
+   ordinary host, an edge firewall, 200 silent open ports), ports 1-1300,2222,5432,6379,8443:
+   Portolan with defaults and without service identification vs ``nmap -sT -T4`` and
+   ``nmap -sT -sV -T4``, states and services checked against the lab's construction.
 
 Every tool's wall time (median of the repetitions, process start to exit) is reported with
 its accuracy: the share of ports whose state agrees with the lab's construction.  Traffic
@@ -174,6 +180,92 @@ def udp_bench(repeat: int) -> dict[str, dict[str, object]]:
     return results
 
 
+MIXED_PORTS = "1-1300,2222,5432,6379,8443"
+
+
+def _nmap_service(node: ElementTree.Element) -> str | None:
+    service = node.find("service")
+    if service is None:
+        return None
+    name = service.get("name", "")
+    return "https" if service.get("tunnel") == "ssl" and name == "http" else name
+
+
+def mixed_nmap(xml_text: str) -> dict[tuple[str, int], tuple[str, str | None]]:
+    """(address, port) -> (state, service name) for every port nmap listed or counted."""
+    found: dict[tuple[str, int], tuple[str, str | None]] = {}
+    for host in ElementTree.fromstring(xml_text).iter("host"):
+        address = host.find("address").get("addr", "")  # type: ignore[union-attr]
+        default = "?"
+        for extra in host.iter("extraports"):
+            default = extra.get("state", "?")
+        found[(address, -1)] = (default, None)
+        for node in host.iter("port"):
+            state = node.find("state")
+            found[(address, int(node.get("portid", "0")))] = (state.get("state", "?") if state is not None else "?",
+                                                              _nmap_service(node))
+    return found
+
+
+def mixed_portolan(json_text: str) -> dict[tuple[str, int], tuple[str, str | None]]:
+    found: dict[tuple[str, int], tuple[str, str | None]] = {}
+    for host in json.loads(json_text)["hosts"]:
+        default = host["extraports"][0]["state"] if host.get("extraports") else "?"
+        found[(host["address"], -1)] = (default, None)
+        for port in host["ports"]:
+            found[(host["address"], port["port"])] = (port["state"], (port.get("service") or {}).get("name"))
+    return found
+
+
+def mixed_bench(repeat: int) -> tuple[dict[str, dict[str, object]], int, int]:
+    """Issue 13's mixed network, built from the engine lab's construction; (rows, ports, services)."""
+    from harness import labs
+
+    specs = tuple(spec for spec in labs.CONSTRUCTION if spec.name in ("services", "firewalled", "quiet"))
+    lab = labs.Lab(f"pbmix{os.getpid() % 10000}", specs)
+    otherwise = {"services": "closed", "firewalled": "filtered", "quiet": "closed"}
+    ports = [*range(1, 1301), 2222, 5432, 6379, 8443]
+    expected: dict[tuple[str, int], str] = {}
+    names: dict[tuple[str, int], str] = {}
+    for host in lab.hosts.values():
+        for port in ports:
+            built = lab.expected.get((host.address, port, "tcp"))
+            expected[(host.address, port)] = built[0] if built else otherwise[host.name]
+        for (address, port, protocol), name in lab.expected_services.items():
+            if protocol == "tcp" and address == host.address and port in ports:
+                names[(address, port)] = name
+    addresses = [host.address for host in lab.hosts.values()]
+    argvs = {
+        "portolan": [*PORTOLAN, "scan", *addresses, "-p", MIXED_PORTS, "-o", "json", "-q"],
+        "portolan --no-service": [*PORTOLAN, "scan", *addresses, "-p", MIXED_PORTS, "-o", "json", "-q", "--no-service"],
+        "nmap -sT -T4": ["nmap", "-sT", "-T4", "-Pn", "-n", "-p", MIXED_PORTS, "-oX", "-", *addresses],
+        "nmap -sT -sV -T4": ["nmap", "-sT", "-sV", "-T4", "-Pn", "-n", "-p", MIXED_PORTS, "-oX", "-", *addresses],
+    }
+    results: dict[str, dict[str, object]] = {}
+    try:
+        lab.build()
+        for name, argv in argvs.items():
+            reader = mixed_portolan if name.startswith("portolan") else mixed_nmap
+            times, state_acc, service_acc, engine = [], [], [], []
+            for _ in range(1 if "-sV" in argv else repeat):  # nmap -sV takes minutes: one run
+                elapsed, out = timed(lab.scanner_ns, argv)
+                found = reader(out)
+                times.append(elapsed)
+                state_acc.append(sum(1 for key, state in expected.items()
+                                     if found.get(key, found.get((key[0], -1), ("?", None)))[0] == state) / len(expected))
+                service_acc.append(sum(1 for key, want in names.items() if found.get(key, ("?", None))[1] == want) / len(names))
+                if reader is mixed_portolan:
+                    engine.append(float(json.loads(out)["summary"]["duration_seconds"]))
+            row: dict[str, object] = {"median_s": statistics.median(times), "runs": times, "accuracy": min(state_acc),
+                                      "services": min(service_acc)}
+            if engine:
+                row["engine_s"] = statistics.median(engine)
+            results[name] = row
+    finally:
+        lab.teardown()
+    return results, len(expected), len(names)
+
+
 def masscan_states(text: str, ports: list[int]) -> dict[int, str]:
     """masscan -oL lists open ports only; every other port counts as not open (closed)."""
     opened = {int(line.split()[2]) for line in text.splitlines() if line.startswith("open tcp")}
@@ -256,6 +348,7 @@ def main() -> None:
     parser.add_argument("--write", type=pathlib.Path)
     parser.add_argument("--skip-udp", action="store_true")
     parser.add_argument("--only-syn", action="store_true")
+    parser.add_argument("--only-mixed", action="store_true")
     args = parser.parse_args()
     nmap_version = subprocess.run(["nmap", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     out = [
@@ -269,6 +362,24 @@ def main() -> None:
         "## 1. All 65,535 TCP ports on a namespace's loopback (3 listeners)",
         "",
     ]
+    if args.only_mixed:
+        mixed, count, named = mixed_bench(args.repeat)
+        out = [f"## 5. A mixed network: an ordinary host, an edge firewall, 200 silent open ports ({count:,} TCP ports)", "",
+               f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `bench/run.py --only-mixed`; ports "
+               f"`{MIXED_PORTS}` on each host of tests/harness/labs.py's `services`, `firewalled` and `quiet`.", "",
+               *table(mixed, "nmap -sT -T4"), "",
+               "| tool | services named as built (of " + str(named) + ") | ratio to nmap -sT -T4 | ratio to nmap -sT -sV -T4 |",
+               "|---|---|---|---|"]
+        base, base_sv = (float(mixed[k]["median_s"]) for k in ("nmap -sT -T4", "nmap -sT -sV -T4"))  # type: ignore[arg-type]
+        for name, row in mixed.items():
+            median = float(row["median_s"])  # type: ignore[arg-type]
+            out.append(f"| {name} | {float(row['services']) * 100:.0f}% | {median / base:.2f}x | {median / base_sv:.2f}x |")  # type: ignore[arg-type]
+        out += ["", "Goals: portolan (defaults, services on) ≤ 0.5× nmap -sT -T4 and ≤ 0.5× nmap -sT -sV, at 100% accuracy.", ""]
+        text = "\n".join(out) + "\n"
+        print(text)
+        if args.write:
+            args.write.write_text(text)
+        return
     if args.only_syn:
         syn, rates = syn_bench(args.repeat)
         out += ["## 4. SYN scan, 10,000 ports on one host (4 listeners)", "", *table(syn, "masscan --rate 100000")]

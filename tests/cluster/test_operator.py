@@ -169,8 +169,9 @@ SLOW = {"addresses": ["198.18.64.101", "198.18.64.103"], "ports": "1-40,80",
 
 
 def test_a_killed_shard_is_retried_and_the_job_completes_without_lost_or_duplicated_results(cluster: clusters.Cluster, operator: Operator) -> None:
-    manifest = _job("retry", shards=2, pools=False, retries=2, addresses=SLOW["addresses"], ports=SLOW["ports"])
-    manifest = manifest.replace("maxRttTimeoutMs: 300", "maxRttTimeoutMs: 2000").replace("initialRttTimeoutMs: 300", "initialRttTimeoutMs: 2000")
+    # 10 probes/s per host: each shard scans for ~4 s, whatever its host answers and however fast shards start.
+    manifest = _job("retry", shards=2, pools=False, retries=2, addresses=SLOW["addresses"], ports=SLOW["ports"],
+                    timing={"retries": 0, "initialRttTimeoutMs": 2000, "maxRttTimeoutMs": 2000, "maxHostRate": 10})
     cluster.plane.kubectl("apply", "-f", "-", input=manifest)
     cluster.wait("shard default-0 to run", lambda: _shard_pod(cluster, "retry", "default-0") is not None, timeout=60)
     victim = _shard_pod(cluster, "retry", "default-0")

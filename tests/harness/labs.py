@@ -5,7 +5,10 @@ Topology (all in 198.18.0.0/24, nothing routed from the root namespace)::
     scanner 198.18.0.1 ──┐
     services 198.18.0.10 ├── bridge (in its own "switch" namespace)
     filtered 198.18.0.20 │
-    rejecting 198.18.0.30┘
+    rejecting 198.18.0.30│
+    limited 198.18.0.40  │
+    firewalled 198.18.0.50
+    quiet 198.18.0.60   ─┘
 
 :data:`CONSTRUCTION` is the one table the lab is built from — servers, nftables
 rules — and from which :attr:`Lab.expected` (the state and reason every probe
@@ -13,6 +16,13 @@ must get, in nmap's vocabulary) is derived.  The host ``limited`` keeps
 Linux's default ICMP rate limit, so closed UDP ports beyond the first burst are
 answered only once per second, as on a real Linux host; the others have it
 off, so their verdicts do not depend on which test ran before.
+
+Two hosts make a *mixed network* with ``services`` (group ``"mixed"``; the
+engine's per-port tests scan the ``"core"`` group only): ``firewalled`` keeps
+Linux's default ICMP rate limit and an nftables policy like an ordinary edge
+firewall (443 accepted, 25 reset, 8443 rejected with ICMP admin-prohibited,
+everything else dropped); ``quiet`` serves :data:`QUIET_PORTS`, 200 TCP ports
+that accept and then say nothing, and refuses the rest.
 
 The session fixture ``lab`` skips when not root or without ``ip netns``; with
 ``CI=true`` it fails instead, so CI never passes by skipping.
@@ -57,6 +67,10 @@ class HostSpec:
     ports: tuple[Port, ...]
     default_rule: str | None = None  # an nftables rule for everything else
     icmp_ratelimit_ms: int | None = 0  # net.ipv4.icmp_ratelimit; None keeps Linux's default
+    group: str = "core"  # "core": the per-port lab; "mixed": the mixed-network hosts
+
+
+QUIET_PORTS = range(1001, 1201)  # the quiet host's 200 silent open ports
 
 
 CONSTRUCTION: tuple[HostSpec, ...] = (
@@ -116,6 +130,33 @@ CONSTRUCTION: tuple[HostSpec, ...] = (
     ),
     # Every port closed, and Linux's default ICMP rate limit (a burst of ~6, then 1/s).
     HostSpec("limited", "198.18.0.40", (), icmp_ratelimit_ms=None),
+    # An edge firewall: one service, one reset, one ICMP rejection, silence for the rest.
+    HostSpec(
+        "firewalled",
+        "198.18.0.50",
+        (
+            Port("tcp", 443, "open", "syn-ack", server="https", rule="accept", service="https"),
+            Port("tcp", 25, "closed", "conn-refused", rule="reject with tcp reset"),
+            Port("tcp", 8443, "filtered", "admin-prohibited",
+                 rule="reject with icmp type admin-prohibited"),
+            Port("tcp", 22, "filtered", "no-response"),
+            Port("tcp", 80, "filtered", "no-response"),
+        ),
+        default_rule="meta l4proto { tcp, udp } drop",
+        icmp_ratelimit_ms=None,
+        group="mixed",
+    ),
+    # Many open ports that accept and then say nothing (every other port refused).
+    HostSpec(
+        "quiet",
+        "198.18.0.60",
+        (
+            *(Port("tcp", port, "open", "syn-ack", server="silent") for port in QUIET_PORTS),
+            Port("tcp", 1000, "closed", "conn-refused"),
+            Port("tcp", 1201, "closed", "conn-refused"),
+        ),
+        group="mixed",
+    ),
 )
 
 
@@ -133,16 +174,20 @@ class Host:
 class Lab:
     """A built lab: namespaces, hosts, and what every probe must find."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, specs: tuple[HostSpec, ...] = CONSTRUCTION) -> None:
         self.prefix = prefix
         self.switch = f"{prefix}-sw"
         self.scanner_ns = f"{prefix}-scan"
         self.scanner_address = "198.18.0.1"
         self.hosts: dict[str, Host] = {
             spec.name: Host(spec.name, f"{prefix}-{spec.name}", spec.address, spec)
-            for spec in CONSTRUCTION
+            for spec in specs
         }
         self.servers: list[subprocess.Popen[bytes]] = []
+
+    def group(self, name: str) -> list[Host]:
+        """The hosts of one group ("core" or "mixed")."""
+        return [host for host in self.hosts.values() if host.spec.group == name]
 
     @property
     def expected(self) -> dict[tuple[str, int, str], tuple[str, str]]:

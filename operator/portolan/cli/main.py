@@ -70,7 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--workers", type=int, help="processes for the TCP pass (default: auto)")
     scan.add_argument(
         "--udp-budget", type=float, default=60.0,
-        help="seconds to spend re-probing ports of hosts that rate-limit ICMP (default 60)",
+        help="seconds to spend re-probing silent UDP ports of hosts that rate-limit ICMP (default 60)",
+    )
+    scan.add_argument(
+        "--tcp-reason-budget", type=float, default=0.0, metavar="SECONDS",
+        help="seconds to spend re-probing silent TCP ports of hosts that answered others with ICMP "
+             "errors, to tell a rate-limited rejection from a drop (the state is filtered either way; "
+             "default 0: not done)",
     )
     scan.add_argument("--allow-open", metavar="PORTS",
                       help="ports that may be open (e.g. 22,443 or web); any other open port exits 4")

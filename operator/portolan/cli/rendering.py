@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import datetime
 import ipaddress
-import xml.etree.ElementTree as ElementTree
 from typing import TextIO
 
 from portolan import errors
@@ -88,6 +87,8 @@ def _timestr(stamp: float) -> str:
 
 def render_nmap_xml(report: results.ScanReport) -> str:
     """nmap ``-oX``-compatible XML."""
+    import xml.etree.ElementTree as ElementTree  # only XML reports load it
+
     root = ElementTree.Element(
         "nmaprun",
         scanner="portolan",
@@ -158,6 +159,8 @@ def render_nmap_xml(report: results.ScanReport) -> str:
 
 def render_junit(report: results.ScanReport) -> str:
     """JUnit XML for CI: a suite per host, a test case per open port; unexpected ones fail."""
+    import xml.etree.ElementTree as ElementTree  # only XML reports load it
+
     unexpected = {(p.host, p.port, p.protocol) for p in report.unexpected_open}
     allowed = report.allowed_open_ports
     root = ElementTree.Element("testsuites", name="portolan", time=f"{report.summary.duration_seconds:.3f}")

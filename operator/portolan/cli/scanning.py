@@ -232,13 +232,14 @@ def _scanned(args: argparse.Namespace, argv: Sequence[str], spec: scanjobs.ScanJ
                 plan,
                 on_port=emit if jsonl or inside is not None else None,
                 on_progress=progress.update,
-                identify=services.identify_services,
+                identify=services.Session,
                 payloads=payloads.payload_bytes,
                 identify_reply=payloads.identify_reply,
                 workers=args.workers,
                 list_all=args.all_ports,
                 stop=stop,
                 rate_limit_budget=args.udp_budget,
+                tcp_reason_budget=args.tcp_reason_budget,
                 args="portolan " + " ".join(argv),
             )
         if recorder is not None:
@@ -259,12 +260,12 @@ def _scanned(args: argparse.Namespace, argv: Sequence[str], spec: scanjobs.ScanJ
 
 def _judged(report: results.ScanReport, spec: scanjobs.ScanJobSpec) -> results.ScanReport:
     """The report with the open ports that spec.expect does not allow."""
+    if spec.expect is None:
+        return report
     from portolan import evaluation
     from portolan.engine import ports
     from portolan.models import results
 
-    if spec.expect is None:
-        return report
     text = spec.expect.allowed_open_ports
     allowed = set(ports.parse_ports(text)) if text else set()
     by_key = {(p.host, p.port, p.protocol.value): p for h in report.hosts for p in h.ports
@@ -277,18 +278,18 @@ def _judged(report: results.ScanReport, spec: scanjobs.ScanJobSpec) -> results.S
 
 def _recorder(args: argparse.Namespace, spec: scanjobs.ScanJobSpec, plan: plans.Plan) -> recording.Recorder | None:
     """Start recording evidence when --capture-dir asks; a manifest's capture: settings shape the files."""
-    import pathlib
-    import time
-
-    from portolan.capture import recording
-    from portolan.models import scanjobs
-
     wanted = spec.capture
     if not args.capture_dir:
         if wanted is not None:
             print(f"note: capture: names the claim {wanted.persistent_volume_claim!r}, which exists only in a "
                   "cluster; pass --capture-dir DIR to record evidence here", file=sys.stderr)
         return None
+    import pathlib
+    import time
+
+    from portolan.capture import recording  # only scans that record evidence load capture
+    from portolan.models import scanjobs
+
     wanted = wanted or scanjobs.Capture(persistent_volume_claim="local")
     base = pathlib.Path(args.capture_dir) / time.strftime("portolan-%Y%m%dT%H%M%S")
     return recording.Recorder(

@@ -14,6 +14,7 @@ from portolan.engine import plans
 from portolan.models import results
 
 PortCallback = Callable[[results.PortResult], None]
+OpenCallback = Callable[[int, int], None]  # (target index, TCP port) as soon as it is found open
 ProgressCallback = Callable[[results.Progress], None]
 Verdict = tuple[results.PortState, results.Reason, float | None, int]
 RECORD = struct.Struct("=IHBBBf")  # host, port, state, reason, tries, rtt (-1 = none)
@@ -48,6 +49,7 @@ class Collector:
         ]
         self.replies: dict[tuple[int, int], bytes] = {}
         self.ttls: dict[tuple[int, int], int] = {}  # (host, TCP port) -> TTL of the answer (SYN scans)
+        self.on_open: OpenCallback | None = None  # e.g. to start identifying its service at once
 
     def add(
         self,
@@ -67,6 +69,8 @@ class Collector:
             if state == results.PortState.OPEN:
                 self.open += 1
         table[key] = (state, reason, rtt, tries)
+        if self.on_open is not None and state == results.PortState.OPEN and protocol == results.Protocol.TCP:
+            self.on_open(host, port)
         if self.on_port is not None:
             self.on_port(self.port_result(host, protocol, port))
         if self.on_progress is not None:
@@ -95,6 +99,7 @@ class Collector:
         open_index = STATE_INDEX[results.PortState.OPEN]
         states = STATES
         reasons = REASONS
+        on_open = self.on_open
         for host, port, state, reason, tries, rtt in records:
             if state == TRAILER:  # the worker's packet count
                 packets += host
@@ -105,6 +110,8 @@ class Collector:
                 self.done += 1
                 if state == open_index:
                     self.open += 1
+            if state == open_index and on_open is not None:
+                on_open(host, port)
             table[key] = (states[state], reasons[reason], None if rtt < 0 else float(rtt), tries)
         if self.on_progress is not None:
             now = self.clock()

@@ -9,6 +9,14 @@ This is the engine's one entry point for callers (the CLI, shard pods):
   streaming each verdict to ``on_port`` and progress to ``on_progress``, and
   returns a :class:`~portolan.models.results.ScanReport`.
 
+Service identification starts as soon as a TCP port is found open (a session
+from ``identify`` runs beside the passes) and is collected at the end, so a
+scan pays about one identification deadline on top of its passes, whatever
+the number of open ports.  For TCP, silence and every ICMP unreachable both
+mean ``filtered``: the re-probe of a host's silent ports at its ICMP rate
+limit can only refine a reason, so it is off unless ``tcp_reason_budget``
+asks for it (a note says when such reasons may be hidden).
+
 Limits: verdicts are kept in memory (a few dozen bytes per probed port); the
 report lists open ports and small groups individually and counts large groups
 of closed/filtered ports (``extraports``) unless ``list_all`` is set.  An
@@ -24,13 +32,25 @@ import operator
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+import typing
+from collections.abc import Callable
 
-from portolan.engine import collecting, plans, reporting, syn_scanning, tcp_scanning, udp_scanning
+from portolan.engine import collecting, plans, reporting, tcp_scanning, udp_scanning
 from portolan.engine import workers as workers_
 from portolan.models import results, scanjobs
 
-Services = Callable[[Sequence[tuple[str, int]], float], dict[tuple[str, int], results.ServiceInfo]]
+
+class ServiceSession(typing.Protocol):
+    """Identification of open TCP endpoints, fed while the scan runs (see engine.services.Session)."""
+
+    def submit(self, address: str, port: int) -> None: ...
+
+    def collect(self, stop: threading.Event | None = None) -> dict[tuple[str, int], results.ServiceInfo]: ...
+
+    def close(self) -> None: ...
+
+
+Services = Callable[[float], ServiceSession]  # a session whose endpoints get this deadline (s)
 
 
 def run(
@@ -47,16 +67,57 @@ def run(
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
     rate_limit_budget: float = 60.0,
+    tcp_reason_budget: float = 0.0,
     args: str = "",
 ) -> results.ScanReport:
-    """Run every pass of a plan and return the report."""
+    """Run every pass of a plan and return the report.
+
+    ``rate_limit_budget`` bounds the UDP re-probe of hosts that rate-limit ICMP
+    (seconds); ``tcp_reason_budget`` the TCP one (0: not done).
+    """
     started = wall_clock()
     begun = clock()
     collector = collecting.Collector(plan_, on_port, on_progress, clock)
+    session: ServiceSession | None = None
+    if plan_.service_detection and identify is not None and plan_.tcp_ports:
+        session = identify(plan_.timing.max_rtt_timeout_ms / 1000 + 1.0)
+        addresses = [target.address for target in plan_.targets]
+        submit = session.submit
+        collector.on_open = lambda host, port: submit(addresses[host], port)
+    try:
+        return _passes(plan_, collector, session, started, begun, payloads=payloads,
+                       identify_reply=identify_reply, workers=workers, list_all=list_all, stop=stop,
+                       clock=clock, wall_clock=wall_clock, rate_limit_budget=rate_limit_budget,
+                       tcp_reason_budget=tcp_reason_budget, args=args)
+    finally:
+        if session is not None:
+            session.close()
+
+
+def _passes(
+    plan_: plans.Plan,
+    collector: collecting.Collector,
+    session: ServiceSession | None,
+    started: float,
+    begun: float,
+    *,
+    payloads: udp_scanning.PayloadSource | None,
+    identify_reply: Callable[[int, bytes], results.ServiceInfo | None] | None,
+    workers: int | None,
+    list_all: bool,
+    stop: threading.Event | None,
+    clock: Callable[[], float],
+    wall_clock: Callable[[], float],
+    rate_limit_budget: float,
+    tcp_reason_budget: float,
+    args: str,
+) -> results.ScanReport:
     packets = 0
     notes: list[results.ScanNote] = []
     syn_targets: list[int] = []
     if plan_.tcp_ports and plan_.technique == scanjobs.Technique.SYN:
+        from portolan.engine import syn_scanning  # raw sockets and BPF: only SYN scans load them
+
         for family in sorted({t.family for t in plan_.targets}):
             why = syn_scanning.syn_available(family)
             if why is None:
@@ -91,7 +152,7 @@ def run(
             tcp_stats = scanner.run()
         packets += tcp_stats.packets
     if plan_.tcp_ports and not (stop is not None and stop.is_set()):
-        paced, note_list = _reprobe_icmp_limited(plan_, collector, clock, stop, rate_limit_budget)
+        paced, note_list = _reprobe_icmp_limited(plan_, collector, clock, stop, tcp_reason_budget)
         packets += paced
         notes.extend(note_list)
         if plan_.verify_open and not (stop is not None and stop.is_set()):
@@ -127,7 +188,7 @@ def run(
             )
     services: dict[tuple[int, results.Protocol, int], results.ServiceInfo] = {}
     if plan_.service_detection and not (stop is not None and stop.is_set()):
-        services = _identify(plan_, collector, identify, identify_reply)
+        services = _identify(plan_, collector, session, identify_reply, stop)
     complete = not (stop is not None and stop.is_set())
     return reporting.build(
         plan_, collector, services, notes, list_all=list_all, started=started,
@@ -157,9 +218,11 @@ def _reprobe_icmp_limited(
     """Re-probe silent TCP ports of hosts that also answered with ICMP errors.
 
     Such a host rate-limits its ICMP errors like any Linux host, so a port that
-    stayed silent during the fast pass may really be rejected.  Its silent ports
-    are probed again at one per second per host (the kernel's default refill),
-    within the time budget.
+    stayed silent during the fast pass may really be rejected.  Both mean
+    ``filtered``: only the reason can change.  With a budget, the silent ports
+    are probed again at one per second per host (the kernel's default refill)
+    within it; without one (the default), a note says the reasons may hide
+    rejections.
     """
     packets = 0
     notes: list[results.ScanNote] = []
@@ -173,6 +236,15 @@ def _reprobe_icmp_limited(
             if p == results.Protocol.TCP and v[1] == results.Reason.NO_RESPONSE
         )
         if not silent:
+            continue
+        if budget <= 0:
+            notes.append(results.ScanNote(
+                code="TcpReasonsUnchecked", host=plan_.targets[host].address,
+                message=(f"the host answers some TCP probes with ICMP errors; its {len(silent)} silent "
+                         "ports are reported filtered/no-response, though its ICMP rate limit may have "
+                         "hidden rejections (the state is filtered either way; a TCP reason budget "
+                         "re-probes them)"),
+            ))
             continue
         reachable = silent[: max(0, int(budget * per_second))]
         timing = plan_.timing.model_copy(
@@ -210,6 +282,8 @@ def _syn_pass(
     stop: threading.Event | None,
 ) -> int:
     """SYN-scan these targets, one scanner per address family; verdicts map back to the plan's indexes."""
+    from portolan.engine import syn_scanning
+
     packets = 0
     for family in sorted({plan_.targets[i].family for i in hosts}):
         chosen = [i for i in hosts if plan_.targets[i].family == family]
@@ -257,11 +331,12 @@ def _verify_open(
 def _identify(
     plan_: plans.Plan,
     collector: collecting.Collector,
-    identify: Services | None,
+    session: ServiceSession | None,
     identify_reply: Callable[[int, bytes], results.ServiceInfo | None] | None,
+    stop: threading.Event | None,
 ) -> dict[tuple[int, results.Protocol, int], results.ServiceInfo]:
+    """The services of every port still open: TCP from the session (fed during the passes), UDP from replies."""
     found: dict[tuple[int, results.Protocol, int], results.ServiceInfo] = {}
-    endpoints: list[tuple[str, int]] = []
     where: dict[tuple[str, int], int] = {}
     for host, table in enumerate(collector.verdicts):
         address = plan_.targets[host].address
@@ -269,17 +344,18 @@ def _identify(
             if verdict[0] != results.PortState.OPEN:
                 continue
             if protocol == results.Protocol.TCP:
-                endpoints.append((address, port))
+                if session is not None:
+                    session.submit(address, port)  # already submitted when found: nothing
                 where[(address, port)] = host
             elif identify_reply is not None:
                 reply = collector.replies.get((host, port))
                 info = identify_reply(port, reply) if reply is not None else None
                 if info is not None:
                     found[(host, protocol, port)] = info
-    if endpoints and identify is not None:
-        timeout = plan_.timing.max_rtt_timeout_ms / 1000 + 1.0
-        for endpoint, info in identify(endpoints, timeout).items():
-            found[(where[endpoint], results.Protocol.TCP, endpoint[1])] = info
+    if session is not None:
+        for endpoint, info in session.collect(stop).items():
+            if endpoint in where:  # verification may have closed a port found open
+                found[(where[endpoint], results.Protocol.TCP, endpoint[1])] = info
     return found
 
 

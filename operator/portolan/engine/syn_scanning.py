@@ -20,6 +20,7 @@ extension headers before TCP are not recognised; one fixed source port per run.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import heapq
 import ipaddress
@@ -32,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from portolan import errors
-from portolan.engine import icmp, pacing, targets, tcp_scanning
+from portolan.engine import batching, icmp, pacing, targets, tcp_scanning
 from portolan.models import results, scanjobs
 from portolan.wire import bpf
 
@@ -190,6 +191,10 @@ class SynScanner:
         epoll = select.epoll()
         epoll.register(receiver.fileno(), select.EPOLLIN)
         window = max(1, self.timing.concurrency)
+        batch: batching.Batch | None = None
+        if self.family == socket.AF_INET and batching.available():  # IPv4: many SYNs per system call
+            batch = batching.Batch(sender, [t.address for t in self.targets], size=max(1, min(256, window)))
+        items: list[tuple[int, int]] = []  # (host, port) of each queued slot
         try:
             while (queue or retry or pending) and not (self.stop and self.stop.is_set()):
                 now = self.clock()
@@ -197,9 +202,17 @@ class SynScanner:
                     if bucket is not None and not bucket.take():
                         break
                     host, port, tries = retry.pop() if retry else queue.pop()
-                    self._send(sender, host, port)
+                    if batch is None:
+                        self._send(sender, host, port)
+                    else:
+                        self._pack(batch.buffer, batch.queue(host), host, port)
+                        items.append((host, port))
                     pending[(host, port)] = (tries + 1, now)
                     heapq.heappush(deadlines, (now + rtt[host].current, host, port, tries + 1))
+                    if batch is not None and batch.full():
+                        self._flush(batch, items)
+                if batch is not None and batch.count:
+                    self._flush(batch, items)
                 wait = deadlines[0][0] - now if deadlines else 0.01
                 for _ in epoll.poll(max(0.0, min(wait, 0.02))):
                     self._receive(receiver, index_of, pending, rtt)
@@ -226,6 +239,33 @@ class SynScanner:
         fixed = _TCP.pack(self.source_port, 0, 0, 0, 5 << 4, _SYN, 64240, 0, 0)
         pseudo = source + destination + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(fixed))
         return address, destination, (~_checksum(pseudo + fixed)) & 0xFFFF
+
+    def _pack(self, buffer: bytearray, offset: int, host: int, port: int) -> None:
+        """Write the IPv4 SYN for (host, port) into a batch slot (the checksum summed incrementally)."""
+        _, destination, partial = self._addressing[host]
+        seq = self.cookies(destination, port)
+        total = (partial or 0) + port + (seq >> 16) + (seq & 0xFFFF)
+        total = (total & 0xFFFF) + (total >> 16)
+        total = (total & 0xFFFF) + (total >> 16)
+        _TCP.pack_into(buffer, offset, self.source_port, port, seq, 0, 5 << 4, _SYN, 64240, ~total & 0xFFFF, 0)
+
+    def _flush(self, batch: batching.Batch, items: list[tuple[int, int]]) -> None:
+        """Send the queued SYNs; refusals as in :meth:`_send` (lost when the queue is full, else a verdict)."""
+        start = 0
+        while start < batch.count:
+            sent, err = batch.flush(start)
+            self.packets += sent
+            start += sent
+            if err in (errno.EAGAIN, errno.ENOBUFS, errno.EINTR):
+                break  # counted as sent and lost: the retry logic covers them
+            if err:
+                host, port = items[start]
+                self.on_verdict(host, port, results.PortState.FILTERED, tcp_scanning.local_reason(err), None, 1)
+                start += 1
+            elif sent == 0:
+                break
+        batch.clear()
+        items.clear()
 
     def _send(self, sender: socket.socket, host: int, port: int) -> None:
         address, destination, partial = self._addressing[host]

@@ -20,15 +20,17 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portolan import errors
-from portolan.capture import recording
 from portolan.engine import payloads, plans, scanning, services
 from portolan.engine import ports as ports_
 from portolan.engine import targets as targets_
-from portolan.kube import builders, clients
+from portolan.kube import builders, rest
 from portolan.models import results, scanjobs, statuses
+
+if TYPE_CHECKING:
+    from portolan.capture import recording
 
 # The shard's exit codes, read by the operator from the pod's terminated state.
 EXIT_OK = 0
@@ -75,7 +77,7 @@ def _now() -> datetime.datetime:
 class ShardRunner:
     """One attempt of one shard: read the plan, scan (``scan``, the engine by default), write the shard's entry."""
 
-    def __init__(self, client: clients.Client, env: ShardEnv, *, stop: threading.Event,
+    def __init__(self, client: rest.ShardClient, env: ShardEnv, *, stop: threading.Event,
                  now: Callable[[], datetime.datetime] = _now,
                  scan: Callable[..., results.ScanReport] = scanning.run) -> None:
         self.kube = client
@@ -140,6 +142,8 @@ class ShardRunner:
             entry["error"] = "NoVolume: the pod has no capture volume mounted"
             return None, entry
         relative = pathlib.PurePosixPath(self.env.namespace, self.env.job, f"{self.env.shard}-a{self.env.attempt}")
+        from portolan.capture import recording  # only shards that record evidence load capture
+
         try:
             recorder = recording.Recorder(
                 pathlib.Path(self.env.capture_dir, relative), (t.address for t in plan.targets),
@@ -160,6 +164,8 @@ class ShardRunner:
             try:
                 evidence = recorder.finish()
             except errors.PortolanError as exc:
+                from portolan.capture import recording
+
                 entry["error"] = f"{exc.reason}: {exc}"
                 evidence = recording.Evidence(list(recorder.writer.files), recorder.expression, 0, 0)
             entry.update(files=[str(path.relative_to(root)) for path in evidence.files],
@@ -181,7 +187,7 @@ class ShardRunner:
         recorder, capture = self._recorder(job, plan)
         try:
             report = self.scan(
-                plan, on_progress=self.progress, identify=services.identify_services,
+                plan, on_progress=self.progress, identify=services.Session,
                 payloads=payloads.payload_bytes, identify_reply=payloads.identify_reply,
                 stop=self.stop, args=f"shard {self.env.shard} attempt {self.env.attempt}",
             )
@@ -217,6 +223,16 @@ class ShardRunner:
         return EXIT_OK
 
 
+def _client() -> rest.ShardClient:
+    """The standard library's HTTPS when the configuration allows (most pods), else the official client."""
+    found = rest.from_environment()
+    if found is not None:
+        return found
+    from portolan.kube import clients
+
+    return clients.Kube(clients.client_from_environment())
+
+
 def main() -> int:
     """``portolan shard``: run the shard this pod's environment names; returns the exit code."""
     import os
@@ -225,7 +241,7 @@ def main() -> int:
 
     env = ShardEnv.from_environment(os.environ)
     with stopping.on_signals(threading.Event()) as stop:
-        runner = ShardRunner(clients.Kube(clients.client_from_environment()), env, stop=stop)
+        runner = ShardRunner(_client(), env, stop=stop)
         code = runner.run()
     print(f"portolan shard {env.shard} attempt {env.attempt}: exit {code}", file=sys.stderr)
     return code
