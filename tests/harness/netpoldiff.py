@@ -84,7 +84,7 @@ class World:
             podworld.delete_namespace(self.cluster, namespace)
 
     def model_with_addresses(self, model: dict[str, Any]) -> dict[str, Any]:
-        filled = json.loads(json.dumps(model))
+        filled: dict[str, Any] = json.loads(json.dumps(model))
         for pod in filled["Resources"]["Pods"]:
             pod["IP"] = self.addresses[f"{pod['Namespace']}/{pod['Name']}"]
         return filled
@@ -92,7 +92,7 @@ class World:
 
 def _policies(cluster: clusters.Cluster, name: str) -> list[dict[str, Any]]:
     cidrs = {n.metadata.name: n.spec.pod_cidr for n in cluster.core().list_node().items}
-    found = []
+    found: list[dict[str, Any]] = []
     for path in sorted((SCENARIOS / name / "policies").glob("*.yaml")):
         text = re.sub(r"\$\{podCIDR:([\w-]+)\}", lambda m: cidrs[m.group(1)], path.read_text())
         found.extend(d for d in yaml.safe_load_all(text) if d)
