@@ -8,41 +8,20 @@ policy lets the shards reach exactly their targets and the scan finds the open p
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
-from harness import clusters
+from harness import clusters, operators
 
 pytestmark = pytest.mark.cluster
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 NAMESPACE = "scans-deny-egress"
 TARGET = "198.18.64.101"  # ports 22 and 80 open, built by the targets fixture
-SHARD_RBAC = """
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: portolan-shard}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: portolan-shard}
-rules:
-- {apiGroups: [portolan.dev], resources: [scanjobs], verbs: [get]}
-- {apiGroups: [portolan.dev], resources: [scanjobs/status], verbs: [get, patch]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: portolan-shard}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: portolan-shard}
-subjects: [{kind: ServiceAccount, name: portolan-shard}]
----
+DENY_EGRESS = """
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: default-deny-egress}
@@ -52,31 +31,18 @@ spec: {podSelector: {}, policyTypes: [Egress]}
 
 @pytest.fixture(scope="module")
 def denying_namespace(cluster: clusters.Cluster, targets: dict[str, Any]) -> Iterator[str]:
-    plane = cluster.plane
-    plane.kubectl("apply", "-f", str(ROOT / "crds"))
-    plane.kubectl("wait", "--for=condition=Established", "crd/scanjobs.portolan.dev", "--timeout=30s")
-    plane.kubectl("create", "namespace", NAMESPACE, check=False)
-    plane.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=SHARD_RBAC)
+    operators.prepare(cluster, NAMESPACE)
+    cluster.plane.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=DENY_EGRESS)
     yield NAMESPACE
-    plane.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
-
-
-def _run_operator(cluster: clusters.Cluster, folder: pathlib.Path, *, egress_policy: bool) -> subprocess.Popen[bytes]:
-    settings = folder / "settings.yaml"
-    settings.write_text(yaml.safe_dump({
-        "shardCommand": [sys.executable, "-m", "portolan", "shard"],
-        "shardHeartbeatSeconds": 0.5, "reconcileIntervalSeconds": 1.0,
-        "metricsPort": clusters.free_port(), "peering": None,
-        "allowedCidrs": ["198.18.64.0/24"], "scannerEgressPolicy": egress_policy,
-    }))
-    env = dict(os.environ, KUBECONFIG=str(cluster.plane.admin_kubeconfig))
-    with open(folder / "operator.log", "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "portolan", "operator", "--standalone", "--namespace", NAMESPACE,
-                                 "--settings", str(settings), "--verbose"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    cluster.plane.kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
 
 
 def _scan(cluster: clusters.Cluster, folder: pathlib.Path, name: str, *, egress_policy: bool) -> dict[str, Any]:
-    operator = _run_operator(cluster, folder, egress_policy=egress_policy)
+    operator = operators.Operator(cluster, folder, NAMESPACE, image=operators.pod_image())
+    settings = yaml.safe_load(operator.settings.read_text())
+    operator.settings.write_text(yaml.safe_dump(settings | {"scannerEgressPolicy": egress_policy,
+                                                            "allowedCidrs": ["198.18.64.0/24"]}))
+    operator.start()
     try:
         job = {"apiVersion": "portolan.dev/v1alpha1", "kind": "ScanJob", "metadata": {"name": name, "namespace": NAMESPACE},
                "spec": {"targets": {"addresses": [TARGET]}, "ports": "22,80,81", "sharding": {"shards": 1},
@@ -88,8 +54,7 @@ def _scan(cluster: clusters.Cluster, folder: pathlib.Path, name: str, *, egress_
         assert done.returncode == 0, (done.stderr, body.get("status"))
         return body
     finally:
-        operator.terminate()
-        operator.wait(timeout=20)
+        operator.stop()
 
 
 def test_without_the_scanner_egress_policy_a_default_deny_namespace_leaves_every_probe_filtered(
