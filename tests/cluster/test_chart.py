@@ -94,7 +94,7 @@ def test_helm_install_runs_the_operator_as_its_own_account_and_completes_a_scanj
         "operator": {
             "replicas": 2, "watchNamespaces": [NAMESPACE],
             "command": [sys.executable, "-m", "portolan", "operator"],
-            "settings": {"shardCommand": [sys.executable, "-m", "portolan", "shard"], "metricsPort": 0,
+            "settings": {"shardCommand": [sys.executable, "-m", "portolan", "shard"],
                          "reconcileIntervalSeconds": 1.0, "shardHeartbeatSeconds": 0.5,
                          "scannerEgressPolicy": True, "allowedCidrs": ["198.18.64.0/24"]},
         },

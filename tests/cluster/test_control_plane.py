@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import pathlib
 import uuid
@@ -65,20 +66,29 @@ def test_a_crd_and_a_custom_resource_apply_with_kubectl_and_the_schema_rejects_a
     assert "spec.size" in bad.stderr and "less than or equal to 10" in bad.stderr
 
 
-def test_an_edge_pod_is_scheduled_onto_an_edge_node_and_runs_in_its_network_namespace(cluster: clusters.Cluster, tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("host_network", [False, True])
+def test_an_edge_pod_is_scheduled_onto_an_edge_node_and_runs_with_its_own_address_or_the_nodes(
+        cluster: clusters.Cluster, tmp_path: pathlib.Path, host_network: bool) -> None:
     name = _name("edge")
     out = tmp_path / "where.txt"
     pod = _pod(name, ["sh", "-c", f"ip -o -4 addr show dev eth0 > {out}; echo $NODE >> {out}"],
-               nodeSelector={"portolan.dev/pool": "edge"},
+               nodeSelector={"portolan.dev/pool": "edge"}, hostNetwork=host_network,
                tolerations=[{"key": "portolan.dev/edge", "operator": "Exists", "effect": "NoSchedule"}])
     pod["spec"]["containers"][0]["env"] = [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]  # type: ignore[index]
     cluster.core().create_namespaced_pod("default", pod)
     cluster.wait("the edge pod to succeed", lambda: _phase(cluster, name) == "Succeeded")
-    node = cluster.core().read_namespaced_pod(name, "default").spec.node_name
+    read = cluster.core().read_namespaced_pod(name, "default")
+    node = read.spec.node_name
     assert node.startswith("edge-")
-    address = cluster.agent.nodes[node].address
     text = out.read_text()
-    assert f"inet {address}/24" in text and text.strip().endswith(node)
+    assert text.strip().endswith(node)
+    if host_network:  # the node's own namespace and address
+        assert f"inet {cluster.agent.nodes[node].address}/24" in text
+        assert read.status.pod_ip == cluster.agent.nodes[node].address
+    else:  # its own namespace, an address from the node's podCIDR, reported in status.podIP
+        pod_cidr = cluster.core().read_node(node).spec.pod_cidr
+        assert f"inet {read.status.pod_ip}/32" in text
+        assert ipaddress.ip_address(read.status.pod_ip) in ipaddress.ip_network(pod_cidr)
 
 
 def test_a_pod_without_a_role_is_denied_by_rbac(cluster: clusters.Cluster) -> None:

@@ -36,7 +36,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = ROOT / "tools" / "k8s" / "bin"
 SERVICE_CIDR = "198.18.128.0/24"
 SERVICE_IP = "198.18.128.1"
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+# Pod addresses: the controller-manager gives each Node a /24 of this (its spec.podCIDR).  Apart from
+# the lab (198.18.0.0/24), the Nodes and test hosts (198.18.64.0/24), Services and the bench.
+CLUSTER_CIDR = "198.19.0.0/16"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kube-proxy")
 
 
 def free_port() -> int:
@@ -150,7 +153,8 @@ class ControlPlane:
             "--use-service-account-credentials=true",
             "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={free_port()}",
             f"--cluster-signing-cert-file={p.ca.cert}", f"--cluster-signing-key-file={p.ca.key}",
-            "--controllers=*,-nodeipam",
+            "--allocate-node-cidrs=true", f"--cluster-cidr={CLUSTER_CIDR}", "--node-cidr-mask-size=24",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             # Notice a silent node in 25 s rather than 50 s (the agent heartbeats every 5 s).
             "--node-monitor-grace-period=25s", "--node-monitor-period=2s",
             "--v=1",
@@ -253,7 +257,8 @@ def cluster(control_plane: ControlPlane) -> Iterator[Cluster]:
     labs.require_lab()
     api = kubernetes.config.new_client_from_config(config_file=str(control_plane.admin_kubeconfig))
     agent = nodeagent.NodeAgent(control_plane.api_port, control_plane.pki.ca.cert,
-                                control_plane.admin_kubeconfig, control_plane.folder)
+                                control_plane.admin_kubeconfig, control_plane.folder,
+                                cluster_cidr=CLUSTER_CIDR, service_cidr=SERVICE_CIDR, kube_proxy=control_plane.pki.kube_proxy)
     agent.start()
     built = Cluster(control_plane, agent, api)
     core = built.core()
@@ -296,7 +301,8 @@ def main() -> None:  # pragma: no cover - for humans (tools/k8s/up.sh)
         if args.nodes:
             from harness import nodeagent
 
-            agent = nodeagent.NodeAgent(plane.api_port, plane.pki.ca.cert, plane.admin_kubeconfig, plane.folder)
+            agent = nodeagent.NodeAgent(plane.api_port, plane.pki.ca.cert, plane.admin_kubeconfig, plane.folder,
+                                        cluster_cidr=CLUSTER_CIDR, service_cidr=SERVICE_CIDR, kube_proxy=plane.pki.kube_proxy)
             agent.start()
         print(f"export KUBECONFIG={plane.admin_kubeconfig}", flush=True)
         print(f"# started in {plane.started_seconds:.1f} s; Ctrl-C stops it and removes everything", file=sys.stderr)

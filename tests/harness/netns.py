@@ -19,8 +19,8 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+def ip(*args: str, input: str | None = None) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, input=input)
 
 
 def add(name: str) -> None:

@@ -5,10 +5,19 @@ For each node it registers a ``Node`` (labels, taints, capacity, an InternalIP i
 scheduler binds to it as a local process: the first container's command and args,
 env with downward-API ``fieldRef`` values, and — unless the pod opts out — a token
 for the pod's service account (TokenRequest, bound to the pod) with the cluster's CA
-and a kubeconfig whose path is in ``KUBECONFIG``.  The process runs inside the
-node's network namespace (``ip netns exec``), so each node has its own vantage; the
-API server is reached through a relay that listens on 127.0.0.1 inside each node
-namespace and forwards to the API server's loopback port in the root namespace.
+and a kubeconfig whose path is in ``KUBECONFIG``.  A pod gets its own network
+namespace and an address from its node's ``podCIDR`` (see :mod:`harness.podnet`);
+a ``hostNetwork`` pod runs in its node's namespace instead.  The API server is reached
+through a relay that listens on 127.0.0.1 inside each node and pod namespace and
+forwards to the API server's loopback port in the root namespace (so NetworkPolicies
+never see API traffic: a known difference from a real cluster).  With a kube-proxy
+client certificate, each node namespace runs its own ``kube-proxy`` in nftables mode,
+so ClusterIP and NodePort Services work from pods and nodes; a
+:class:`~harness.netpolicing.Enforcer` applies NetworkPolicies on the pod veths.
+
+Readiness probes (``tcpSocket``, ``exec``, ``httpGet``) run from the node as a kubelet
+runs them; the pod is ``Ready`` only while they pass (without a probe, once running),
+so EndpointSlices list only ready pods.
 
 It reports Running, then Succeeded/Failed with the exit code, honours deletion
 (SIGTERM, the grace period, SIGKILL, then the final delete with grace 0), and can
@@ -21,7 +30,7 @@ restarts (any restartPolicy behaves like Never), other volume types are skipped.
 
 Images: a pod whose image is registered in :attr:`NodeAgent.images` (a
 :class:`harness.oci.Image`, the real image built from the Dockerfile) runs in that image under
-runc, joined to its node's network namespace: the image's entrypoint and env unless the pod
+runc, joined to its own network namespace (its node's for hostNetwork): the image's entrypoint and env unless the pod
 overrides them, the pod's runAsUser/runAsGroup and added capabilities (nothing else), a
 read-only root (the unpacked image is shared), its volumes and credentials bind-mounted.  Any
 other image is ignored and the command runs as a host process.
@@ -43,7 +52,7 @@ from typing import Any
 
 import kubernetes
 
-from harness import netns, pki
+from harness import netns, netpolicing, pki, podnet
 
 LEASE_SECONDS = 40
 
@@ -79,6 +88,19 @@ class RunningPod:
     reported: str = ""
     deleting: bool = False
     container: str | None = None  # the runc container id when the pod runs in an image
+    address: str = ""  # its own pod address; empty for hostNetwork pods
+    network: str = ""  # its own network namespace; empty for hostNetwork pods
+    relay: socket.socket | None = None
+    probe: Any = None  # the container's readinessProbe
+    ports: dict[str, int] = dataclasses.field(default_factory=dict)  # named container ports
+    ready: bool = False
+    started: float = 0.0
+    next_probe: float = 0.0
+    successes: int = 0
+    failures: int = 0
+    exit_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
 
 
 def _now() -> datetime.datetime:
@@ -118,7 +140,8 @@ class NodeAgent:
 
     def __init__(self, server_port: int, ca: pathlib.Path, admin_kubeconfig: pathlib.Path,
                  folder: pathlib.Path, nodes: tuple[NodeSpec, ...] = DEFAULT_NODES,
-                 prefix: str = "pk8s") -> None:
+                 prefix: str = "pk8s", *, cluster_cidr: str | None = None,
+                 service_cidr: str = "198.18.128.0/24", kube_proxy: pki.Pair | None = None) -> None:
         self.port = server_port
         self.ca = ca
         self.folder = folder
@@ -135,6 +158,12 @@ class NodeAgent:
         self.relays: list[socket.socket] = []
         self.switch = f"{self.prefix}-sw"
         self.images: dict[str, Any] = {}  # image reference -> harness.oci.Image run under runc
+        self.cluster_cidr = cluster_cidr  # None: every pod runs in its node's namespace (the old bed)
+        self.kube_proxy = kube_proxy
+        self.service_cidr = service_cidr
+        self.addresses: dict[str, podnet.Addresses] = {}
+        self.proxies: dict[str, subprocess.Popen[bytes]] = {}
+        self.enforcer: netpolicing.Enforcer | None = None
 
     def ns(self, node: str) -> str:
         return f"{self.prefix}-{node}"
@@ -149,9 +178,11 @@ class NodeAgent:
             netns.add(self.ns(node.name))
             netns.veth_to_bridge(self.switch, "br0", self.ns(node.name),
                                  f"{self.prefix[-5:]}n{index}", f"{node.address}/24")
-            self._relay(node.name)
+            self.relays.append(self._relay(self.ns(node.name)))
             self._register(node)
-        for target in (self._heartbeat, self._watch_pods, self._reap):
+        if self.cluster_cidr is not None:
+            self._pod_network(self.cluster_cidr)
+        for target in (self._heartbeat, self._watch_pods, self._reap, self._probe_loop):
             thread = threading.Thread(target=target, daemon=True)
             thread.start()
             self.threads.append(thread)
@@ -162,26 +193,31 @@ class NodeAgent:
             pods = list(self.pods.values())
         for pod in pods:
             self._terminate(pod, grace=1.0)
+            self._release(pod)
+        if self.enforcer is not None:
+            self.enforcer.stop()
+        for proxy in self.proxies.values():
+            _stop_process(proxy)
         for relay in self.relays:
-            relay.close()
+            _close_listener(relay)
         for node in self.nodes:
             netns.delete(self.ns(node))
         netns.delete(self.switch)
 
     # -- API relay --------------------------------------------------------------------------
 
-    def _relay(self, node: str) -> None:
-        with netns.entered(self.ns(node)):
+    def _relay(self, namespace: str) -> socket.socket:
+        with netns.entered(namespace):
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             listener.bind(("127.0.0.1", self.port))
             listener.listen(64)
-        self.relays.append(listener)
         thread = threading.Thread(target=self._accept, args=(listener,), daemon=True)
         thread.start()
+        return listener
 
     def _accept(self, listener: socket.socket) -> None:
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and listener.fileno() != -1:
             try:
                 inner, _ = listener.accept()
             except OSError:
@@ -196,6 +232,73 @@ class NodeAgent:
             for a, b in ((inner, outer), (outer, inner)):
                 threading.Thread(target=link.pump, args=(a, b), daemon=True).start()
 
+
+    # -- pod network ------------------------------------------------------------------------
+
+    def _pod_network(self, cluster_cidr: str, timeout: float = 30.0) -> None:
+        """Wait for every Node's podCIDR, then route between nodes, masquerade, kube-proxy, policies."""
+        deadline = time.monotonic() + timeout
+        cidrs: dict[str, str] = {}
+        while len(cidrs) < len(self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nodes without a podCIDR after {timeout:.0f} s: "
+                                   f"{sorted(set(self.nodes) - set(cidrs))} (is --allocate-node-cidrs on?)")
+            for item in self.core.list_node().items:
+                if item.metadata.name in self.nodes and item.spec.pod_cidr:
+                    cidrs[item.metadata.name] = item.spec.pod_cidr
+            if len(cidrs) < len(self.nodes):
+                time.sleep(0.2)
+        for name in self.nodes:
+            self.addresses[name] = podnet.Addresses(cidrs[name])
+            podnet.setup_node(self.ns(name), cluster_cidr, self.service_cidr)
+            for other, cidr in cidrs.items():
+                if other != name:
+                    podnet.route_to(self.ns(name), cidr, self.nodes[other].address)
+        if self.kube_proxy is not None:
+            config = pki.kubeconfig(self.folder / "kube-proxy.kubeconfig", f"https://127.0.0.1:{self.port}",
+                                    self.ca, client=self.kube_proxy, user="system:kube-proxy")
+            for name in self.nodes:
+                self.proxies[name] = self._start_proxy(name, config, cluster_cidr)
+        self.enforcer = netpolicing.Enforcer(self.core, {name: self.ns(name) for name in self.nodes},
+                                             self.folder / "netpol")
+        self.enforcer.start()
+
+    def _start_proxy(self, node: str, config: pathlib.Path, cluster_cidr: str) -> subprocess.Popen[bytes]:
+        log = open(self.folder / f"kube-proxy-{node}.log", "wb")  # noqa: SIM115 - handed to the child
+        try:
+            return subprocess.Popen(
+                ["ip", "netns", "exec", self.ns(node), str(KUBE_PROXY), f"--kubeconfig={config}",
+                 f"--hostname-override={node}", "--proxy-mode=nftables", f"--cluster-cidr={cluster_cidr}",
+                 # conntrack limits are the root namespace's business: leave them alone
+                 "--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0",
+                 "--conntrack-tcp-timeout-close-wait=0", "--v=1"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log.close()
+
+    def proxy_alive(self, node: str) -> bool:
+        """Whether that node's kube-proxy is still running (tests check before blaming Services)."""
+        process = self.proxies.get(node)
+        return process is not None and process.poll() is None
+
+    def pod_namespace(self, namespace: str, name: str) -> str:
+        """The network namespace a running pod's process is in (its own, or its node's for hostNetwork)."""
+        with self.lock:
+            for pod in self.pods.values():
+                if (pod.namespace, pod.name) == (namespace, name) and pod.reported != "dropped":
+                    return pod.network or self.ns(pod.node)
+        raise KeyError(f"{namespace}/{name} is not running here")
+
+    def _release(self, pod: RunningPod) -> None:
+        """Give back a finished pod's namespace, veth and address (idempotent)."""
+        relay, pod.relay = pod.relay, None
+        if relay is not None:
+            _close_listener(relay)
+        if pod.network:
+            podnet.remove_pod(pod.network)
+            pod.network = ""
+        if pod.address and pod.node in self.addresses:
+            self.addresses[pod.node].give_back(pod.address)
 
     # -- nodes ------------------------------------------------------------------------------
 
@@ -276,6 +379,9 @@ class NodeAgent:
             pod.reported = "dropped"  # first: a dead node reports nothing, not even its pods' deaths
             if pod.process is not None and pod.process.poll() is None:
                 self._signal(pod, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    pod.process.wait(timeout=5)
+            self._release(pod)
         if delete:
             with contextlib.suppress(kubernetes.client.ApiException):
                 self.core.delete_node(name)
@@ -304,6 +410,7 @@ class NodeAgent:
         if kind == "DELETED":
             if running is not None:
                 self._terminate(running, grace=0.0)
+                self._release(running)
                 with self.lock:
                     self.pods.pop(key, None)
             return
@@ -318,13 +425,18 @@ class NodeAgent:
         if running is None and pod.status.phase in (None, "Pending"):
             self._run(pod)
 
+    def _pod_address(self, pod: Any) -> str:
+        with self.lock:
+            running = self.pods.get(pod.metadata.uid)
+        return running.address if running is not None else ""
+
     def _env(self, pod: Any, container: Any) -> dict[str, str]:
         node = self.nodes[pod.spec.node_name]
         fields = {
             "metadata.name": pod.metadata.name, "metadata.namespace": pod.metadata.namespace,
             "metadata.uid": pod.metadata.uid, "spec.nodeName": pod.spec.node_name,
             "spec.serviceAccountName": pod.spec.service_account_name or "default",
-            "status.podIP": node.address, "status.hostIP": node.address,
+            "status.podIP": self._pod_address(pod) or node.address, "status.hostIP": node.address,
         }
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/root", "LANG": "C.UTF-8",
                "HOSTNAME": pod.metadata.name}
@@ -402,23 +514,37 @@ class NodeAgent:
         with self.lock:
             self.pods[pod.metadata.uid] = running
         container = pod.spec.containers[0]
+        running.probe = container.readiness_probe
+        running.ports = {p.name: p.container_port for c in pod.spec.containers for p in c.ports or [] if p.name}
         image = self.images.get(container.image)
-        if image is not None:
-            self._run_in_image(pod, container, running, image)
-            return
-        argv = [*(container.command or []), *(container.args or [])]
-        if not container.command:
+        if image is None and not container.command:
             self._status(running, "Failed", exit_code=127, reason="NoCommand",
                          message="the test node agent runs commands, not images")
             return
+        namespace = self.ns(pod.spec.node_name)
+        if not pod.spec.host_network and pod.spec.node_name in self.addresses:
+            try:
+                self._own_network(running)
+            except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
+                detail = getattr(exc, "stderr", "") or str(exc)
+                self._release(running)
+                self._status(running, "Failed", exit_code=1, reason="NetworkFailed", message=str(detail).strip())
+                return
+            namespace = running.network
+        if image is not None:
+            self._run_in_image(pod, container, running, image, namespace)
+            return
+        argv = [*(container.command or []), *(container.args or [])]
         try:
             env = self._env(pod, container) | self._credentials(pod, folder)
         except kubernetes.client.ApiException as exc:
+            self._release(running)
             self._status(running, "Failed", exit_code=1, reason="CredentialsFailed", message=str(exc.reason))
             return
         try:
             mounts = self._mounts(pod, container, folder)
         except VolumeError as exc:
+            self._release(running)
             self._status(running, "Failed", exit_code=1, reason="VolumeFailed", message=str(exc))
             return
         if mounts:
@@ -430,13 +556,21 @@ class NodeAgent:
             argv = ["sh", "-c", script, "sh", *(part for pair in mounts for part in pair), *argv]
         log = open(folder / "log", "wb")  # noqa: SIM115 - handed to the child
         running.process = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns(pod.spec.node_name), *argv], env=env, cwd=folder,
+            ["ip", "netns", "exec", namespace, *argv], env=env, cwd=folder,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
+        self._started(running)
+
+    def _started(self, running: RunningPod) -> None:
+        """Running; Ready at once without a readiness probe, else once it passes."""
+        running.started = time.monotonic()
+        running.ready = running.probe is None
+        if running.probe is not None:
+            running.next_probe = running.started + (running.probe.initial_delay_seconds or 0)
         self._status(running, "Running")
 
-    def _run_in_image(self, pod: Any, container: Any, running: RunningPod, image: Any) -> None:
+    def _run_in_image(self, pod: Any, container: Any, running: RunningPod, image: Any, network: str) -> None:
         from harness import oci
 
         folder = running.folder
@@ -444,9 +578,11 @@ class NodeAgent:
             env = self._env(pod, container) | self._credentials(pod, folder)
             mounts = self._mounts(pod, container, folder)
         except kubernetes.client.ApiException as exc:
+            self._release(running)
             self._status(running, "Failed", exit_code=1, reason="CredentialsFailed", message=str(exc.reason))
             return
         except VolumeError as exc:
+            self._release(running)
             self._status(running, "Failed", exit_code=1, reason="VolumeFailed", message=str(exc))
             return
         for name in ("PATH", "HOME"):  # the image's, not this machine's
@@ -468,7 +604,7 @@ class NodeAgent:
         running.container = f"{self.prefix}-{pod.metadata.uid[:13]}"
         bundle = image.bundle(
             folder / "bundle", argv, user=(int(user[0]), int(user[1])), capabilities=tuple(added or ()),
-            env=env, network=f"/run/netns/{self.ns(pod.spec.node_name)}",
+            env=env, network=f"/run/netns/{network}",
             mounts=(oci.Mount(folder, str(folder)),
                     *(oci.Mount(pathlib.Path(source), target, writable=True) for target, source in mounts)))
         log = open(folder / "log", "wb")  # noqa: SIM115 - handed to the child
@@ -477,7 +613,7 @@ class NodeAgent:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self._await_container(running)  # like a kubelet: Running once the container has started
-        self._status(running, "Running")
+        self._started(running)
 
     @staticmethod
     def _await_container(pod: RunningPod, timeout: float = 10.0) -> None:
@@ -498,35 +634,96 @@ class NodeAgent:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pod.process.pid, sig)
 
+    def _own_network(self, running: RunningPod) -> None:
+        addresses = self.addresses[running.node]
+        running.address = addresses.take()
+        running.network = f"{self.prefix}-{running.address.replace('.', '-')}"
+        podnet.add_pod(self.ns(running.node), running.network, running.address, addresses.gateway)
+        running.relay = self._relay(running.network)
+
     def _status(self, pod: RunningPod, phase: str, *, exit_code: int | None = None,
                 reason: str | None = None, message: str | None = None) -> None:
         if pod.reported == phase or pod.node in self.dropped:  # a dropped node is silent
             return
         pod.reported = phase
+        pod.exit_code, pod.reason, pod.message = exit_code, reason, message
+        self._send(pod)
+
+    def _send(self, pod: RunningPod) -> None:
+        """Write the pod's status: phase, addresses, Ready (running and its probe passing)."""
         node = self.nodes[pod.node]
         now = _now().isoformat()
+        phase = pod.reported
         if phase == "Running":
             state: dict[str, Any] = {"running": {"startedAt": now}}
         else:
-            state = {"terminated": {"exitCode": exit_code if exit_code is not None else 0,
-                                    "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+            state = {"terminated": {"exitCode": pod.exit_code if pod.exit_code is not None else 0,
+                                    "reason": pod.reason or ("Completed" if pod.exit_code == 0 else "Error"),
                                     "finishedAt": now, "startedAt": now}}
-            if message:
-                state["terminated"]["message"] = message
-        ready = "True" if phase == "Running" else "False"
+            if pod.message:
+                state["terminated"]["message"] = pod.message
+        ready = phase == "Running" and pod.ready
+        condition = "True" if ready else "False"
+        address = pod.address or node.address
         status = {
-            "phase": phase, "hostIP": node.address, "podIP": node.address,
-            "podIPs": [{"ip": node.address}], "startTime": now,
-            "conditions": [{"type": "Ready", "status": ready, "lastTransitionTime": now},
-                           {"type": "ContainersReady", "status": ready, "lastTransitionTime": now},
+            "phase": phase, "hostIP": node.address, "hostIPs": [{"ip": node.address}],
+            "podIP": address, "podIPs": [{"ip": address}], "startTime": now,
+            "conditions": [{"type": "Ready", "status": condition, "lastTransitionTime": now},
+                           {"type": "ContainersReady", "status": condition, "lastTransitionTime": now},
                            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
                            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}],
-            "containerStatuses": [{"name": "main", "ready": phase == "Running", "restartCount": 0,
+            "containerStatuses": [{"name": "main", "ready": ready, "restartCount": 0,
                                    "image": "portolan", "imageID": "", "state": state,
                                    "started": phase == "Running"}],
         }
         with contextlib.suppress(kubernetes.client.ApiException):
             self.core.patch_namespaced_pod_status(pod.name, pod.namespace, {"status": status})
+
+    # -- readiness --------------------------------------------------------------------------
+
+    def _probe_loop(self) -> None:
+        while not self.stopping.wait(0.1):
+            now = time.monotonic()
+            with self.lock:
+                due = [p for p in self.pods.values()
+                       if p.probe is not None and p.reported == "Running" and not p.deleting and p.next_probe <= now]
+            for pod in due:
+                probe = pod.probe
+                passed = self._probe(pod, probe)
+                pod.next_probe = time.monotonic() + (probe.period_seconds or 10)
+                if passed:
+                    pod.successes, pod.failures = pod.successes + 1, 0
+                    flip = not pod.ready and pod.successes >= (probe.success_threshold or 1)
+                else:
+                    pod.successes, pod.failures = 0, pod.failures + 1
+                    flip = pod.ready and pod.failures >= (probe.failure_threshold or 3)
+                if flip and pod.reported == "Running":
+                    pod.ready = not pod.ready
+                    self._send(pod)
+
+    def _probe(self, pod: RunningPod, probe: Any) -> bool:
+        """One readiness check, from the node as a kubelet does it."""
+        timeout = float(probe.timeout_seconds or 1)
+        host = pod.address or self.nodes[pod.node].address
+        try:
+            if probe.var_exec is not None:
+                done = subprocess.run(["ip", "netns", "exec", pod.network or self.ns(pod.node), *probe.var_exec.command],
+                                      capture_output=True, timeout=timeout, cwd=pod.folder, check=False)
+                return done.returncode == 0
+            action = probe.tcp_socket or probe.http_get
+            if action is None:
+                return False
+            port = action.port if isinstance(action.port, int) else pod.ports.get(str(action.port), 0)
+            with netns.entered(self.ns(pod.node)), \
+                    socket.create_connection((action.host or host, int(port)), timeout=timeout) as sock:
+                if probe.http_get is None:
+                    return True
+                sock.settimeout(timeout)
+                sock.sendall(f"GET {action.path or '/'} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+                line = sock.recv(256).split(b"\r\n", 1)[0].split()
+                return len(line) >= 2 and line[1].isdigit() and 200 <= int(line[1]) < 400
+        except (OSError, subprocess.TimeoutExpired):
+            return False
 
     def _reap(self) -> None:
         while not self.stopping.wait(0.1):
@@ -544,6 +741,7 @@ class NodeAgent:
                 else:
                     code = 128 - code if code < 0 else code
                     self._status(pod, "Failed", exit_code=code)
+                self._release(pod)
 
     def _terminate(self, pod: RunningPod, grace: float) -> None:
         process = pod.process
@@ -558,6 +756,7 @@ class NodeAgent:
 
     def _delete(self, pod: RunningPod, grace: float) -> None:
         self._terminate(pod, grace)
+        self._release(pod)
         self._final_delete(pod.namespace, pod.name, pod.uid)
         with self.lock:
             self.pods.pop(pod.uid, None)
@@ -583,3 +782,25 @@ class NodeAgent:
             if not busy:
                 return
             time.sleep(0.1)
+
+
+KUBE_PROXY = pathlib.Path(__file__).resolve().parents[2] / "tools" / "k8s" / "bin" / "kube-proxy"
+
+
+def _close_listener(listener: socket.socket) -> None:
+    """Close a listening socket and wake the thread blocked in accept() on it."""
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)
+    listener.close()
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

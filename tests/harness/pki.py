@@ -2,8 +2,8 @@
 
 One CA signs the API server's serving certificate (SANs for 127.0.0.1, localhost
 and the in-cluster service names) and client certificates for the admin
-(``system:masters``), the controller manager and the scheduler (their default
-RBAC identities); a separate key signs service-account tokens.  Keys are
+(``system:masters``), the controller manager, the scheduler and kube-proxy (their
+default RBAC identities); a separate key signs service-account tokens.  Keys are
 ECDSA P-256: quick to generate, accepted by every component.
 """
 
@@ -52,6 +52,7 @@ class Pki:
     scheduler: Pair
     service_account_key: pathlib.Path
     service_account_pub: pathlib.Path
+    kube_proxy: Pair
 
 
 def make(folder: pathlib.Path, service_ip: str) -> Pki:
@@ -100,6 +101,7 @@ def make(folder: pathlib.Path, service_ip: str) -> Pki:
     admin = issue("admin", _name("portolan-test-admin", "system:masters"))
     controller_manager = issue("controller-manager", _name("system:kube-controller-manager"))
     scheduler = issue("scheduler", _name("system:kube-scheduler"))
+    kube_proxy = issue("kube-proxy", _name("system:kube-proxy"))
     sa_key = _key()
     sa_private = folder / "sa.key"
     sa_public = folder / "sa.pub"
@@ -109,7 +111,7 @@ def make(folder: pathlib.Path, service_ip: str) -> Pki:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    return Pki(ca, serving, admin, controller_manager, scheduler, sa_private, sa_public)
+    return Pki(ca, serving, admin, controller_manager, scheduler, sa_private, sa_public, kube_proxy)
 
 
 def kubeconfig(path: pathlib.Path, server: str, ca: pathlib.Path, *, client: Pair | None = None,
