@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "shard", help="run one shard of a ScanJob (inside a shard pod; configured by environment)"
     )
+    commands.add_parser(
+        "probe", help="probe the pairs of one ReachabilityAudit source (inside a probe pod; configured by environment)"
+    )
+    canary = commands.add_parser("canary", help="listen as a ReachabilityAudit canary (inside a canary pod)")
+    canary.add_argument("--tcp", help="TCP ports to accept on")
+    canary.add_argument("--udp", help="UDP ports to echo on")
     operator = commands.add_parser("operator", help="run the operator (kopf)")
     operator.add_argument(
         "--settings", help="operator settings file (YAML); else the YAML in $PORTOLAN_SETTINGS, else defaults"
