@@ -268,7 +268,7 @@ class _Pass:
         found: list[audits.Mismatch] = []
         rows: dict[str, dict[str, dict[str, str]]] = {}  # "port/proto" -> source -> column -> char
         columns: list[str] = []
-        for name in self.status.sources:
+        for name in [source.name for source in spec.sources if source.name in self.status.sources]:  # spec order
             pod = probes.get(name)
             if pod is None:
                 return self.fail("ProbeFailed", f"probe pod of source {name} is gone; its pairs are unknown", spec)
