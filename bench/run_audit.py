@@ -70,7 +70,8 @@ def main() -> None:
         destinations = podworld.create(cluster, "dst", [
             podworld.server_pod(f"d{i}", {"role": "dst"}, NODES[i % 2], serve) for i in range(DESTINATIONS)], timeout=180)
         sources = podworld.create(cluster, "src", [
-            podworld.server_pod(f"s{i}", {"app": f"s{i}"}, NODES[(i + 1) % 2], []) for i in range(SOURCES)], timeout=180)
+            podworld.server_pod(f"s{i}", {"app": f"s{i}"}, NODES[(i + 1) % 2], [("tcp", 7)]) for i in range(SOURCES)],
+            timeout=180)
         kubernetes.client.NetworkingV1Api(api).create_namespaced_network_policy("dst", {
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "half"},
             "spec": {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{
