@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -353,5 +354,8 @@ class Kube:
         """See :meth:`Client.list_network_policies`."""
         with _mapped("listing NetworkPolicies"):
             networking = kubernetes.client.NetworkingV1Api(self.api)
-            return [self._plain(item) for item in networking.list_network_policy_for_all_namespaces().items]
+            # Raw JSON: the client's serializer drops fields named like Python keywords ("from", "except").
+            reply = networking.list_network_policy_for_all_namespaces(_preload_content=False)
+            items: list[dict[str, Any]] = json.loads(reply.data)["items"]
+            return items
         raise AssertionError("unreachable")  # pragma: no cover
