@@ -285,8 +285,8 @@ class UdpScanner:
                 if exhausted and not inflight:
                     break
                 wait = timeouts[0][0] - now if timeouts else 0.01
-                if self.bucket is not None and not exhausted:
-                    wait = min(wait, self.bucket.wait_time())
+                if self.bucket is not None and not exhausted and len(inflight) < self.concurrency:
+                    wait = min(wait, self.bucket.batch_wait())  # one wake-up per burst of tokens
                 events = epoll.poll(max(0.0, min(wait, 0.05)), _MAX_EVENTS)
                 now = self.clock()
                 for fd, event in events:
