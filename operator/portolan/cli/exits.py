@@ -64,7 +64,8 @@ def guarded(program: str, work: Callable[[], int]) -> int:
 
 
 def say(line: str) -> None:
-    """One line on stderr, if there is a stderr."""
+    """One line on stderr (a multi-line message is folded), if there is a stderr."""
+    line = " ".join(part.strip() for part in line.splitlines() if part.strip())
     if sys.stderr is not None:
         with contextlib.suppress(OSError):
             print(line, file=sys.stderr, flush=True)

@@ -61,9 +61,9 @@ def _spec_from(args: argparse.Namespace) -> tuple[scanjobs.ScanJobSpec, str]:
         targets = targets.model_copy(update={"exclude": [*targets.exclude, *args.exclude]})
     updates["targets"] = targets
     if args.ports:
-        updates["ports"] = args.ports
+        updates["ports"] = args.ports.lower()  # named sets are case-blind, as the parser is
     if args.udp_ports:
-        updates["udp_ports"] = args.udp_ports
+        updates["udp_ports"] = args.udp_ports.lower()
     if args.tcp or args.udp:
         updates["protocols"] = [p for p, on in (("tcp", args.tcp), ("udp", args.udp)) if on]
     timing = {
@@ -82,7 +82,7 @@ def _spec_from(args: argparse.Namespace) -> tuple[scanjobs.ScanJobSpec, str]:
     if args.verify:
         updates["verify_open"] = True
     if args.allow_open is not None:
-        updates["expect"] = {"allowed_open_ports": args.allow_open}
+        updates["expect"] = {"allowed_open_ports": args.allow_open.lower()}
     spec = scanjobs.ScanJobSpec.model_validate(spec.model_dump() | updates)
     if spec.expect is not None and spec.expect.allowed_open_ports:
         from portolan.engine import ports
@@ -174,9 +174,6 @@ def _check_options(args: argparse.Namespace) -> None:
         raise errors.SpecError(f"--workers must be between 1 and {workers.MAX_WORKERS}, not {args.workers}")
     if args.max_probes is not None and args.max_probes < 1:
         raise errors.SpecError(f"--max-probes must be at least 1, not {args.max_probes}")
-    for flag, value in (("-p/--ports", args.ports), ("--udp-ports", args.udp_ports)):
-        if value is not None and value.strip() == "-":
-            raise errors.SpecError(f"{flag} '-' is ambiguous; say 'all' (or 1-65535) for every port")
 
 
 @contextlib.contextmanager
