@@ -46,6 +46,8 @@ MAX_PORT = 65535
 def _number(text: str, expression: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise errors.PortSpecError(f"malformed port {text!r} in {expression!r}")
+    if len(text.lstrip("0")) > len(str(MAX_PORT)):
+        raise errors.PortSpecError(f"port {text[:12]}... is out of range 0-{MAX_PORT}")
     value = int(text)
     if value > MAX_PORT:
         raise errors.PortSpecError(f"port {value} is out of range 0-{MAX_PORT} in {expression!r}")
