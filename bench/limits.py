@@ -86,17 +86,22 @@ def _or_dash(value: float, fmt: str) -> str:
 
 
 def cpu_bench(ns: str) -> list[str]:
-    rows = ["| scan | wall (s) | CPU (s) | CPU / wall |", "|---|---|---|---|"]
+    rows = ["| scan | wall (s) | CPU (s) | CPU / wall | CPU / wall after start-up |", "|---|---|---|---|---|"]
+    common = ["-o", "json", "--no-service", "-q", "--output-file", "/dev/null"]
+    start_up = measured(ns, [*PORTOLAN, "scan", "127.0.0.1", "-p", "1", *common])
+    rows.append(f"| start-up only (1 port) | {start_up['wall']:.2f} | {start_up['cpu']:.2f} | - | - |")
     cases = {
-        "TCP -p 1-10000 --rate 1000": ["127.0.0.1", "-p", "1-10000", "--rate", "1000"],
-        "TCP -p 1-10000 --rate 2000 --workers 4": ["127.0.0.1", "-p", "1-10000", "--rate", "2000", "--workers", "4"],
-        "TCP -p 1-5000 --host-rate 1000": ["127.0.0.1", "-p", "1-5000", "--host-rate", "1000"],
-        "UDP -p 1-5000 --rate 1000": ["127.0.0.1", "-u", "-p", "1-5000", "--rate", "1000"],
+        "TCP -p 1-20000 --rate 1000": ["127.0.0.1", "-p", "1-20000", "--rate", "1000"],
+        "TCP -p 1-40000 --rate 2000 --workers 4": ["127.0.0.1", "-p", "1-40000", "--rate", "2000", "--workers", "4"],
+        "TCP -p 1-20000 --host-rate 1000": ["127.0.0.1", "-p", "1-20000", "--host-rate", "1000"],
+        "UDP -p 1-20000 --rate 1000": ["127.0.0.1", "-u", "-p", "1-20000", "--rate", "1000"],
+        "TCP -p 1-20000 --rate 20000": ["127.0.0.1", "-p", "1-20000", "--rate", "20000"],
     }
     for label, argv in cases.items():
-        got = measured(ns, [*PORTOLAN, "scan", *argv, "-o", "json", "--no-service", "-q", "--output-file",
-                            "/dev/null"])
-        rows.append(f"| {label} | {got['wall']:.2f} | {got['cpu']:.2f} | {100 * got['cpu'] / got['wall']:.1f}% |")
+        got = measured(ns, [*PORTOLAN, "scan", *argv, *common])
+        steady = (got["cpu"] - start_up["cpu"]) / max(1e-9, got["wall"] - start_up["wall"])
+        rows.append(f"| {label} | {got['wall']:.2f} | {got['cpu']:.2f} | {100 * got['cpu'] / got['wall']:.1f}% | "
+                    f"{100 * steady:.1f}% |")
     return rows
 
 

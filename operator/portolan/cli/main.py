@@ -182,7 +182,16 @@ def run(args: argparse.Namespace, arguments: Sequence[str]) -> int:
             return _crd(args.root if args.command == "generate" else None)
         raise errors.SpecError(f"unknown command {args.command!r}")
 
+    import signal
+
+    # Until a command installs its own handlers (a scan's stop event), SIGTERM ends it as Ctrl-C does:
+    # exit 130 with one line at most, not a bare kill.
+    signal.signal(signal.SIGTERM, _interrupted)
     return exits.guarded(f"portolan {args.command}", work)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def parse(arguments: Sequence[str]) -> argparse.Namespace:
