@@ -72,6 +72,21 @@ def _wait_for_workers(process: subprocess.Popen[bytes], count: int) -> list[int]
     raise AssertionError(f"the scan did not start {count} workers")
 
 
+def _wait_for_probes(process: subprocess.Popen[bytes]) -> None:
+    """Until the scan has sockets open (it is probing, past start-up and its signal handlers)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for pid in [process.pid, *_workers(process.pid)]:
+            try:
+                links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            except OSError:
+                continue
+            if any(link.startswith("socket:") for link in links):
+                return
+        time.sleep(0.02)
+    raise AssertionError("the scan never started probing")
+
+
 SCANS = {
     "four workers": ("127.0.0.1", "-p", "1-65535", "--workers", "4", "--rate", "5000"),
     "one process with a rate cap": ("127.0.0.1", "-p", "1-65535", "--workers", "1", "--rate", "2000"),
@@ -87,7 +102,8 @@ def test_a_signal_ends_the_scan_promptly_with_the_partial_report_and_exit_130(
 ) -> None:
     process = _start(namespace, *SCANS[scan], "-o", "json", "-q", "--no-service")
     workers = _wait_for_workers(process, 4) if "--workers" in SCANS[scan] and "4" in SCANS[scan] else []
-    time.sleep(1.0)
+    _wait_for_probes(process)
+    time.sleep(0.5)
     assert process.poll() is None, "the scan ended before the signal: make it longer"
     process.send_signal(signum)
     sent = time.monotonic()
