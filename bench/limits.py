@@ -24,12 +24,14 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from harness import netns  # noqa: E402
+from portolan.engine import targets as targets_  # noqa: E402
 
 PORTOLAN = [sys.executable, "-m", "portolan"]
 _MEASURE = (
@@ -70,7 +72,11 @@ def memory_bench(ns: str, with_nmap: bool) -> list[str]:
                                  "--max-probes", str(2 * probes), "--output-file", "/dev/null"])
             theirs = {"rss_mib": float("nan"), "wall": float("nan")}
             if with_nmap and probes <= 100_000:
-                theirs = measured(ns, ["nmap", "-sT", "-Pn", "-n", "-T4", "-p", ports, "-oX", "/dev/null", targets])
+                # nmap's ranges are per octet: give it the same addresses as a list.
+                listing = pathlib.Path(tempfile.mkdtemp()) / "targets.txt"
+                listing.write_text("\n".join(t.address for t in targets_.parse_targets([targets])) + "\n")
+                theirs = measured(ns, ["nmap", "-sT", "-Pn", "-n", "-T4", "-p", ports, "-oX", "/dev/null",
+                                       "-iL", str(listing)])
             rows.append(f"| {probes:,} | {hosts:,} host(s) x ports {ports} | {ours['rss_mib']:.0f} | "
                         f"{ours['wall']:.2f} | {_or_dash(theirs['rss_mib'], '.0f')} | "
                         f"{_or_dash(theirs['wall'], '.2f')} |")
@@ -105,6 +111,18 @@ def cpu_bench(ns: str) -> list[str]:
     return rows
 
 
+def _probing(pid: int) -> None:
+    """Wait until the scan has sockets open: the signal should find it probing, not starting up."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:") for fd in os.listdir(f"/proc/{pid}/fd")):
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+
+
 def signal_bench(ns: str, repeat: int) -> list[str]:
     rows = ["| scan | signal | exit code | seconds to exit (median of runs) | runs |", "|---|---|---|---|---|"]
     cases = {
@@ -118,7 +136,8 @@ def signal_bench(ns: str, repeat: int) -> list[str]:
             for _ in range(repeat):
                 process = subprocess.Popen(["ip", "netns", "exec", ns, *PORTOLAN, "scan", *argv, "-o", "json", "-q",
                                             "--no-service"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                time.sleep(1.5)
+                _probing(process.pid)
+                time.sleep(1.0)
                 process.send_signal(signum)
                 sent = time.perf_counter()
                 codes.add(process.wait(timeout=60))
@@ -141,6 +160,7 @@ def main() -> None:
     parser.add_argument("--write", type=pathlib.Path, help="write the Markdown report here")
     parser.add_argument("--repeat", type=int, default=3)
     options = parser.parse_args()
+    load_before = os.getloadavg()[0]
     ns = f"pbench-limits-{os.getpid()}"
     netns.add(ns)
     try:
@@ -155,7 +175,8 @@ def main() -> None:
         "# Limits: memory, CPU under a rate cap, signals",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `bench/limits.py` on "
-        f"{os.cpu_count()} cores, CPython {platform.python_version()}, {version or 'no nmap'}; every scan in a fresh "
+        f"{os.cpu_count()} cores (load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after: the machine "
+        f"is shared), CPython {platform.python_version()}, {version or 'no nmap'}; every scan in a fresh "
         "namespace against 127.0.0.0/8 (all closed ports), report as JSON to /dev/null.",
         "",
         "## 1. Peak memory by probe count",
