@@ -115,12 +115,16 @@ def _probing(pid: int) -> None:
     """Wait until the scan has sockets open: the signal should find it probing, not starting up."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        try:
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:") for fd in os.listdir(f"/proc/{pid}/fd")):
-                return
-        except OSError:
-            pass
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout.split()
+        for each in [pid, *map(int, children)]:  # the scan itself or its TCP workers
+            try:
+                if any(os.readlink(f"/proc/{each}/fd/{fd}").startswith("socket:")
+                       for fd in os.listdir(f"/proc/{each}/fd")):
+                    return
+            except OSError:
+                pass
         time.sleep(0.02)
+    raise RuntimeError("the scan never started probing")
 
 
 def signal_bench(ns: str, repeat: int) -> list[str]:
@@ -141,6 +145,8 @@ def signal_bench(ns: str, repeat: int) -> list[str]:
                 process.send_signal(signum)
                 sent = time.perf_counter()
                 codes.add(process.wait(timeout=60))
+                if 130 not in codes:
+                    raise RuntimeError(f"{label}: the scan ended before the signal")
                 times.append(time.perf_counter() - sent)
             rows.append(f"| {label} | {signum.name} | {', '.join(map(str, sorted(codes)))} | "
                         f"{statistics.median(times):.3f} | {', '.join(f'{t:.3f}' for t in times)} |")
