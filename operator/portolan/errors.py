@@ -47,6 +47,18 @@ class ScanError(PortolanError):
     reason = "ScanFailed"
 
 
+class OutputError(PortolanError):
+    """A report or other output cannot be written (a full disk, a closed stream)."""
+
+    reason = "OutputFailed"
+
+
+class OutputClosed(OutputError):
+    """The reader of our output went away (a broken pipe, as with ``| head``): end quietly."""
+
+    reason = "OutputClosed"
+
+
 class ManifestError(SpecError):
     """A manifest file cannot be read or is not a ScanJob."""
 

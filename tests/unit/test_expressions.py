@@ -99,3 +99,24 @@ def test_named_sets_cover_what_their_names_promise() -> None:
 def test_bad_port_expressions_are_rejected_with_a_clear_message(expression: str, message: str) -> None:
     with pytest.raises(errors.PortSpecError, match=message):
         ports.parse_ports(expression)
+
+
+@pytest.mark.parametrize(
+    ("expressions", "exclude", "count"),
+    [
+        (["0.0.0.0/0"], ["0.0.0.0/1"], 1 << 31),
+        (["::/0"], ["::-::ffff:ffff:ffff"], (1 << 128) - (1 << 48)),
+        (["198.18.0.0/15", "198.18.0.0/16"], ["198.19.0.0/17"], (1 << 16) + (1 << 15)),
+    ],
+)
+def test_huge_targets_and_exclusions_are_counted_as_intervals_without_enumerating(
+    expressions: list[str], exclude: list[str], count: int
+) -> None:
+    with pytest.raises(errors.TargetError, match=f"more than 1000 addresses \\({count:,}\\)"):
+        targets.parse_targets(expressions, exclude, limit=1000)
+
+
+def test_a_huge_exclusion_leaves_exactly_the_addresses_outside_it() -> None:
+    found = targets.parse_targets(["::1", "::ffff:ffff:fffe-::1:0:0:1", "198.18.0.0/30"],
+                                  ["::-::ffff:ffff:ffff", "198.18.0.1-2"], limit=10)
+    assert [t.address for t in found] == ["::1:0:0:0", "::1:0:0:1", "198.18.0.0", "198.18.0.3"]

@@ -54,3 +54,14 @@ def test_a_bucket_that_starts_empty_waits_one_interval_first() -> None:
     assert bucket.wait_time() == pytest.approx(1.0)
     clock.now += 1.0
     assert bucket.take()
+
+
+def test_an_empty_bucket_asks_to_sleep_until_a_whole_burst_is_back_not_one_token() -> None:
+    clock = FakeClock()
+    bucket = pacing.TokenBucket(1000, clock)  # burst: 10 tokens (10 ms worth)
+    while bucket.take():
+        pass
+    assert bucket.wait_time() == pytest.approx(0.001)
+    assert bucket.batch_wait() == pytest.approx(0.010)
+    clock.now += bucket.batch_wait()
+    assert sum(bucket.take() for _ in range(20)) == 10

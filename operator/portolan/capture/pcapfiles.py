@@ -2,7 +2,8 @@
 
 Writers flush every record to the OS, so a capture stopped by SIGINT/SIGTERM (or killed) keeps
 every packet written so far in its last, partial file.  Timestamps are nanoseconds (pcap magic
-0xa1b23c4d; pcapng ``if_tsresol`` = 9).  Readers accept either format, gzip'd or not.
+0xa1b23c4d; pcapng ``if_tsresol`` = 9).  Readers accept either format, gzip'd or not, and stream: a small file that
+decompresses to gigabytes costs the time to read it, never the memory.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import gzip
 import pathlib
 import struct
+import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -159,6 +161,9 @@ class RotatingWriter:
             self.stream = None
 
 
+MAX_BLOCK = 1 << 24  # a record or block claiming more than 16 MiB is corruption, not a packet
+
+
 def _open_any(path: pathlib.Path) -> BinaryIO:
     with open(path, "rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
@@ -166,42 +171,65 @@ def _open_any(path: pathlib.Path) -> BinaryIO:
 
 
 def read(path: pathlib.Path) -> Iterator[Record]:
-    """Records of a pcap or pcapng file (gzip'd or not); a truncated last record ends the file."""
-    with _open_any(path) as stream:
-        data = stream.read()
-    if len(data) < 4:
-        raise errors.SpecError(f"{path}: not a capture file")
-    magic = struct.unpack_from("<I", data)[0]
-    if magic in (PCAP_MAGIC_NS, PCAP_MAGIC_US):
-        yield from _read_pcap(data, nanos=magic == PCAP_MAGIC_NS)
-    elif magic == PCAPNG_SHB:
-        yield from _read_pcapng(data)
-    else:
-        raise errors.SpecError(f"{path}: not a pcap or pcapng file (magic 0x{magic:08x})")
+    """Records of a pcap or pcapng file (gzip'd or not), streamed: memory stays at one record.
+
+    A truncated last record ends the file; an unreadable file, a corrupt or truncated gzip
+    stream, or a header that is not pcap/pcapng raises :class:`~portolan.errors.SpecError`.
+    """
+    try:
+        with _open_any(path) as stream:
+            magic_bytes = stream.read(4)
+            if len(magic_bytes) < 4:
+                raise errors.SpecError(f"{path}: not a capture file ({len(magic_bytes)} bytes)")
+            magic = struct.unpack("<I", magic_bytes)[0]
+            if magic in (PCAP_MAGIC_NS, PCAP_MAGIC_US):
+                yield from _read_pcap(stream, path, nanos=magic == PCAP_MAGIC_NS)
+            elif magic == PCAPNG_SHB:
+                yield from _read_pcapng(stream, path)
+            else:
+                raise errors.SpecError(f"{path}: not a pcap or pcapng file (magic 0x{magic:08x})")
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise errors.SpecError(f"{path}: corrupt or truncated gzip data: {exc}") from exc
+    except OSError as exc:
+        raise errors.SpecError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
-def _read_pcap(data: bytes, *, nanos: bool) -> Iterator[Record]:
-    linktype = struct.unpack_from("<I", data, 20)[0]
-    at = 24
-    while at + 16 <= len(data):
-        seconds, fraction, included, original = struct.unpack_from("<IIII", data, at)
-        at += 16
-        if at + included > len(data):
+def _read_pcap(stream: BinaryIO, path: pathlib.Path, *, nanos: bool) -> Iterator[Record]:
+    header = stream.read(20)
+    if len(header) < 20:
+        raise errors.SpecError(f"{path}: truncated pcap header ({len(header) + 4} of 24 bytes)")
+    linktype = struct.unpack_from("<I", header, 16)[0]
+    while True:
+        head = stream.read(16)
+        if len(head) < 16:
+            return
+        seconds, fraction, included, original = struct.unpack("<IIII", head)
+        if included > MAX_BLOCK:
+            raise errors.SpecError(f"{path}: corrupt record claiming {included} bytes")
+        data = stream.read(included)
+        if len(data) < included:
             return
         stamp = seconds * 1_000_000_000 + (fraction if nanos else fraction * 1000)
-        yield Record(stamp, data[at : at + included], original, linktype)
-        at += included
+        yield Record(stamp, data, original, linktype)
 
 
-def _read_pcapng(data: bytes) -> Iterator[Record]:
-    at = 0
+def _read_pcapng(stream: BinaryIO, path: pathlib.Path) -> Iterator[Record]:
     linktypes: list[int] = []
     resolutions: list[int] = []
-    while at + 12 <= len(data):
-        kind, length = struct.unpack_from("<II", data, at)
-        if length < 12 or at + length > len(data):
+    kind = PCAPNG_SHB  # its type was read already
+    while True:
+        raw_length = stream.read(4)
+        if len(raw_length) < 4:
             return
-        body = data[at + 8 : at + length - 4]
+        length = struct.unpack("<I", raw_length)[0]
+        if length < 12:
+            return
+        if length > MAX_BLOCK:
+            raise errors.SpecError(f"{path}: corrupt block claiming {length} bytes")
+        rest = stream.read(length - 8)
+        if len(rest) < length - 8:
+            return
+        body = rest[:-4]
         if kind == PCAPNG_IDB and len(body) >= 8:
             linktypes.append(struct.unpack_from("<H", body)[0])
             resolution = 6
@@ -210,7 +238,7 @@ def _read_pcapng(data: bytes) -> Iterator[Record]:
                 code, size = struct.unpack_from("<HH", body, option)
                 if code == 0:
                     break
-                if code == 9 and size >= 1:
+                if code == 9 and size >= 1 and option + 4 < len(body):
                     resolution = body[option + 4]
                 option += 4 + size + (-size % 4)
             resolutions.append(resolution)
@@ -221,4 +249,7 @@ def _read_pcapng(data: bytes) -> Iterator[Record]:
             stamp = ticks * 10 ** (9 - resolution) if resolution <= 9 else ticks
             linktype = linktypes[interface] if interface < len(linktypes) else LINKTYPE_ETHERNET
             yield Record(stamp, body[20 : 20 + included], original, linktype)
-        at += length
+        raw_kind = stream.read(4)
+        if len(raw_kind) < 4:
+            return
+        kind = struct.unpack("<I", raw_kind)[0]

@@ -18,6 +18,11 @@ Exit codes:
 * 4 — the scan completed and found open ports outside ``expect.allowedOpenPorts`` /
   ``--allow-open`` (a CI gate; the report lists them in ``unexpected_open``)
 * 130 — interrupted (Ctrl-C / SIGTERM): the partial report is still written
+* 141 — the reader of stdout went away (``| head``): ends quietly, like a Unix tool
+
+Limits: a local scan is capped at 2,097,152 probes (targets x ports) unless
+``--max-probes`` raises it; targets expand to at most 1,048,576 addresses;
+``--workers`` is 1-64; a manifest is at most 1 MiB.
 """
 
 from __future__ import annotations
@@ -67,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--no-service", action="store_true", help="skip service identification")
     scan.add_argument("--verify", action="store_true", help="probe open ports twice")
     scan.add_argument("--all-ports", action="store_true", help="list every port, none counted")
-    scan.add_argument("--workers", type=int, help="processes for the TCP pass (default: auto)")
+    scan.add_argument("--workers", type=int, help="processes for the TCP pass, 1-64 (default: auto)")
+    scan.add_argument("--max-probes", type=int, metavar="N",
+                      help="refuse scans of more than N probes (targets x ports; default 2097152)")
     scan.add_argument(
         "--udp-budget", type=float, default=60.0,
         help="seconds to spend re-probing silent UDP ports of hosts that rate-limit ICMP (default 60)",
@@ -195,7 +202,16 @@ def run(args: argparse.Namespace, arguments: Sequence[str]) -> int:
             return _crd(args.root if args.command == "generate" else None)
         raise errors.SpecError(f"unknown command {args.command!r}")
 
+    import signal
+
+    # Until a command installs its own handlers (a scan's stop event), SIGTERM ends it as Ctrl-C does:
+    # exit 130 with one line at most, not a bare kill.
+    signal.signal(signal.SIGTERM, _interrupted)
     return exits.guarded(f"portolan {args.command}", work)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def parse(arguments: Sequence[str]) -> argparse.Namespace:

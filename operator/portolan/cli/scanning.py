@@ -3,13 +3,21 @@
 Options override the manifest's fields; the report goes to stdout or
 ``--output-file`` in the format asked; :func:`exit_code` is the exit policy
 (130 interrupted, 4 when open ports break ``--allow-open``, else 0).
+
+Output is all or nothing: ``--output-file`` is written to a temporary file
+beside it and renamed over it only once the report is complete (so a failed
+run never truncates an old report); a write error ends the scan (and every
+worker) with one line and exit 3, a broken pipe ends it quietly (exit 141).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
+import os
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, TextIO
@@ -53,9 +61,9 @@ def _spec_from(args: argparse.Namespace) -> tuple[scanjobs.ScanJobSpec, str]:
         targets = targets.model_copy(update={"exclude": [*targets.exclude, *args.exclude]})
     updates["targets"] = targets
     if args.ports:
-        updates["ports"] = args.ports
+        updates["ports"] = args.ports.lower()  # named sets are case-blind, as the parser is
     if args.udp_ports:
-        updates["udp_ports"] = args.udp_ports
+        updates["udp_ports"] = args.udp_ports.lower()
     if args.tcp or args.udp:
         updates["protocols"] = [p for p, on in (("tcp", args.tcp), ("udp", args.udp)) if on]
     timing = {
@@ -74,7 +82,7 @@ def _spec_from(args: argparse.Namespace) -> tuple[scanjobs.ScanJobSpec, str]:
     if args.verify:
         updates["verify_open"] = True
     if args.allow_open is not None:
-        updates["expect"] = {"allowed_open_ports": args.allow_open}
+        updates["expect"] = {"allowed_open_ports": args.allow_open.lower()}
     spec = scanjobs.ScanJobSpec.model_validate(spec.model_dump() | updates)
     if spec.expect is not None and spec.expect.allowed_open_ports:
         from portolan.engine import ports
@@ -133,21 +141,51 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     listening = getattr(args, "listeners", False)
     if listening and args.output not in ("table", "json", "jsonl"):
         raise errors.SpecError(f"--listeners works with table, json and jsonl output, not {args.output!r}")
+    _check_options(args)
     spec = _validated_spec(args)
-    plan = plans.expand(spec)
+    plan = plans.expand(spec, max_probes=DEFAULT_MAX_PROBES if args.max_probes is None else args.max_probes)
     with stopping.on_signals(threading.Event()) as stop, _output(args.output_file) as out:
         inside = _Inside.taken() if listening else None  # before the scan: its own UDP sockets are not listeners
         report = _judged(_scanned(args, argv, spec, plan, out, stop, inside), spec)
-        if inside is not None:
-            inside.write(report, args.output, out)
-        elif args.output != "jsonl":  # JSONL was streamed while scanning
-            rendering.write_report(report, args.output, out)
+        with _writing(args.output_file):
+            if inside is not None:
+                inside.write(report, args.output, out)
+            elif args.output != "jsonl":  # JSONL was streamed while scanning
+                rendering.write_report(report, args.output, out)
+            out.flush()
         for port in report.unexpected_open:
             name = f" ({port.service.name})" if port.service else ""
             print(f"unexpected open port: {port.host}:{port.port}/{port.protocol.value}{name} "
                   f"(allowed: {report.allowed_open_ports or 'none'})", file=sys.stderr)
-        out.flush()
     return exit_code(report)
+
+
+DEFAULT_MAX_PROBES = 1 << 21  # 2,097,152 probes (32 hosts x every port); --max-probes raises it
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Options the models do not check, refused before anything is sent."""
+    from portolan.engine import workers
+
+    budget = args.udp_budget
+    if not math.isfinite(budget) or budget < 0:
+        raise errors.SpecError(f"--udp-budget must be a finite number of seconds >= 0, not {budget}")
+    if args.workers is not None and not 1 <= args.workers <= workers.MAX_WORKERS:
+        raise errors.SpecError(f"--workers must be between 1 and {workers.MAX_WORKERS}, not {args.workers}")
+    if args.max_probes is not None and args.max_probes < 1:
+        raise errors.SpecError(f"--max-probes must be at least 1, not {args.max_probes}")
+
+
+@contextlib.contextmanager
+def _writing(path: str | None) -> Iterator[None]:
+    """Map a failed write of the report to OutputError (OutputClosed for a broken pipe)."""
+    try:
+        yield
+    except BrokenPipeError as exc:
+        raise errors.OutputClosed("the reader of the report went away") from exc
+    except OSError as exc:
+        where = path or "standard output"
+        raise errors.OutputError(f"cannot write the report to {where}: {exc.strerror or exc}") from exc
 
 
 def exit_code(report: results.ScanReport) -> int:
@@ -170,16 +208,57 @@ def _validated_spec(args: argparse.Namespace) -> scanjobs.ScanJobSpec:
 
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[TextIO]:
-    """Where the report goes: stdout, or the file ``--output-file`` names (closed afterwards)."""
+    """Where the report goes: stdout, or ``--output-file`` (via a temporary file renamed into place on success).
+
+    A path that exists and is not a regular file (``/dev/null``, ``/dev/stdout``, a FIFO) is written
+    directly: renaming over a device would replace it.
+    """
     if not path:
+        if sys.stdout is None:
+            raise errors.OutputError("standard output is closed; give --output-file")
         yield sys.stdout
         return
+    import stat
+
     try:
-        out = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
     except OSError as exc:
         raise errors.SpecError(f"cannot write {path}: {exc.strerror}") from exc
-    with out:
-        yield out
+    if mode is not None and not stat.S_ISREG(mode):
+        try:
+            out = open(path, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise errors.SpecError(f"cannot write {path}: {exc.strerror}") from exc
+        with contextlib.ExitStack() as closing:
+            closing.callback(_closed, out, path)
+            yield out
+        return
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise errors.SpecError(f"cannot write {path}: {exc.strerror}") from exc
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, stat.S_IMODE(mode) if mode is not None else 0o666 & ~umask)
+        with open(fd, "w", encoding="utf-8") as out:
+            yield out
+            with _writing(path):
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _closed(out: TextIO, path: str) -> None:
+    with _writing(path):
+        out.close()
 
 
 class _Inside:
@@ -223,7 +302,8 @@ def _scanned(args: argparse.Namespace, argv: Sequence[str], spec: scanjobs.ScanJ
         if inside is not None:
             inside.record(port)
         if jsonl:
-            out.write(rendering.jsonl_line(port) + "\n")
+            with _writing(args.output_file):
+                out.write(rendering.jsonl_line(port) + "\n")
 
     recorder = _recorder(args, spec, plan)
     try:

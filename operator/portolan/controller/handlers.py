@@ -194,7 +194,9 @@ def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, v
     """The operator's entry point (``portolan operator``)."""
     kopf.configure(verbose=verbose, log_prefix=True)
     config = configuring.load(settings_path, settings_text)
-    client = clients.Kube(clients.client_from_environment())
+    api = clients.client_from_environment()
+    clients.check_reachable(api)  # unreachable: one line and exit 3 now, not kopf's retries and a traceback
+    client = clients.Kube(api)
     gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
     registry = build_registry(config, client, gauges, namespaces, evaluate=expecting.from_policies)
     alone = standalone or config.peering is None

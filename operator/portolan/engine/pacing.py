@@ -6,8 +6,12 @@
 * :class:`TokenBucket` caps a rate; the engine keeps one global bucket and one
   per host.  Both take an injected clock so tests run on fake time.
 
-Neither sleeps: callers ask how long to wait and fold that into their poll
-timeout.
+Neither sleeps itself: callers ask how long to wait and fold that into their
+poll timeout, which is where the scan sleeps (and checks its stop event).  A
+caller that found the bucket empty should wait :meth:`TokenBucket.batch_wait`
+(until a burst's worth of tokens is back, at most 10 ms at high rates), not
+:meth:`TokenBucket.wait_time`: waking once per token at 1000 probes per second
+costs as much CPU as the probes.
 """
 
 from __future__ import annotations
@@ -97,3 +101,8 @@ class TokenBucket:
         if self.tokens >= _ONE:
             return 0.0
         return (1.0 - self.tokens) / self.rate
+
+    def batch_wait(self) -> float:
+        """Seconds until the bucket is full again (0 if it is): one wake-up per burst, not per token."""
+        self._refill()
+        return max(0.0, (self.burst - self.tokens) / self.rate)

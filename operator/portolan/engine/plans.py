@@ -39,18 +39,33 @@ def expand(
     *,
     resolve: targets_.Resolver = targets_.resolve_host,
     max_targets: int = targets_.DEFAULT_LIMIT,
+    max_probes: int | None = None,
 ) -> Plan:
-    """Expand a spec's targets and ports; raise SpecError subclasses on bad input."""
+    """Expand a spec's targets and ports; raise SpecError subclasses on bad input.
+
+    With ``max_probes``, a scan of more probes (targets x ports) raises GuardrailError before
+    any target is enumerated.
+    """
     if spec.targets.selectors and not spec.targets.addresses:
         raise errors.TargetError(
             "targets.selectors need a cluster (they name Kubernetes objects); give addresses "
             "for a local scan"
         )
-    found = targets_.parse_targets(
-        spec.targets.addresses, spec.targets.exclude, resolve=resolve, limit=max_targets
-    )
     tcp = ports_.parse_ports(spec.ports) if "tcp" in spec.protocols else []
     udp = ports_.parse_ports(spec.udp_ports or spec.ports) if "udp" in spec.protocols else []
+
+    def check(count: int) -> None:
+        probes = count * (len(tcp) + len(udp))
+        if max_probes is not None and probes > max_probes:
+            raise errors.GuardrailError(
+                f"the scan has {probes:,} probes ({count:,} targets x {len(tcp) + len(udp):,} ports), "
+                f"more than the cap of {max_probes:,}; narrow it or raise the cap with --max-probes"
+            )
+
+    found = targets_.parse_targets(
+        spec.targets.addresses, spec.targets.exclude, resolve=resolve, limit=max_targets,
+        check_count=check,
+    )
     return Plan(
         targets=found,
         tcp_ports=tcp,

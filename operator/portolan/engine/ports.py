@@ -44,8 +44,10 @@ MAX_PORT = 65535
 
 
 def _number(text: str, expression: str) -> int:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise errors.PortSpecError(f"malformed port {text!r} in {expression!r}")
+    if len(text.lstrip("0")) > len(str(MAX_PORT)):
+        raise errors.PortSpecError(f"port {text[:12]}... is out of range 0-{MAX_PORT}")
     value = int(text)
     if value > MAX_PORT:
         raise errors.PortSpecError(f"port {value} is out of range 0-{MAX_PORT} in {expression!r}")
@@ -62,6 +64,10 @@ def parse_ports(expression: str) -> list[int]:
         if not item:
             raise errors.PortSpecError(f"empty item in port expression {expression!r}")
         named = NAMED_SETS.get(item.lower())
+        if item == "-":
+            raise errors.PortSpecError(
+                f"port item '-' in {expression!r} is ambiguous; say 'all' (or 1-65535) for every port"
+            )
         if named is not None:
             ports.update(named)
         elif "-" in item:
@@ -71,7 +77,7 @@ def parse_ports(expression: str) -> list[int]:
             if last < first:
                 raise errors.PortSpecError(f"port range {item!r} ends before it starts")
             ports.update(range(first, last + 1))
-        elif item.isdigit():
+        elif item.isascii() and item.isdigit():
             ports.add(_number(item, expression))
         else:
             known = ", ".join(sorted(NAMED_SETS))

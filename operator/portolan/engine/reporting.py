@@ -1,18 +1,17 @@
-"""Building the report: verdicts grouped per host, large closed/filtered groups counted (extraports)."""
+"""Building the report: verdicts grouped per host, large closed/filtered groups counted (extraports).
+
+The grouping itself happens as verdicts arrive (:class:`portolan.engine.collecting.Collector`).
+"""
 
 from __future__ import annotations
 
 import collections
-import itertools
-import operator
 
 import portolan
 from portolan.engine import collecting, plans
 from portolan.models import results
 
-COLLAPSE_ABOVE = 25
-_FIRST = operator.itemgetter(0)
-_SECOND = operator.itemgetter(1)
+COLLAPSE_ABOVE = collecting.COLLAPSE_ABOVE
 
 
 def build(
@@ -32,22 +31,16 @@ def build(
     """The report of a run: hosts with their listed ports and counted groups, summary and notes."""
     hosts: list[results.HostResult] = []
     totals: collections.Counter[str] = collections.Counter()
+    counted = collector.groups()
     for index, target in enumerate(plan_.targets):
         table = collector.verdicts[index]
-        # (protocol, state, reason) of every verdict, built with map/zip so 65k ports cost milliseconds.
-        triples = list(zip(map(_FIRST, table), map(_FIRST, table.values()), map(_SECOND, table.values()),
-                           strict=True))
-        groups = collections.Counter(triples)
-        collapsed = {
-            group
-            for group, count in groups.items()
-            if not list_all and count > COLLAPSE_ABOVE and group[1] != results.PortState.OPEN
-        }
-        # Filter before sorting: a collapsed group is usually almost every port.
-        keys = sorted(itertools.compress(table, map(operator.not_, map(collapsed.__contains__, triples))))
+        groups = counted.get(index, {})
+        # The collector kept in detail exactly what is listed: open ports and groups of at most
+        # COLLAPSE_ABOVE ports (every port with list_all); the rest is counted.
+        collapsed = [g for g in groups if (index, g) in collector.collapsed]
         listed = [
             collector.port_result(index, protocol, port, services.get((index, protocol, port)))
-            for protocol, port in keys
+            for protocol, port in sorted(table)
         ]
         extraports = [
             results.ExtraPorts(protocol=g[0], state=g[1], reason=g[2], count=groups[g])

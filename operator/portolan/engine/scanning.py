@@ -17,9 +17,10 @@ mean ``filtered``: the re-probe of a host's silent ports at its ICMP rate
 limit can only refine a reason, so it is off unless ``tcp_reason_budget``
 asks for it (a note says when such reasons may be hidden).
 
-Limits: verdicts are kept in memory (a few dozen bytes per probed port); the
-report lists open ports and small groups individually and counts large groups
-of closed/filtered ports (``extraports``) unless ``list_all`` is set.  An
+Limits: the report lists open ports and small groups individually and counts
+large groups of closed/filtered ports (``extraports``) unless ``list_all`` is
+set; the collector keeps in memory only what the report lists (plus two bytes
+per silent TCP port), so memory follows the results, not the probe count.  An
 interrupted run (``stop`` set) returns what was gathered with
 ``complete=False``.
 """
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import operator
 import socket
 import threading
 import time
@@ -77,7 +77,7 @@ def run(
     """
     started = wall_clock()
     begun = clock()
-    collector = collecting.Collector(plan_, on_port, on_progress, clock)
+    collector = collecting.Collector(plan_, on_port, on_progress, clock, keep_all=list_all)
     session: ServiceSession | None = None
     if plan_.service_detection and identify is not None and plan_.tcp_ports:
         session = identify(plan_.timing.max_rtt_timeout_ms / 1000 + 1.0)
@@ -197,7 +197,6 @@ def _passes(
     )
 
 
-_REASON_OF = operator.itemgetter(1)  # of a verdict (state, reason, rtt, tries)
 _ICMP_REASONS = frozenset(
     {
         results.Reason.NET_UNREACH, results.Reason.HOST_UNREACH, results.Reason.PROTO_UNREACH,
@@ -227,14 +226,12 @@ def _reprobe_icmp_limited(
     packets = 0
     notes: list[results.ScanNote] = []
     per_second = 1
-    for host, table in enumerate(collector.verdicts):
-        # Only TCP verdicts exist yet (UDP runs later); map/itemgetter keeps this pass in C.
-        if not _ICMP_REASONS.intersection(map(_REASON_OF, table.values())):
+    counted = collector.groups()
+    for host in range(len(plan_.targets)):
+        # Only TCP verdicts exist yet (UDP runs later).
+        if not any(group[2] in _ICMP_REASONS for group in counted.get(host, ())):
             continue
-        silent = sorted(
-            port for (p, port), v in table.items()
-            if p == results.Protocol.TCP and v[1] == results.Reason.NO_RESPONSE
-        )
+        silent = collector.silent_tcp(host)
         if not silent:
             continue
         if budget <= 0:
@@ -255,8 +252,10 @@ def _reprobe_icmp_limited(
             _index: int, port: int, state: results.PortState, reason: results.Reason,
             rtt: float | None, tries: int, host_: int = host,
         ) -> None:
-            previous = collector.verdicts[host_][(results.Protocol.TCP, port)]
-            collector.tcp(host_, port, state, reason, rtt, previous[3] + tries)
+            previous = collector.verdicts[host_].get((results.Protocol.TCP, port))
+            before = previous[3] if previous is not None else plan_.timing.retries + 1
+            collector.add(results.Protocol.TCP, host_, port, state, reason, rtt, before + tries,
+                          was_silent=previous is None)
 
         scanner = tcp_scanning.TcpConnectScanner(
             [plan_.targets[host]], reachable, timing, again, clock=clock, stop=stop,

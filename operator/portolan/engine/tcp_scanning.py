@@ -81,7 +81,7 @@ class TcpStats:
 
 
 class _Host:
-    __slots__ = ("bucket", "family", "rtt", "sockaddr")
+    __slots__ = ("bucket", "family", "next_slot", "rtt", "sockaddr")
 
     def __init__(
         self,
@@ -100,6 +100,7 @@ class _Host:
             if timing.max_host_rate is not None
             else None
         )
+        self.next_slot = 0.0  # when the next probe deferred by the host's cap is due
 
 
 class _Slot:
@@ -189,6 +190,7 @@ class _Loop:
         self.rate_limited = scanner.bucket is not None or any(
             h.bucket is not None for h in self.hosts
         )
+        self.paused_until = 0.0  # the global cap ran dry: no new probe before this
 
     def next_probe(self, now: float) -> tuple[int, int, int] | None:
         deferred = self.deferred
@@ -208,18 +210,23 @@ class _Loop:
         return bool(self.retry_queue or self.deferred or not self.exhausted)
 
     def admit(self, probe: tuple[int, int, int], now: float) -> bool:
-        """Check the rate caps; defer the probe if a cap says wait."""
+        """Check the rate caps: False puts the probe back (global cap) or defers it to its host's next slot."""
         host = self.hosts[probe[0]]
         bucket = self.scanner.bucket
-        wait = 0.0
-        if host.bucket is not None:
-            wait = host.bucket.wait_time()
-        if bucket is not None:
-            wait = max(wait, bucket.wait_time())
-        if wait > 0:
-            heapq.heappush(self.deferred, (now + wait, probe[0], probe[1], probe[2]))
+        if bucket is not None and bucket.wait_time() > 0:
+            # Sleep until a burst's worth of tokens is back, rather than wake once per token.
+            self.retry_queue.appendleft(probe)
+            self.paused_until = now + bucket.batch_wait()
             return False
         if host.bucket is not None:
+            wait = host.bucket.wait_time()
+            if wait > 0:
+                # Each deferred probe of this host gets its own slot, one token apart, so a
+                # refill wakes only the probe whose token it is.
+                ready = max(now + wait, host.next_slot)
+                host.next_slot = ready + 1.0 / host.bucket.rate
+                heapq.heappush(self.deferred, (ready, probe[0], probe[1], probe[2]))
+                return False
             host.bucket.take()
         if bucket is not None:
             bucket.take()
@@ -236,6 +243,8 @@ class _Loop:
         refused = False
         while True:
             now = clock()
+            if self.paused_until > now:
+                return _WAITING
             probe = self.next_probe(now)
             if probe is None:
                 return _NONE_LEFT
@@ -245,7 +254,7 @@ class _Loop:
                 self.retry_queue.appendleft(probe)
                 return _OTHER_FAMILY
             if self.rate_limited and not self.admit(probe, now):
-                if len(self.deferred) >= self.concurrency:
+                if self.paused_until > now or len(self.deferred) >= self.concurrency:
                     return _WAITING
                 continue
             address = (
@@ -303,6 +312,8 @@ class _Loop:
     def fill(self) -> None:
         """Open sockets until the concurrency bound or the probe supply is reached."""
         while len(self.slots) < self.concurrency and self.pending():
+            if self.paused_until > self.clock():
+                return
             probe = self.next_probe(self.clock())
             if probe is None:
                 return
@@ -334,13 +345,19 @@ class _Loop:
             if not self.slots:
                 if not self.pending():
                     break
-                pause = self.deferred[0][0] - self.clock() if self.deferred else 0.001
+                now = self.clock()
+                due = [self.paused_until] if self.paused_until > now else []
+                if self.deferred:
+                    due.append(self.deferred[0][0])
+                pause = min(due) - now if due else 0.001
                 self.epoll.poll(max(0.0, min(pause, 0.05)))
                 continue
             now = self.clock()
             wait = self.timeouts[0][0] - now if self.timeouts else 0.05
             if self.deferred:
                 wait = min(wait, self.deferred[0][0] - now)
+            if self.paused_until > now:
+                wait = min(wait, self.paused_until - now)
             events = self.epoll.poll(max(0.0, min(wait, 0.05)), _MAX_EVENTS)
             polled = self.clock()
             for fd, event in events:

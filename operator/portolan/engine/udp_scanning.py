@@ -20,6 +20,14 @@ that stays silent while a token was available is confirmed open|filtered — it
 costs one round-trip timeout, not a second.  The pass is bounded by a time
 budget; ports it could not reach keep open|filtered and the report carries an
 ``IcmpRateLimited`` note with the count, instead of a silent misclassification.
+
+Our own datagrams are never taken for replies.  Scanning an address of this
+machine, a probe socket can be given a source port equal to the port it
+probes (it would receive its own datagram), or two probe sockets can be
+connected to each other's ports (each receives the other's probe).  A socket
+that met itself is replaced before it sends, and a datagram whose source is
+one of our probe sockets connected to the receiver is discarded and the probe
+sent again from a fresh socket, so neither shows up as ``open/udp-response``.
 """
 
 from __future__ import annotations
@@ -59,17 +67,24 @@ class UdpStats:
     packets: int = 0
     retries: int = 0
     paced_probes: int = 0
+    own_datagrams: int = 0  # our own probes received by another probe socket, and discarded
     rate_limited_hosts: dict[int, int] = dataclasses.field(default_factory=dict)
     unresolved: dict[int, int] = dataclasses.field(default_factory=dict)
 
 
-class _Probe:
-    __slots__ = ("deadline", "host", "port", "sent", "sock", "tries")
+# What reading an event decided.
+_UNDECIDED, _DECIDED, _OWN_DATAGRAM = range(3)
+_SELF_CONNECT_ATTEMPTS = 8
 
-    def __init__(self, host: int, port: int, sock: socket.socket) -> None:
+
+class _Probe:
+    __slots__ = ("deadline", "host", "local", "port", "sent", "sock", "tries")
+
+    def __init__(self, host: int, port: int, sock: socket.socket, local: tuple[str, int]) -> None:
         self.host = host
         self.port = port
         self.sock = sock
+        self.local = local
         self.tries = 0
         self.sent = 0.0
         self.deadline = 0.0
@@ -106,6 +121,9 @@ class UdpScanner:
             pacing.TokenBucket(timing.max_rate, clock) if timing.max_rate is not None else None
         )
         self.stats = UdpStats()
+        # Local (address, port) of every probe socket -> the (address, port) it was connected to:
+        # bounded by the ephemeral ports of this machine's source addresses, not by the probe count.
+        self.own: dict[tuple[str, int], tuple[str, int]] = {}
 
     def _stopped(self) -> bool:
         return self.stop is not None and self.stop.is_set()
@@ -113,18 +131,42 @@ class UdpScanner:
     def _open(self, host: int, port: int) -> _Probe | None:
         target = self.targets[host]
         family = target.family
-        sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
-        icmp.enable(sock, family)
+        peer = (target.address, port)
+        met_itself: list[socket.socket] = []  # held open so the kernel picks another source port
         try:
-            sock.connect((target.address, port))
-        except OSError as exc:
-            sock.close()
-            reason = tcp_scanning.local_reason(exc.errno or 0)
-            self.on_verdict(host, port, results.PortState.FILTERED, reason, None, 0, None)
-            return None
-        return _Probe(host, port, sock)
+            for _ in range(_SELF_CONNECT_ATTEMPTS):
+                sock = socket.socket(family, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+                icmp.enable(sock, family)
+                try:
+                    sock.connect(peer)
+                    name = sock.getsockname()
+                except OSError as exc:
+                    sock.close()
+                    reason = tcp_scanning.local_reason(exc.errno or 0)
+                    self.on_verdict(host, port, results.PortState.FILTERED, reason, None, 0, None)
+                    return None
+                local = (str(name[0]), int(name[1]))
+                if local != peer:
+                    self.own[local] = peer
+                    return _Probe(host, port, sock, local)
+                met_itself.append(sock)
+        finally:
+            for sock_ in met_itself:
+                sock_.close()
+        self.on_verdict(host, port, results.PortState.FILTERED, results.Reason.LOCAL_ERROR, None, 0, None)
+        return None
 
-    def _send(self, probe: _Probe, now: float) -> None:
+    def _reopen(self, probe: _Probe, now: float) -> _Probe | None:
+        """A fresh socket (another source port) for a probe that received our own datagram."""
+        self.stats.own_datagrams += 1
+        again = self._open(probe.host, probe.port)  # before closing: the old port stays taken
+        probe.sock.close()
+        if again is not None:
+            again.tries = probe.tries
+            self._send(again, now, counted=False)
+        return again
+
+    def _send(self, probe: _Probe, now: float, *, counted: bool = True) -> None:
         options = self.payloads(probe.port) or (b"",)
         data = options[probe.tries % len(options)]
         try:
@@ -132,15 +174,16 @@ class UdpScanner:
         except OSError as exc:
             if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
                 raise
-        probe.tries += 1
+        if counted:
+            probe.tries += 1
         probe.sent = now
         probe.deadline = now + self.rtt[probe.host].current
         self.stats.packets += 1
-        if probe.tries == 1:
+        if probe.tries == 1 and counted:
             self.stats.probes += 1
 
-    def _read(self, probe: _Probe, event: int, now: float, verdict: UdpVerdict) -> bool:
-        """Turn an event into a verdict; True if the probe is decided."""
+    def _read(self, probe: _Probe, event: int, now: float, verdict: UdpVerdict) -> int:
+        """Turn an event into a verdict: _DECIDED, _UNDECIDED or _OWN_DATAGRAM (send again elsewhere)."""
         sock = probe.sock
         rtt = now - probe.sent
         if event & select.EPOLLIN:
@@ -149,17 +192,19 @@ class UdpScanner:
             except OSError:
                 data = None
             if data is not None:
+                if self.own.get((self.targets[probe.host].address, probe.port)) == probe.local:
+                    return _OWN_DATAGRAM  # sent by our probe socket bound to the port we probe
                 self.rtt[probe.host].observe(rtt)
                 verdict(
                     probe.host, probe.port, results.PortState.OPEN,
                     results.Reason.UDP_RESPONSE, rtt, probe.tries, data[:_REPLY_KEEP],
                 )
-                return True
+                return _DECIDED
         queued = [q for q in icmp.drain(sock) if q.is_icmp]
         if not queued:
             # Clear a pending socket error so the socket stops signalling.
             sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            return False
+            return _UNDECIDED
         self.rtt[probe.host].observe(rtt)
         reason = queued[0].reason()
         state = (
@@ -168,7 +213,7 @@ class UdpScanner:
             else results.PortState.FILTERED
         )
         verdict(probe.host, probe.port, state, reason, rtt, probe.tries, None)
-        return True
+        return _DECIDED
 
     def run(self) -> UdpStats:
         """Probe every (target, port); then pace the silent ports of rate-limiting hosts."""
@@ -213,6 +258,13 @@ class UdpScanner:
         inflight: dict[int, _Probe] = {}
         timeouts: list[tuple[float, int, int]] = []
         exhausted = False
+
+        def launch(probe: _Probe) -> None:
+            fd = probe.sock.fileno()
+            inflight[fd] = probe
+            epoll.register(fd, select.EPOLLIN)
+            heapq.heappush(timeouts, (probe.deadline, probe.tries, fd))
+
         try:
             while True:
                 if self._stopped():
@@ -229,22 +281,28 @@ class UdpScanner:
                     if probe is None:
                         continue
                     self._send(probe, now)
-                    fd = probe.sock.fileno()
-                    inflight[fd] = probe
-                    epoll.register(fd, select.EPOLLIN)
-                    heapq.heappush(timeouts, (probe.deadline, probe.tries, fd))
+                    launch(probe)
                 if exhausted and not inflight:
                     break
                 wait = timeouts[0][0] - now if timeouts else 0.01
-                if self.bucket is not None and not exhausted:
-                    wait = min(wait, self.bucket.wait_time())
+                if self.bucket is not None and not exhausted and len(inflight) < self.concurrency:
+                    wait = min(wait, self.bucket.batch_wait())  # one wake-up per burst of tokens
                 events = epoll.poll(max(0.0, min(wait, 0.05)), _MAX_EVENTS)
                 now = self.clock()
                 for fd, event in events:
                     probe = inflight.get(fd)
-                    if probe is not None and self._read(probe, event, now, verdict):
-                        del inflight[fd]
+                    if probe is None:
+                        continue
+                    outcome = self._read(probe, event, now, verdict)
+                    if outcome == _UNDECIDED:
+                        continue
+                    del inflight[fd]
+                    if outcome == _DECIDED:
                         probe.sock.close()
+                        continue
+                    again = self._reopen(probe, now)
+                    if again is not None:
+                        launch(again)
                 if len(events) >= _MAX_EVENTS:
                     continue
                 while timeouts and timeouts[0][0] <= now:
@@ -309,10 +367,19 @@ class UdpScanner:
                 now = self.clock()
                 for fd, event in events:
                     probe = by_fd.get(fd)
-                    if probe is None or not self._read(probe, event, now, self.on_verdict):
+                    if probe is None:
+                        continue
+                    outcome = self._read(probe, event, now, self.on_verdict)
+                    if outcome == _UNDECIDED:
                         continue
                     del by_fd[fd]
                     del current[probe.host]
+                    if outcome == _OWN_DATAGRAM:
+                        again = self._reopen(probe, now)
+                        if again is not None:
+                            current[probe.host] = by_fd[again.sock.fileno()] = again
+                            epoll.register(again.sock.fileno(), select.EPOLLIN)
+                        continue
                     probe.sock.close()
                     # The host spent a token on this answer: wait for the next one.
                     ready_at[probe.host] = now + self.icmp_interval

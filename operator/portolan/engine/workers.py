@@ -3,24 +3,42 @@
 Each worker scans an interleaved share of the ports with its share of the
 rate and concurrency and writes :data:`portolan.engine.collecting.RECORD`
 records to its pipe, ending with a trailer that carries its packet count.
+
+Ending: SIGINT/SIGTERM in a worker sets its own stop event (the parent sends
+SIGTERM when its ``stop`` is set), so a worker writes what it found and exits
+within one poll interval; the parent keeps reading until every pipe ends and
+SIGKILLs a worker that is still there a second later.  If the parent fails
+(an output write error, a broken pipe), every worker is SIGKILLed before it is
+reaped.  A worker holds only its own pipe (the read ends of earlier workers
+are closed in the child), so a worker whose reader is gone gets EPIPE instead
+of blocking forever, and a worker whose parent dies gets SIGTERM (Linux's
+parent-death signal).  The worker count is capped at the number of TCP ports.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import selectors
+import signal
 import threading
+import time
 
 from portolan import errors
-from portolan.engine import collecting, plans, tcp_scanning
+from portolan.engine import collecting, plans, stopping, tcp_scanning
 from portolan.models import results, scanjobs
+
+MAX_WORKERS = 64
+_GRACE = 1.0  # seconds a stopped worker gets to write its verdicts before SIGKILL
+_PR_SET_PDEATHSIG = 1
 
 
 def tcp_in_workers(
     plan_: plans.Plan, collector: collecting.Collector, workers: int, stop: threading.Event | None
 ) -> tcp_scanning.TcpStats:
     """Split the TCP pass over forked processes (ports interleaved), merge their verdicts."""
+    workers = max(1, min(workers, len(plan_.tcp_ports)))
     timing = plan_.timing
     share = timing.model_copy(
         update={
@@ -32,18 +50,30 @@ def tcp_in_workers(
         }
     )
     children: list[tuple[int, int]] = []
-    for index in range(workers):
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            os.close(read_fd)
-            code = 0
+    try:
+        for index in range(workers):
+            read_fd, write_fd = os.pipe()
             try:
-                code = _worker(plan_, share, plan_.tcp_ports[index::workers], write_fd)
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        children.append((pid, read_fd))
+                pid = os.fork()
+            except OSError:
+                os.close(read_fd)
+                os.close(write_fd)
+                raise
+            if pid == 0:  # pragma: no cover - runs in the child
+                code = 1
+                try:
+                    os.close(read_fd)
+                    for _, earlier in children:
+                        os.close(earlier)  # only the parent may hold the read ends
+                    code = _worker(plan_, share, plan_.tcp_ports[index::workers], write_fd)
+                finally:
+                    os._exit(code)
+            os.close(write_fd)
+            children.append((pid, read_fd))
+    except OSError as exc:  # pipes or processes ran out (ulimit -n, -u)
+        _reap(children, kill=True)
+        raise errors.ScanError(f"cannot start {workers} TCP worker processes: {exc.strerror}; "
+                               "lower --workers") from exc
     stats = tcp_scanning.TcpStats()
     selector = selectors.DefaultSelector()
     buffers: dict[int, bytearray] = {}
@@ -52,12 +82,19 @@ def tcp_in_workers(
         buffers[fd] = bytearray()
     open_fds = len(children)
     size = collecting.RECORD.size
+    drained = False
+    deadline: float | None = None
     try:
         while open_fds:
             if stop is not None and stop.is_set():
-                for pid, _ in children:
-                    _terminate(pid)
-            for key, _ in selector.select(0.1):
+                if deadline is None:
+                    deadline = time.monotonic() + _GRACE
+                    for pid, _ in children:
+                        _signal(pid, signal.SIGTERM)
+                elif time.monotonic() > deadline:
+                    for pid, _ in children:
+                        _signal(pid, signal.SIGKILL)
+            for key, _ in selector.select(0.05):
                 fd = int(key.fd)
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
@@ -69,22 +106,44 @@ def tcp_in_workers(
                 whole = len(buffer) - len(buffer) % size
                 stats.packets += collector.tcp_records(collecting.RECORD.iter_unpack(bytes(buffer[:whole])))
                 del buffer[:whole]
+        drained = True
     finally:
         selector.close()
-        failed = []
-        for pid, fd in children:
-            os.close(fd)
-            _, status = os.waitpid(pid, 0)
-            if os.waitstatus_to_exitcode(status) not in (0, -15):
-                failed.append(pid)
+        failed = _reap(children, kill=not drained)
     if failed and not (stop is not None and stop.is_set()):
         raise errors.ScanError(f"{len(failed)} TCP worker process(es) failed")
     return stats
 
 
-def _terminate(pid: int) -> None:
+def _signal(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, 15)
+        os.kill(pid, signum)
+
+
+def _reap(children: list[tuple[int, int]], *, kill: bool) -> list[int]:
+    """Close the parent's read ends and wait for every worker (SIGKILLed first if ``kill``); the failed pids."""
+    failed = []
+    for pid, fd in children:
+        os.close(fd)
+        if kill:
+            _signal(pid, signal.SIGKILL)
+    for pid, _ in children:
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) not in (0, -signal.SIGTERM):
+            failed.append(pid)
+    return failed
+
+
+def _own_stop() -> threading.Event:
+    """In a worker: SIGINT/SIGTERM (and the parent's death) set this worker's stop event."""
+    stop = threading.Event()
+    for signum in stopping.SIGNALS:
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before prctl
+        stop.set()
+    return stop
 
 
 def _worker(plan_: plans.Plan, timing: scanjobs.Timing, ports: list[int], fd: int) -> int:
@@ -105,7 +164,7 @@ def _worker(plan_: plans.Plan, timing: scanjobs.Timing, ports: list[int], fd: in
             out.clear()
 
     try:
-        scanner = tcp_scanning.TcpConnectScanner(plan_.targets, ports, timing, verdict)
+        scanner = tcp_scanning.TcpConnectScanner(plan_.targets, ports, timing, verdict, stop=_own_stop())
         stats = scanner.run()
         out.extend(pack(min(stats.packets, (1 << 32) - 1), 0, collecting.TRAILER, 0, 0, 0.0))
         _write_all(fd, out)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import logging
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -128,6 +129,18 @@ def client_from_environment() -> kubernetes.client.ApiClient:
         except Exception as exc:  # a malformed kubeconfig surfaces as YAML errors of any type
             raise errors.KubeError(f"no usable Kubernetes configuration: {exc.__class__.__name__}: {exc}") from exc
     return kubernetes.client.ApiClient()
+
+
+def check_reachable(api: kubernetes.client.ApiClient, timeout: float = 5.0) -> None:
+    """One quick call (the server's version), so a program fails at start with one line, not after retries."""
+    pool_log = logging.getLogger("urllib3.connectionpool")
+    level = pool_log.level
+    pool_log.setLevel(logging.ERROR)  # its retry warnings would bury the one line that says why
+    try:
+        with _mapped("contacting the API server"):
+            kubernetes.client.VersionApi(api).get_code(_request_timeout=timeout)
+    finally:
+        pool_log.setLevel(level)
 
 
 class Kube:

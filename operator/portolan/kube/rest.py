@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from portolan import errors
-from portolan.models import scanjobs
+from portolan.models import audits, scanjobs
 
 if typing.TYPE_CHECKING:
     import http.client
@@ -122,6 +122,13 @@ class Rest:
         """A JSON merge patch of the status subresource: only the keys given change."""
         self._request(f"patching {scanjobs.KIND} {namespace}/{name} status", "PATCH",
                       self._job_path(namespace, name) + "/status", {"status": status},
+                      content_type="application/merge-patch+json")
+
+    def patch_audit_status(self, name: str, status: dict[str, Any]) -> None:
+        """A JSON merge patch of a ReachabilityAudit's status (cluster-scoped): what a probe pod writes."""
+        path = (f"/apis/{scanjobs.API_GROUP}/{scanjobs.API_VERSION}/{audits.PLURAL}/"
+                f"{urllib.parse.quote(name, safe='')}/status")
+        self._request(f"patching {audits.KIND} {name} status", "PATCH", path, {"status": status},
                       content_type="application/merge-patch+json")
 
     def close(self) -> None:

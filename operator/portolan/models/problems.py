@@ -13,8 +13,11 @@ def describe(exc: pydantic.ValidationError, *, prefix: str = "", first_only: boo
     """Each error as ``<prefix><dotted location>: <message>``, joined by ``; `` (or only the first)."""
     parts = []
     for error in exc.errors():
-        where = prefix + ".".join(str(part) for part in error["loc"])
-        parts.append(f"{where.rstrip('.') or '(root)'}: {error['msg']}")
+        where = (prefix + ".".join(str(part) for part in error["loc"])).rstrip(".")
+        message = str(error["msg"]).removeprefix("Value error, ")  # a validator's own words, without pydantic's tag
+        if error["type"] == "string_pattern_mismatch":
+            message = f"{error['input']!r} is not valid here ({message.lower()})"
+        parts.append(f"{where}: {message}" if where else message)
         if first_only:
             break
     return "; ".join(parts)

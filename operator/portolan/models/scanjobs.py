@@ -105,7 +105,10 @@ class Timing(_Model):
     @pydantic.model_validator(mode="after")
     def _ordered(self) -> Timing:
         if not self.min_rtt_timeout_ms <= self.max_rtt_timeout_ms:
-            raise ValueError("timing: minRttTimeoutMs must not exceed maxRttTimeoutMs")
+            raise ValueError(
+                f"timing: minRttTimeoutMs ({self.min_rtt_timeout_ms}) must not exceed maxRttTimeoutMs "
+                f"({self.max_rtt_timeout_ms})"
+            )
         return self
 
 
@@ -178,7 +181,7 @@ class ScanJobSpec(_Model):
         "(common, well-known, web, databases, all).",
     )
     udp_ports: str | None = pydantic.Field(
-        default=None, description="Ports for UDP if different from `ports`."
+        default=None, pattern=r"^[0-9a-z, -]+$", description="Ports for UDP if different from `ports`."
     )
     protocols: list[Literal["tcp", "udp"]] = pydantic.Field(default_factory=_default_protocols)
     technique: Technique = Technique.CONNECT

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import math
 import pathlib
 import sys
 import threading
@@ -56,18 +57,33 @@ class ShardEnv:
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> ShardEnv:
-        """Read the environment; a missing or malformed variable raises SpecError."""
-        try:
-            return cls(
-                namespace=env["PORTOLAN_JOB_NAMESPACE"], job=env["PORTOLAN_JOB_NAME"],
-                shard=env["PORTOLAN_SHARD_ID"], attempt=int(env["PORTOLAN_ATTEMPT"]),
-                open_cap=int(env.get("PORTOLAN_OPEN_CAP", "200")),
-                heartbeat_seconds=float(env.get("PORTOLAN_HEARTBEAT_SECONDS", "2")),
-                pod=env.get("PORTOLAN_POD_NAME"), node=env.get("PORTOLAN_NODE_NAME"),
-                capture_dir=env.get("PORTOLAN_CAPTURE_DIR") or None,
-            )
-        except (KeyError, ValueError) as exc:
-            raise errors.SpecError(f"shard environment incomplete or malformed: {exc}") from exc
+        """The shard's identity from its environment; a missing or malformed variable is one SpecError naming it."""
+
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise errors.SpecError(f"shard environment: {name} is missing")
+            return value
+
+        def number(name: str, text: str, kind: type[int] | type[float], minimum: float) -> Any:
+            try:
+                value = kind(text)
+            except ValueError:
+                raise errors.SpecError(f"shard environment: {name}={text!r} is not a number") from None
+            if not math.isfinite(value) or value < minimum:
+                raise errors.SpecError(f"shard environment: {name}={text!r} must be at least {minimum}")
+            return value
+
+        return cls(
+            namespace=required("PORTOLAN_JOB_NAMESPACE"), job=required("PORTOLAN_JOB_NAME"),
+            shard=required("PORTOLAN_SHARD_ID"),
+            attempt=number("PORTOLAN_ATTEMPT", required("PORTOLAN_ATTEMPT"), int, 0),
+            open_cap=number("PORTOLAN_OPEN_CAP", env.get("PORTOLAN_OPEN_CAP", "200"), int, 0),
+            heartbeat_seconds=number("PORTOLAN_HEARTBEAT_SECONDS", env.get("PORTOLAN_HEARTBEAT_SECONDS", "2"),
+                                     float, 0.01),
+            pod=env.get("PORTOLAN_POD_NAME"), node=env.get("PORTOLAN_NODE_NAME"),
+            capture_dir=env.get("PORTOLAN_CAPTURE_DIR") or None,
+        )
 
 
 def _now() -> datetime.datetime:
