@@ -170,7 +170,10 @@ def _from_kubeconfig(path: pathlib.Path) -> Rest | None:
     except ValueError:
         import yaml  # a YAML kubeconfig: only then is YAML loaded
 
-        config = yaml.safe_load(text)
+        try:
+            config = yaml.safe_load(text)
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise ValueError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(config, dict):
         return None
 
