@@ -80,6 +80,7 @@ def build_registry(
         except errors.KubeError as exc:
             gauges.reconcile_errors.labels(reason=exc.reason).inc()
             if exc.status == 404:
+                gauges.forget_job(namespace, name)
                 return
             raise kopf.TemporaryError(str(exc), delay=5) from exc
         phase = actions.status.get("phase")
@@ -116,8 +117,10 @@ def build_registry(
         except errors.KubeError as exc:
             gauges.reconcile_errors.labels(reason=exc.reason).inc()
             if exc.status == 404:
+                gauges.forget_schedule(namespace, name)
                 return
             raise kopf.TemporaryError(str(exc), delay=5) from exc
+        gauges.observe_schedule(namespace, name, decision.status)
         gauges.drift_ports.labels(change="opened").inc(decision.drift_opened)
         gauges.drift_ports.labels(change="closed").inc(decision.drift_closed)
 
@@ -149,9 +152,17 @@ def build_registry(
         logger.info(f"released the finalizer of {count} ScanJob(s) and ScanSchedule(s) on shutdown")
 
     @kopf.on.delete(*resource, registry=registry, optional=True)
-    def deleted(uid: str, **_: Any) -> None:
+    def deleted(namespace: str | None, name: str, uid: str, **_: Any) -> None:
         phases.pop(uid, None)
         locks.pop(uid, None)
+        if namespace is not None:
+            gauges.forget_job(namespace, name)
+
+    @kopf.on.delete(*schedule_resource, registry=registry, optional=True)
+    def schedule_deleted(namespace: str | None, name: str, **_: Any) -> None:
+        locks.pop(f"schedule/{namespace}/{name}", None)
+        if namespace is not None:
+            gauges.forget_schedule(namespace, name)
 
     return registry
 
