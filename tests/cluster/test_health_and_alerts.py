@@ -229,10 +229,10 @@ def test_the_golden_objects_still_look_like_what_the_operator_writes(story: Stor
 # -- Prometheus --------------------------------------------------------------------------------
 
 ALERTS = {  # alert -> (the stage that should raise it, the labels its series carry)
-    "PortolanExpectationsViolated": ("expectations violated", {}),
+    "PortolanExpectationsViolated": ("expectations violated", {"namespace": NAMESPACE, "scanjob": "violated"}),
     "PortolanShardsRetrying": ("shards retrying", {}),
     "PortolanScanJobFailed": ("job failed", {"result": "failed"}),
-    "PortolanDriftDetected": ("drift", {"change": "opened"}),
+    "PortolanDriftDetected": ("drift", {"namespace": NAMESPACE, "scanschedule": "drift"}),
     "PortolanStatusWritesFailing": (None, {}),  # nothing in the story breaks status writes
 }
 
@@ -278,6 +278,17 @@ def _series(scrapes: list[str]) -> dict[str, list[float | None]]:
     return found
 
 
+def _expanded(annotations: dict[str, str], labels: dict[str, str]) -> dict[str, str]:
+    """The annotations as Prometheus renders them for an alert with these labels (``{{ $labels.x }}`` only)."""
+    expanded = {}
+    for key, text in annotations.items():
+        for label, value in labels.items():
+            text = text.replace(f"{{{{ $labels.{label} }}}}", value)
+        assert "{{" not in text, f"{key}: a template this test does not expand: {text}"
+        expanded[key] = text
+    return expanded
+
+
 def test_each_alert_fires_after_the_stage_that_should_raise_it_and_is_silent_otherwise(
         story: Story, rules: pathlib.Path, tmp_path: pathlib.Path) -> None:
     per_stage = STAGE_MINUTES
@@ -296,7 +307,7 @@ def test_each_alert_fires_after_the_stage_that_should_raise_it_and_is_silent_oth
             for minute in (5, per_stage - 20):  # just after the stage; long after it (every window has passed)
                 fires = name == stage and minute == 5
                 expected = [{"exp_labels": {**rule.get("labels", {}), **labels},
-                             "exp_annotations": rule.get("annotations", {})}] if fires else []
+                             "exp_annotations": _expanded(rule.get("annotations", {}), labels)}] if fires else []
                 checks.append({"eval_time": f"{index * per_stage + minute}m", "alertname": alert, "exp_alerts": expected})
     tests = {"rule_files": [str(rules)], "evaluation_interval": "1m",
              "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": checks}]}
