@@ -113,7 +113,7 @@ def _tell(teller: Teller, cluster: clusters.Cluster) -> None:
     # Stage 1: expectations. Jobs that complete (one finds 80 open where only 22 is allowed), one
     # with a bad spec, one suspended, one and a schedule nobody watches, and a schedule that cannot parse.
     teller.apply(_job("complete", expect={"allowedOpenPorts": "22,80"}), _job("violated", expect={"allowedOpenPorts": "22"}),
-                 _job("rejected", ports="70000"), _job("suspended", suspend=True), _job("unseen", UNWATCHED),
+                 _job("rejected", ports="90-80"), _job("suspended", suspend=True), _job("unseen", UNWATCHED),
                  _schedule("unseen-schedule", UNWATCHED), _schedule("invalid-schedule", schedule="@every 1s"))
     teller.keep("scanjob-complete", teller.until("complete to complete", "scanjob", "complete", phase("Complete")))
     teller.keep("scanjob-complete-violated", teller.until("violated to complete", "scanjob", "violated", phase("Complete")))

@@ -16,19 +16,23 @@ import collections
 import concurrent.futures
 import datetime
 import logging
+import os
+import pathlib
 import secrets
+import signal
+import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import kopf
 import prometheus_client
 
 from portolan import errors
-from portolan.controller import configuring, metrics
+from portolan.controller import configuring, leading, metrics
 from portolan.controller.scanjobs import reconciling
 from portolan.controller.scanschedules import scheduling
-from portolan.kube import clients
+from portolan.kube import clients, leases
 from portolan.models import scanjobs, schedules, settings, statuses
 
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
@@ -41,7 +45,7 @@ def _now() -> datetime.datetime:
 
 def build_registry(
     config: settings.OperatorSettings, client: clients.Client, gauges: metrics.Metrics,
-    namespaces: Sequence[str] = (),
+    namespaces: Sequence[str] = (), leading: Callable[[], bool] = lambda: True,
 ) -> kopf.OperatorRegistry:
     """A kopf registry whose handlers delegate to the controllers, with everything injected."""
     registry = kopf.OperatorRegistry()
@@ -154,6 +158,10 @@ def build_registry(
         # kopf timers put kopf's finalizer on every ScanJob; without a running operator nothing
         # would remove it and `kubectl delete` would hang (e.g. after helm uninstall). Release
         # them on the way out; the next operator to start puts them back.
+        if not leading():
+            # The Lease was lost: another replica leads now and owns those finalizers.
+            logger.info("leadership lost; finalizers left to the new leader")
+            return
         if not worked["any"]:
             # A standby (peering paused it) stopping must not strip the active replica's finalizers.
             logger.info("this replica handled nothing (a standby); finalizers left to the active one")
@@ -184,23 +192,58 @@ def build_registry(
 
 def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, verbose: bool = False,
         settings_text: str | None = None) -> int:
-    """The operator's entry point (``portolan operator``)."""
+    """The operator's entry point (``portolan operator``).
+
+    With several replicas (``peering`` names the Lease), each is a candidate in a Lease election
+    (:mod:`.leading`): a standby waits without watching anything; the holder runs kopf standalone.
+    A holder that cannot renew within the deadline stops kopf and exits 1 (the kubelet restarts it
+    as a candidate); a graceful stop (SIGTERM) releases the Lease at once.
+    """
     kopf.configure(verbose=verbose, log_prefix=True)
     config = configuring.load(settings_path, settings_text)
-    client = clients.Kube(clients.client_from_environment())
+    api_client = clients.client_from_environment()
+    client = clients.Kube(api_client)
     gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
-    registry = build_registry(config, client, gauges, namespaces)
     alone = standalone or config.peering is None
-    # kopf peering pauses every replica that shares the top priority, so each replica draws its
-    # own: the highest one works, the others stand by and take over when its keep-alive stops.
-    priority = None if alone else secrets.randbelow(1_000_000) + 1
-    kopf.run(
-        priority=priority,
-        registry=registry,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=alone,
-        peering_name=None if alone else config.peering,  # a name makes kopf require the peering CRD
-        liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None,
-    )
+    elector = None
+    stop, lost = threading.Event(), threading.Event()
+    if not alone:
+        identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{secrets.token_hex(4)}"
+        lease_namespace = os.environ.get("POD_NAMESPACE") or _own_namespace() or "default"
+        elector = leading.Elector(leases.KubeLeases(api_client, lease_namespace, str(config.peering)), identity)
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        logging.getLogger("portolan").warning(
+            f"candidate {identity} for Lease {lease_namespace}/{config.peering}: waiting for leadership")
+        if not leading.acquire(elector, stop):
+            return 0  # stopped while standing by: nothing held, nothing to release
+        signal.signal(signal.SIGTERM, previous)
+        logging.getLogger("portolan").warning(f"{identity} leads (Lease {lease_namespace}/{config.peering})")
+        threading.Thread(target=leading.renew_until_lost, args=(elector, stop, lost), daemon=True,
+                         name="portolan-lease").start()
+    registry = build_registry(config, client, gauges, namespaces, leading=lambda: not lost.is_set())
+    try:
+        kopf.run(
+            registry=registry,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=True,  # exclusivity comes from the Lease, not kopf peering
+            stop_flag=lost if elector is not None else None,
+            liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None,
+        )
+    finally:
+        stop.set()
+        if elector is not None and not lost.is_set():
+            try:
+                elector.release()
+            except Exception as exc:  # the Lease then simply expires
+                logging.getLogger("portolan").warning(f"could not release the Lease: {exc}")
+    if lost.is_set():
+        logging.getLogger("portolan").error("lost the Lease (not renewed within the deadline): exiting")
+        return 1
     return 0
+
+
+def _own_namespace() -> str | None:
+    """The namespace of the pod's service account, when running in a cluster."""
+    path = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.exists() else None
