@@ -15,6 +15,7 @@ import asyncio
 import collections
 import concurrent.futures
 import datetime
+import http.server
 import logging
 import os
 import pathlib
@@ -214,8 +215,14 @@ def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, v
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         logging.getLogger("portolan").warning(
             f"candidate {identity} for Lease {lease_namespace}/{config.peering}: waiting for leadership")
-        if not leading.acquire(elector, stop):
-            return 0  # stopped while standing by: nothing held, nothing to release
+        health = _standby_health(config.liveness_port) if config.liveness_port else None
+        try:
+            if not leading.acquire(elector, stop):
+                return 0  # stopped while standing by: nothing held, nothing to release
+        finally:
+            if health is not None:  # kopf serves /healthz from here on, on the same port
+                health.shutdown()
+                health.server_close()
         signal.signal(signal.SIGTERM, previous)
         logging.getLogger("portolan").warning(f"{identity} leads (Lease {lease_namespace}/{config.peering})")
         threading.Thread(target=leading.renew_until_lost, args=(elector, stop, lost), daemon=True,
@@ -241,6 +248,23 @@ def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, v
         logging.getLogger("portolan").error("lost the Lease (not renewed within the deadline): exiting")
         return 1
     return 0
+
+
+class _Healthy(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"standby\n")
+
+    def log_message(self, *_: Any) -> None:
+        return
+
+
+def _standby_health(port: int) -> http.server.ThreadingHTTPServer:
+    """/healthz for a standby replica (kopf, which serves it when leading, does not run yet)."""
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", port), _Healthy)
+    threading.Thread(target=server.serve_forever, daemon=True, name="portolan-standby-health").start()
+    return server
 
 
 def _own_namespace() -> str | None:

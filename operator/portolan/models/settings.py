@@ -50,7 +50,8 @@ class OperatorSettings(pydantic.BaseModel):
         "(for namespaces that deny egress by default); it is owned by the job and goes with it.",
     )
     peering: str | None = pydantic.Field(
-        default="portolan", description="kopf peering name for HA; null runs standalone."
+        default="portolan",
+        description="Name of the Lease replicas elect their leader on (operator's namespace); null: standalone."
     )
 
     @pydantic.field_validator("allowed_cidrs", "denied_cidrs")
