@@ -144,6 +144,7 @@ class NodeAgent:
         self.coordination = kubernetes.client.CoordinationV1Api(self.api)
         self.pods: dict[str, RunningPod] = {}
         self.restart_counts: dict[str, int] = {}  # pod uid -> container restarts (restartPolicy)
+        self.last_states: dict[str, dict[str, Any]] = {}  # pod uid -> the restarted container's end
         self.restart_backoff = (10.0, 300.0)  # the kubelet's base and cap; tests may shorten them
         self.dropped: set[str] = set()
         self.stopping = threading.Event()
@@ -540,6 +541,7 @@ class NodeAgent:
                            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}],
             "containerStatuses": [{"name": "main", "ready": phase == "Running",
                                    "restartCount": self.restart_counts.get(pod.uid, 0),
+                                   "lastState": self.last_states.get(pod.uid, {}),
                                    "image": "portolan", "imageID": "", "state": state,
                                    "started": phase == "Running"}],
         }
@@ -586,6 +588,7 @@ class NodeAgent:
                                   "message": f"back-off {delay:g}s restarting failed container"}},
             "lastState": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
                                          "finishedAt": now}}}]}
+        self.last_states[pod.uid] = status["containerStatuses"][0]["lastState"]
         if pod.node not in self.dropped:
             with contextlib.suppress(kubernetes.client.ApiException):
                 self.core.patch_namespaced_pod_status(pod.name, pod.namespace, {"status": status})
