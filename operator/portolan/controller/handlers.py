@@ -208,9 +208,6 @@ def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, v
     alone = standalone or config.peering is None
     elector = None
     stop, lost = threading.Event(), threading.Event()
-    # kopf waits on a threading.Event in a thread of the loop's default executor, which asyncio.run
-    # then joins at exit: a flag never set would hang the shutdown.  A Future is awaited natively.
-    stop_kopf: concurrent.futures.Future[None] = concurrent.futures.Future()
     if not alone:
         identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{secrets.token_hex(4)}"
         lease_namespace = os.environ.get("POD_NAMESPACE") or _own_namespace() or "default"
@@ -228,7 +225,7 @@ def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, v
                 health.server_close()
         signal.signal(signal.SIGTERM, previous)
         logging.getLogger("portolan").warning(f"{identity} leads (Lease {lease_namespace}/{config.peering})")
-        threading.Thread(target=_renew, args=(elector, stop, lost, stop_kopf), daemon=True,
+        threading.Thread(target=_renew, args=(elector, stop, lost), daemon=True,
                          name="portolan-lease").start()
     registry = build_registry(config, client, gauges, namespaces, leading=lambda: not lost.is_set())
     try:
@@ -237,7 +234,6 @@ def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, v
             clusterwide=not namespaces,
             namespaces=namespaces,
             standalone=True,  # exclusivity comes from the Lease, not kopf peering
-            stop_flag=stop_kopf if elector is not None else None,
             liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None,
         )
     finally:
@@ -253,12 +249,16 @@ def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, v
     return 0
 
 
-def _renew(elector: leading.Elector, stop: threading.Event, lost: threading.Event,
-           stop_kopf: concurrent.futures.Future[None]) -> None:
-    """Keep the Lease; once it is lost, stop kopf (which then returns from kopf.run)."""
+def _renew(elector: leading.Elector, stop: threading.Event, lost: threading.Event) -> None:
+    """Keep the Lease; once it is lost, stop kopf as a SIGTERM would (kopf.run then returns).
+
+    Not kopf's ``stop_flag``: kopf waits for a threading.Event or a concurrent Future in a thread
+    of the loop's default executor, which asyncio.run joins at exit, so a flag never set hangs
+    every other shutdown (a SIGTERMed leader never got to release its Lease).
+    """
     leading.renew_until_lost(elector, stop, lost)
-    if lost.is_set() and not stop_kopf.done():
-        stop_kopf.set_result(None)
+    if lost.is_set():
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class _Healthy(http.server.BaseHTTPRequestHandler):
