@@ -166,3 +166,29 @@ def test_the_shard_account_may_write_status_and_nothing_more(cluster: clusters.C
                                  str(plane.pki.ca.cert), "--token", token, "get", "secrets", "-n", "rbac-check"],
                                 capture_output=True, text=True, timeout=60)
         assert denied.returncode != 0 and "Forbidden" in denied.stderr
+
+
+@pytest.mark.parametrize(
+    ("verb", "namespace", "allowed"),
+    [("get", "lease-home", "yes"), ("create", "lease-home", "yes"), ("update", "lease-home", "yes"),
+     ("delete", "lease-home", "no"), ("list", "lease-home", "no"), ("get", "lease-elsewhere", "no")],
+)
+def test_replicas_may_hold_a_lease_in_their_own_namespace_only(cluster: clusters.Cluster, tmp_path: pathlib.Path,
+                                                                verb: str, namespace: str, allowed: str) -> None:
+    plane = cluster.plane
+    for name in ("lease-home", "lease-elsewhere"):
+        plane.kubectl("create", "namespace", name, check=False)
+    rendered = _helm("template", "lease", str(CHART), "-n", "lease-home", "-f",
+                     _values_file(tmp_path, {"operator": {"replicas": 2}}), "--show-only", "templates/rbac.yaml").stdout
+    plane.kubectl("apply", "-n", "lease-home", "-f", "-", input=rendered)
+    account = next(o for o in yaml.safe_load_all(rendered) if o and o["kind"] == "RoleBinding")["subjects"][0]["name"]
+    subject = f"system:serviceaccount:lease-home:{account}"
+    answer = plane.kubectl("auth", "can-i", verb, "leases.coordination.k8s.io", "-n", namespace, f"--as={subject}",
+                           check=False)
+    assert answer.stdout.strip() == allowed
+
+
+def test_a_single_replica_gets_no_lease_role(tmp_path: pathlib.Path) -> None:
+    done = _helm("template", RELEASE, str(CHART), "-f", _values_file(tmp_path, {"operator": {"replicas": 1}}),
+                 "--show-only", "templates/rbac.yaml")
+    assert "leases" not in done.stdout

@@ -113,7 +113,7 @@ def _tell(teller: Teller, cluster: clusters.Cluster) -> None:
     # Stage 1: expectations. Jobs that complete (one finds 80 open where only 22 is allowed), one
     # with a bad spec, one suspended, one and a schedule nobody watches, and a schedule that cannot parse.
     teller.apply(_job("complete", expect={"allowedOpenPorts": "22,80"}), _job("violated", expect={"allowedOpenPorts": "22"}),
-                 _job("rejected", ports="70000"), _job("suspended", suspend=True), _job("unseen", UNWATCHED),
+                 _job("rejected", ports="90-80"), _job("suspended", suspend=True), _job("unseen", UNWATCHED),
                  _schedule("unseen-schedule", UNWATCHED), _schedule("invalid-schedule", schedule="@every 1s"))
     teller.keep("scanjob-complete", teller.until("complete to complete", "scanjob", "complete", phase("Complete")))
     teller.keep("scanjob-complete-violated", teller.until("violated to complete", "scanjob", "violated", phase("Complete")))
@@ -229,11 +229,14 @@ def test_the_golden_objects_still_look_like_what_the_operator_writes(story: Stor
 # -- Prometheus --------------------------------------------------------------------------------
 
 ALERTS = {  # alert -> (the stage that should raise it, the labels its series carry)
-    "PortolanExpectationsViolated": ("expectations violated", {}),
+    "PortolanExpectationsViolated": ("expectations violated", {"namespace": NAMESPACE, "scanjob": "violated"}),
     "PortolanShardsRetrying": ("shards retrying", {}),
     "PortolanScanJobFailed": ("job failed", {"result": "failed"}),
-    "PortolanDriftDetected": ("drift", {"change": "opened"}),
+    "PortolanDriftDetected": ("drift", {"namespace": NAMESPACE, "scanschedule": "drift"}),
     "PortolanStatusWritesFailing": (None, {}),  # nothing in the story breaks status writes
+    # No ReachabilityAudit in this story: silent throughout (their firing: the test after the next one).
+    "PortolanUnexpectedlyReachable": (None, {}),
+    "PortolanUnexpectedlyBlocked": (None, {}),
 }
 
 
@@ -278,6 +281,17 @@ def _series(scrapes: list[str]) -> dict[str, list[float | None]]:
     return found
 
 
+def _expanded(annotations: dict[str, str], labels: dict[str, str]) -> dict[str, str]:
+    """The annotations as Prometheus renders them for an alert with these labels (``{{ $labels.x }}`` only)."""
+    expanded = {}
+    for key, text in annotations.items():
+        for label, value in labels.items():
+            text = text.replace(f"{{{{ $labels.{label} }}}}", value)
+        assert "{{" not in text, f"{key}: a template this test does not expand: {text}"
+        expanded[key] = text
+    return expanded
+
+
 def test_each_alert_fires_after_the_stage_that_should_raise_it_and_is_silent_otherwise(
         story: Story, rules: pathlib.Path, tmp_path: pathlib.Path) -> None:
     per_stage = STAGE_MINUTES
@@ -296,7 +310,7 @@ def test_each_alert_fires_after_the_stage_that_should_raise_it_and_is_silent_oth
             for minute in (5, per_stage - 20):  # just after the stage; long after it (every window has passed)
                 fires = name == stage and minute == 5
                 expected = [{"exp_labels": {**rule.get("labels", {}), **labels},
-                             "exp_annotations": rule.get("annotations", {})}] if fires else []
+                             "exp_annotations": _expanded(rule.get("annotations", {}), labels)}] if fires else []
                 checks.append({"eval_time": f"{index * per_stage + minute}m", "alertname": alert, "exp_alerts": expected})
     tests = {"rule_files": [str(rules)], "evaluation_interval": "1m",
              "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": checks}]}
@@ -304,3 +318,32 @@ def test_each_alert_fires_after_the_stage_that_should_raise_it_and_is_silent_oth
     path.write_text(yaml.safe_dump(tests, sort_keys=False))
     done = subprocess.run([_promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr + "\n" + path.read_text()[:4000]
+
+
+def test_the_audit_alerts_fire_while_an_audit_reports_mismatches_and_name_it(
+        rules: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """The series an audit leaves (portolan_reachability_mismatches, as the operator sets it after each run)."""
+    series = [
+        {"series": 'portolan_reachability_mismatches{audit="shop-db",kind="UnexpectedlyReachable"}',
+         "values": "0x10 3x10 0x10"},
+        {"series": 'portolan_reachability_mismatches{audit="shop-db",kind="UnexpectedlyBlocked"}',
+         "values": "0x20 2x10"},
+    ]
+    groups = yaml.safe_load(rules.read_text())["groups"]
+    defined = {r["alert"]: r for g in groups for r in g["rules"]}
+
+    def expect(alert: str, minute: int, fires: bool) -> dict[str, Any]:
+        rule = defined[alert]
+        annotations = {k: v.replace("{{ $labels.audit }}", "shop-db") for k, v in rule.get("annotations", {}).items()}
+        found = [{"exp_labels": {**rule.get("labels", {}), "audit": "shop-db"}, "exp_annotations": annotations}]
+        return {"eval_time": f"{minute}m", "alertname": alert, "exp_alerts": found if fires else []}
+
+    checks = [expect("PortolanUnexpectedlyReachable", 5, False), expect("PortolanUnexpectedlyReachable", 15, True),
+              expect("PortolanUnexpectedlyReachable", 25, False), expect("PortolanUnexpectedlyBlocked", 15, False),
+              expect("PortolanUnexpectedlyBlocked", 25, True)]
+    tests = {"rule_files": [str(rules)], "evaluation_interval": "1m",
+             "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": checks}]}
+    path = tmp_path / "audit.test.yaml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    done = subprocess.run([_promtool(), "test", "rules", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr

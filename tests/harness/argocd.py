@@ -32,7 +32,7 @@ EXPECTED = {
     "scanjob-complete": ("ScanJob", "Healthy", "Completed: 2 open ports found"),
     "scanjob-complete-violated": ("ScanJob", "Degraded", "UnexpectedOpenPorts: 1 open port(s) not in allowedOpenPorts '22'"),
     "scanjob-failed": ("ScanJob", "Degraded", "DeadlineExceeded: 1 of 1 shards failed"),
-    "scanjob-rejected": ("ScanJob", "Degraded", "InvalidPorts: port 70000 is out of range"),
+    "scanjob-rejected": ("ScanJob", "Degraded", "InvalidPorts: port range '90-80' ends before it starts"),
     "scanjob-suspended": ("ScanJob", "Suspended", "spec.suspend is true"),
     "scanschedule-unseen": ("ScanSchedule", "Progressing", "Waiting for the Portolan operator"),
     "scanschedule-invalid": ("ScanSchedule", "Degraded", "InvalidSpec: "),

@@ -25,8 +25,9 @@ be told to kill a pod's process or to drop a node, for fault tests.
 
 Volumes: ``hostPath``, ``emptyDir`` and ``persistentVolumeClaim`` bound to a hostPath
 PersistentVolume are bind-mounted at their ``mountPath`` inside the process's own mount
-namespace.  Limits: one container per pod (init containers and sidecars are ignored), no
-restarts (any restartPolicy behaves like Never), other volume types are skipped.
+namespace.  Exited containers restart as the pod's restartPolicy says (Always, OnFailure), with
+the kubelet's doubling back-off, ``restartCount`` and ``CrashLoopBackOff`` in between.  Limits:
+one container per pod (init containers and sidecars are ignored), other volume types are skipped.
 
 Images: a pod whose image is registered in :attr:`NodeAgent.images` (a
 :class:`harness.oci.Image`, the real image built from the Dockerfile) runs in that image under
@@ -59,6 +60,20 @@ LEASE_SECONDS = 40
 
 class VolumeError(Exception):
     """A pod's volume cannot be provided on this node."""
+
+
+def restart_delay(policy: str | None, exit_code: int, restarts: int, *, base: float = 10.0,
+                  cap: float = 300.0) -> float | None:
+    """The kubelet's decision for an exited container: None (the pod ends), or the back-off before restart.
+
+    ``Always`` restarts whatever the exit code, ``OnFailure`` only after a non-zero one,
+    ``Never`` (and no policy: the API server defaults pods to Always, so a missing one is
+    a bare test object) never.  The back-off doubles per restart from ``base`` up to
+    ``cap`` (the kubelet's 10 s and 5 min).
+    """
+    if policy == "Always" or (policy == "OnFailure" and exit_code != 0):
+        return float(min(cap, base * 2 ** restarts))
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +166,9 @@ class NodeAgent:
         self.core = kubernetes.client.CoreV1Api(self.api)
         self.coordination = kubernetes.client.CoordinationV1Api(self.api)
         self.pods: dict[str, RunningPod] = {}
+        self.restart_counts: dict[str, int] = {}  # pod uid -> container restarts (restartPolicy)
+        self.last_states: dict[str, dict[str, Any]] = {}  # pod uid -> the restarted container's end
+        self.restart_backoff = (10.0, 300.0)  # the kubelet's base and cap; tests may shorten them
         self.dropped: set[str] = set()
         self.stopping = threading.Event()
         self.lock = threading.Lock()
@@ -672,7 +690,9 @@ class NodeAgent:
                            {"type": "ContainersReady", "status": condition, "lastTransitionTime": now},
                            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
                            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now}],
-            "containerStatuses": [{"name": "main", "ready": ready, "restartCount": 0,
+            "containerStatuses": [{"name": "main", "ready": ready,
+                                   "restartCount": self.restart_counts.get(pod.uid, 0),
+                                   "lastState": self.last_states.get(pod.uid, {}),
                                    "image": "portolan", "imageID": "", "state": state,
                                    "started": phase == "Running"}],
         }
@@ -736,12 +756,54 @@ class NodeAgent:
                 code = process.poll()
                 if code is None:
                     continue
+                code = 128 - code if code < 0 else code
+                if self._restart_later(pod, code):
+                    continue
                 if code == 0:
                     self._status(pod, "Succeeded", exit_code=0)
                 else:
-                    code = 128 - code if code < 0 else code
                     self._status(pod, "Failed", exit_code=code)
                 self._release(pod)
+
+    def _restart_later(self, pod: RunningPod, code: int) -> bool:
+        """Honour the pod's restartPolicy: report CrashLoopBackOff and start it again after the back-off."""
+        try:
+            source = self.core.read_namespaced_pod(pod.name, pod.namespace)
+        except kubernetes.client.ApiException:
+            return False
+        restarts = self.restart_counts.get(pod.uid, 0)
+        delay = restart_delay(source.spec.restart_policy, code, restarts, base=self.restart_backoff[0],
+                              cap=self.restart_backoff[1])
+        if delay is None:
+            return False
+        pod.reported = "BackOff"  # the reaper skips it until the restart
+        pod.process = None
+        now = _now().isoformat()
+        status = {"phase": "Running", "containerStatuses": [{
+            "name": "main", "ready": False, "started": False, "restartCount": restarts, "image": "portolan",
+            "imageID": "",
+            "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                  "message": f"back-off {delay:g}s restarting failed container"}},
+            "lastState": {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                         "finishedAt": now}}}]}
+        self.last_states[pod.uid] = status["containerStatuses"][0]["lastState"]
+        if pod.node not in self.dropped:
+            with contextlib.suppress(kubernetes.client.ApiException):
+                self.core.patch_namespaced_pod_status(pod.name, pod.namespace, {"status": status})
+
+        def restart() -> None:
+            if self.stopping.wait(delay):
+                return
+            with self.lock:
+                current = self.pods.get(pod.uid)
+            if current is not pod or pod.deleting:
+                return  # deleted during the back-off
+            self.restart_counts[pod.uid] = restarts + 1
+            self._run(source)
+
+        thread = threading.Thread(target=restart, daemon=True, name=f"restart-{pod.name}")
+        thread.start()
+        return True
 
     def _terminate(self, pod: RunningPod, grace: float) -> None:
         process = pod.process

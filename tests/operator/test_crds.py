@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import pathlib
+import re
 
+import hypothesis
+import hypothesis.strategies
+import pytest
 import yaml
 
+from portolan import errors
+from portolan.engine import ports
 from portolan.kube import definitions
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -53,3 +59,26 @@ def test_the_timing_cel_rule_and_printer_columns_are_present() -> None:
     assert "minRttTimeoutMs <= self.maxRttTimeoutMs" in timing["x-kubernetes-validations"][0]["rule"]
     assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Shards", "Open", "Progress", "Age"]
     assert version["subresources"] == {"status": {}}
+
+
+def _ports_pattern() -> str:
+    rule = definitions.scanjob_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"]["ports"]["x-kubernetes-validations"][0]["rule"]
+    return str(rule.removeprefix("self.matches('").removesuffix("')"))
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(hypothesis.strategies.text(alphabet="0123456789-, abcdeklmnorstw", max_size=24))
+def test_the_crd_port_rule_accepts_every_expression_the_engine_accepts(expression: str) -> None:
+    try:
+        ports.parse_ports(expression)
+    except errors.PortSpecError:
+        return
+    assert re.fullmatch(_ports_pattern(), expression), expression
+
+
+@pytest.mark.parametrize("expression", ["70000", "65536", "1-70000", "22,,23", "webs", "", "22 23", "-1-5"])
+def test_the_crd_port_rule_refuses_what_the_engine_refuses(expression: str) -> None:
+    with pytest.raises(errors.PortSpecError):
+        ports.parse_ports(expression)
+    assert not re.fullmatch(_ports_pattern(), expression)

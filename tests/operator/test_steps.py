@@ -206,3 +206,52 @@ def test_a_shard_missing_from_the_plan_reports_a_spec_error_in_its_entry() -> No
     assert shard.runner.run() == running.EXIT_SPEC
     error = shard.kube.get_job("team", "audit")["status"]["shards"]["nope"]["lastError"]
     assert error == "InvalidSpec: shard nope is not in the job's plan"
+
+
+def _finish_every_shard(kube: fakes.FakeKube, open_: list[dict[str, Any]]) -> None:
+    shards = kube.get_job("team", "audit")["status"]["shards"]
+    for shard, entry in shards.items():
+        kube.patch_job_status("team", "audit", {"shards": {shard: {
+            "phase": "Succeeded", "finishedAttempt": entry["attempt"], "states": {"open": 1, "closed": 1},
+            "open": open_, "done": 2}}})
+    for pod in kube.pods("team"):
+        kube.set_pod_phase("team", pod["metadata"]["name"], "Succeeded", node="edge-1", exit_code=0)
+
+
+def test_per_job_gauges_name_the_job_and_vantage_and_go_away_with_the_job() -> None:
+    kube = fakes.FakeKube()
+    pools = [{"name": "edge"}, {"name": "cloud"}]
+    kube.add(_job(pools=pools, sharding={"shards": 1}, expect={"allowedOpenPorts": "22"}))
+    gauges = _gauges()
+    reconciling.step(kube, CONFIG, gauges, "team", "audit", T0)
+    _finish_every_shard(kube, [{"host": "198.18.0.1", "port": 8080, "protocol": "tcp"}])
+    reconciling.step(kube, CONFIG, gauges, "team", "audit", T0 + datetime.timedelta(seconds=5))
+    for vantage in ("edge", "cloud"):
+        assert gauges.registry.get_sample_value(
+            "portolan_scanjob_open_ports", {"namespace": "team", "scanjob": "audit", "vantage": vantage}) == 1
+    assert gauges.registry.get_sample_value(
+        "portolan_scanjob_expectation_violations", {"namespace": "team", "scanjob": "audit"}) == 2
+    gauges.forget_job("team", "audit")
+    text = prometheus_client.generate_latest(gauges.registry).decode()
+    assert 'scanjob="audit"' not in text
+
+
+def test_a_port_seen_by_two_pools_is_named_once_with_both_pools_in_the_violation_message() -> None:
+    kube = fakes.FakeKube()
+    kube.add(_job(pools=[{"name": "edge"}, {"name": "cloud"}], sharding={"shards": 1},
+                  expect={"allowedOpenPorts": "22"}))
+    reconciling.step(kube, CONFIG, _gauges(), "team", "audit", T0)
+    _finish_every_shard(kube, [{"host": "198.18.0.1", "port": 8080, "protocol": "tcp"}])
+    actions = reconciling.step(kube, CONFIG, _gauges(), "team", "audit", T0 + datetime.timedelta(seconds=5))
+    message = next(m for _, reason, m in actions.events if reason == "ExpectationsViolated")
+    assert message.count("198.18.0.1:8080/tcp") == 1
+    assert "198.18.0.1:8080/tcp (pools cloud, edge)" in message
+
+
+def test_a_schedule_drift_gauge_names_the_schedule_and_goes_away_with_it() -> None:
+    gauges = _gauges()
+    gauges.observe_schedule("team", "nightly", {"drift": {"opened": [{"port": 1}], "closed": [], "truncated": 2}})
+    labels = {"namespace": "team", "scanschedule": "nightly"}
+    assert gauges.registry.get_sample_value("portolan_scanschedule_drift_ports", labels) == 3
+    gauges.forget_schedule("team", "nightly")
+    assert gauges.registry.get_sample_value("portolan_scanschedule_drift_ports", labels) is None

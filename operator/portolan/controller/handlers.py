@@ -11,26 +11,34 @@ released, so ScanJobs stay deletable while no operator runs.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import concurrent.futures
 import datetime
+import http.server
 import logging
+import os
+import pathlib
 import secrets
+import signal
+import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import kopf
 import prometheus_client
 
 from portolan import errors
-from portolan.controller import configuring, metrics
+from portolan.controller import configuring, leading, metrics
 from portolan.controller.reachabilityaudits import auditing, expecting
 from portolan.controller.scanjobs import reconciling
 from portolan.controller.scanschedules import scheduling
-from portolan.kube import clients
+from portolan.kube import clients, leases
 from portolan.models import audits, scanjobs, schedules, settings, statuses
 
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
+FRESH_WORKERS = 4
 
 
 def _now() -> datetime.datetime:
@@ -39,7 +47,8 @@ def _now() -> datetime.datetime:
 
 def build_registry(
     config: settings.OperatorSettings, client: clients.Client, gauges: metrics.Metrics,
-    namespaces: Sequence[str] = (), evaluate: auditing.Evaluator | None = None,
+    namespaces: Sequence[str] = (), leading: Callable[[], bool] = lambda: True,
+    evaluate: auditing.Evaluator | None = None,
 ) -> kopf.OperatorRegistry:
     """A kopf registry whose handlers delegate to the controllers, with everything injected."""
     registry = kopf.OperatorRegistry()
@@ -81,6 +90,7 @@ def build_registry(
         except errors.KubeError as exc:
             gauges.reconcile_errors.labels(reason=exc.reason).inc()
             if exc.status == 404:
+                gauges.forget_job(namespace, name)
                 return
             raise kopf.TemporaryError(str(exc), delay=5) from exc
         phase = actions.status.get("phase")
@@ -92,13 +102,25 @@ def build_registry(
         for key, count in counts.items():
             gauges.jobs.labels(phase=key).set(count)
 
+    # A new or changed ScanJob must not queue behind the periodic steps of every other job in
+    # kopf's shared thread pool (with a few hundred jobs ticking, Accepted waited seconds): its
+    # step runs on a pool of its own.  Resumes at startup stay in the shared pool, so a restart
+    # over a thousand jobs cannot starve a fresh one either.
+    fresh = concurrent.futures.ThreadPoolExecutor(max_workers=FRESH_WORKERS, thread_name_prefix="portolan-fresh")
+
     @kopf.on.create(*resource, registry=registry)
-    @kopf.on.resume(*resource, registry=registry)
     @kopf.on.update(*resource, registry=registry, field="spec")
-    def changed(namespace: str | None, name: str, uid: str, **_: Any) -> None:
+    async def changed(namespace: str | None, name: str, uid: str, **_: Any) -> None:
+        await asyncio.get_running_loop().run_in_executor(fresh, run_step, namespace, name, uid)
+
+    @kopf.on.resume(*resource, registry=registry)
+    def resumed(namespace: str | None, name: str, uid: str, **_: Any) -> None:
         run_step(namespace, name, uid)
 
-    @kopf.timer(*resource, registry=registry, interval=config.reconcile_interval_seconds, sharp=True)
+    # The first tick waits one interval: at creation the create handler steps the job already, and
+    # a tick at the same moment would only make it wait on the job's lock.
+    @kopf.timer(*resource, registry=registry, interval=config.reconcile_interval_seconds, sharp=True,
+                initial_delay=config.reconcile_interval_seconds)
     def tick(namespace: str | None, name: str, uid: str, **_: Any) -> None:
         run_step(namespace, name, uid)
 
@@ -117,8 +139,10 @@ def build_registry(
         except errors.KubeError as exc:
             gauges.reconcile_errors.labels(reason=exc.reason).inc()
             if exc.status == 404:
+                gauges.forget_schedule(namespace, name)
                 return
             raise kopf.TemporaryError(str(exc), delay=5) from exc
+        gauges.observe_schedule(namespace, name, decision.status)
         gauges.drift_ports.labels(change="opened").inc(decision.drift_opened)
         gauges.drift_ports.labels(change="closed").inc(decision.drift_closed)
 
@@ -169,6 +193,10 @@ def build_registry(
         # kopf timers put kopf's finalizer on every ScanJob; without a running operator nothing
         # would remove it and `kubectl delete` would hang (e.g. after helm uninstall). Release
         # them on the way out; the next operator to start puts them back.
+        if not leading():
+            # The Lease was lost: another replica leads now and owns those finalizers.
+            logger.info("leadership lost; finalizers left to the new leader")
+            return
         if not worked["any"]:
             # A standby (peering paused it) stopping must not strip the active replica's finalizers.
             logger.info("this replica handled nothing (a standby); finalizers left to the active one")
@@ -182,34 +210,111 @@ def build_registry(
         logger.info(f"released the finalizer of {count} ScanJob(s), ScanSchedule(s) and ReachabilityAudit(s) on shutdown")
 
     @kopf.on.delete(*resource, registry=registry, optional=True)
-    def deleted(uid: str, **_: Any) -> None:
+    def deleted(namespace: str | None, name: str, uid: str, **_: Any) -> None:
         phases.pop(uid, None)
         locks.pop(uid, None)
+        if namespace is not None:
+            gauges.forget_job(namespace, name)
+
+    @kopf.on.delete(*schedule_resource, registry=registry, optional=True)
+    def schedule_deleted(namespace: str | None, name: str, **_: Any) -> None:
+        locks.pop(f"schedule/{namespace}/{name}", None)
+        if namespace is not None:
+            gauges.forget_schedule(namespace, name)
 
     return registry
 
 
 def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, verbose: bool = False,
         settings_text: str | None = None) -> int:
-    """The operator's entry point (``portolan operator``)."""
+    """The operator's entry point (``portolan operator``).
+
+    With several replicas (``peering`` names the Lease), each is a candidate in a Lease election
+    (:mod:`.leading`): a standby waits without watching anything; the holder runs kopf standalone.
+    A holder that cannot renew within the deadline stops kopf and exits 1 (the kubelet restarts it
+    as a candidate); a graceful stop (SIGTERM) releases the Lease at once.
+    """
     kopf.configure(verbose=verbose, log_prefix=True)
     config = configuring.load(settings_path, settings_text)
-    api = clients.client_from_environment()
-    clients.check_reachable(api)  # unreachable: one line and exit 3 now, not kopf's retries and a traceback
-    client = clients.Kube(api)
+    api_client = clients.client_from_environment()
+    clients.check_reachable(api_client)  # unreachable: one line and exit 3 now, not kopf's retries and a traceback
+    client = clients.Kube(api_client)
     gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
-    registry = build_registry(config, client, gauges, namespaces, evaluate=expecting.from_policies)
     alone = standalone or config.peering is None
-    # kopf peering pauses every replica that shares the top priority, so each replica draws its
-    # own: the highest one works, the others stand by and take over when its keep-alive stops.
-    priority = None if alone else secrets.randbelow(1_000_000) + 1
-    kopf.run(
-        priority=priority,
-        registry=registry,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=alone,
-        peering_name=None if alone else config.peering,  # a name makes kopf require the peering CRD
-        liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None,
-    )
+    elector = None
+    stop, lost = threading.Event(), threading.Event()
+    if not alone:
+        identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{secrets.token_hex(4)}"
+        lease_namespace = os.environ.get("POD_NAMESPACE") or _own_namespace() or "default"
+        elector = leading.Elector(leases.KubeLeases(api_client, lease_namespace, str(config.peering)), identity)
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        logging.getLogger("portolan").warning(
+            f"candidate {identity} for Lease {lease_namespace}/{config.peering}: waiting for leadership")
+        health = _standby_health(config.liveness_port) if config.liveness_port else None
+        try:
+            if not leading.acquire(elector, stop):
+                return 0  # stopped while standing by: nothing held, nothing to release
+        finally:
+            if health is not None:  # kopf serves /healthz from here on, on the same port
+                health.shutdown()
+                health.server_close()
+        signal.signal(signal.SIGTERM, previous)
+        logging.getLogger("portolan").warning(f"{identity} leads (Lease {lease_namespace}/{config.peering})")
+        threading.Thread(target=_renew, args=(elector, stop, lost), daemon=True,
+                         name="portolan-lease").start()
+    registry = build_registry(config, client, gauges, namespaces, leading=lambda: not lost.is_set(),
+                              evaluate=expecting.from_policies)
+    try:
+        kopf.run(
+            registry=registry,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=True,  # exclusivity comes from the Lease, not kopf peering
+            liveness_endpoint=f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None,
+        )
+    finally:
+        stop.set()
+        if elector is not None and not lost.is_set():
+            try:
+                elector.release()
+            except Exception as exc:  # the Lease then simply expires
+                logging.getLogger("portolan").warning(f"could not release the Lease: {exc}")
+    if lost.is_set():
+        logging.getLogger("portolan").error("lost the Lease (not renewed within the deadline): exiting")
+        return 1
     return 0
+
+
+def _renew(elector: leading.Elector, stop: threading.Event, lost: threading.Event) -> None:
+    """Keep the Lease; once it is lost, stop kopf as a SIGTERM would (kopf.run then returns).
+
+    Not kopf's ``stop_flag``: kopf waits for a threading.Event or a concurrent Future in a thread
+    of the loop's default executor, which asyncio.run joins at exit, so a flag never set hangs
+    every other shutdown (a SIGTERMed leader never got to release its Lease).
+    """
+    leading.renew_until_lost(elector, stop, lost)
+    if lost.is_set():
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+class _Healthy(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"standby\n")
+
+    def log_message(self, *_: Any) -> None:
+        return
+
+
+def _standby_health(port: int) -> http.server.ThreadingHTTPServer:
+    """/healthz for a standby replica (kopf, which serves it when leading, does not run yet)."""
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", port), _Healthy)
+    threading.Thread(target=server.serve_forever, daemon=True, name="portolan-standby-health").start()
+    return server
+
+
+def _own_namespace() -> str | None:
+    """The namespace of the pod's service account, when running in a cluster."""
+    path = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return path.read_text().strip() if path.exists() else None

@@ -1,14 +1,19 @@
 """Prometheus metrics of the operator: jobs, shards, probes, durations, status writes.
 
-All metrics live in a registry passed in by the caller (no global registry), with
-bounded label sets: phases, states and result kinds — never addresses; the only
-per-object series are those of ReachabilityAudits (few, cluster-scoped), removed
-when the audit goes.
+All metrics live in a registry passed in by the caller (no global registry).
+Aggregates have bounded label sets (phases, states, result kinds).  The per-object
+gauges (``portolan_scanjob_*``, ``portolan_scanschedule_*``) carry the object's
+namespace and name so alerts can say which job; their series are removed when the
+object goes (:meth:`Metrics.forget_job`, :meth:`Metrics.forget_schedule`), as
+trivy-operator does, so the label set stays bounded by the objects that exist.
+ReachabilityAudits (few, cluster-scoped) have one series per audit and kind,
+removed when the audit goes.  Never addresses or ports as labels.
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import prometheus_client
 
@@ -50,6 +55,18 @@ class Metrics:
         self.reachability_mismatches = prometheus_client.Gauge(
             "portolan_reachability_mismatches", "Pairs of the last run of a ReachabilityAudit that disagree: "
             "UnexpectedlyReachable, UnexpectedlyBlocked, PolicyDisagreesWithRule", ["audit", "kind"], registry=registry)
+        self.job_open_ports = prometheus_client.Gauge(
+            "portolan_scanjob_open_ports", "Open ports a ScanJob has found so far, per vantage (pool)",
+            ["namespace", "scanjob", "vantage"], registry=registry)
+        self.job_violations = prometheus_client.Gauge(
+            "portolan_scanjob_expectation_violations",
+            "Open ports a ScanJob found outside its spec.expect.allowedOpenPorts", ["namespace", "scanjob"],
+            registry=registry)
+        self.schedule_drift = prometheus_client.Gauge(
+            "portolan_scanschedule_drift_ports",
+            "Open ports that differ between the two latest runs of a ScanSchedule (opened plus closed)",
+            ["namespace", "scanschedule"], registry=registry)
+        self._vantages: dict[tuple[str, str], set[str]] = {}
         # Every label value the alerts use exists from the start at 0: a series born at its first
         # increment has no earlier sample, so increase() would miss a fresh process's first failure.
         for phase in statuses.Phase:
@@ -64,6 +81,43 @@ class Metrics:
         for kind in ("UnexpectedlyReachable", "UnexpectedlyBlocked", "PolicyDisagreesWithRule"):
             with contextlib.suppress(KeyError):
                 self.reachability_mismatches.remove(name, kind)
+
+    def observe_job(self, namespace: str, name: str, status: statuses.ScanJobStatus) -> None:
+        """Set a ScanJob's own gauges from its status (open ports per vantage, violations)."""
+        counts: dict[str, int] = {}
+        for result in status.results:
+            counts[result.pool] = counts.get(result.pool, 0) + len(result.open) + result.open_truncated
+        known = self._vantages.setdefault((namespace, name), set())
+        for gone in known - counts.keys():
+            self.job_open_ports.remove(namespace, name, gone)
+        for vantage, count in counts.items():
+            self.job_open_ports.labels(namespace=namespace, scanjob=name, vantage=vantage).set(count)
+        self._vantages[(namespace, name)] = set(counts)
+        if status.expectations is not None:
+            self.job_violations.labels(namespace=namespace, scanjob=name).set(status.expectations.violated)
+
+    def knows_job(self, namespace: str, name: str) -> bool:
+        """Whether :meth:`observe_job` has seen this ScanJob (and not forgotten it since)."""
+        return (namespace, name) in self._vantages
+
+    def forget_job(self, namespace: str, name: str) -> None:
+        """Remove a deleted ScanJob's series."""
+        for vantage in self._vantages.pop((namespace, name), set()):
+            self.job_open_ports.remove(namespace, name, vantage)
+        with contextlib.suppress(KeyError):
+            self.job_violations.remove(namespace, name)
+
+    def observe_schedule(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Set a ScanSchedule's drift gauge from its status patch (when it carries a drift)."""
+        drift = status.get("drift")
+        if isinstance(drift, dict):
+            count = len(drift.get("opened") or []) + len(drift.get("closed") or []) + int(drift.get("truncated") or 0)
+            self.schedule_drift.labels(namespace=namespace, scanschedule=name).set(count)
+
+    def forget_schedule(self, namespace: str, name: str) -> None:
+        """Remove a deleted ScanSchedule's series."""
+        with contextlib.suppress(KeyError):
+            self.schedule_drift.remove(namespace, name)
 
     def finished(self, status: statuses.ScanJobStatus, seconds: float) -> None:
         """Record a job that reached Complete or Failed: its duration, probes and open ports."""

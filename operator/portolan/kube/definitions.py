@@ -164,32 +164,12 @@ def reachabilityaudit_crd() -> dict[str, Any]:
     )
 
 
-def peering_crd(*, clusterwide: bool) -> dict[str, Any]:
-    """kopf's peering resource, for several operator replicas (HA): cluster-wide or per namespace."""
-    kind = "ClusterKopfPeering" if clusterwide else "KopfPeering"
-    plural = kind.lower() + "s"
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.kopf.dev"},
-        "spec": {
-            "scope": "Cluster" if clusterwide else "Namespaced", "group": "kopf.dev",
-            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-            "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-                "type": "object",
-                "properties": {"status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-            }}}],
-        },
-    }
-
-
 def render_all() -> dict[str, dict[str, Any]]:
     """File name in ``crds/`` -> CRD."""
     return {
         "scanjobs.portolan.dev.yaml": scanjob_crd(),
         "scanschedules.portolan.dev.yaml": scanschedule_crd(),
         "reachabilityaudits.portolan.dev.yaml": reachabilityaudit_crd(),
-        "clusterkopfpeerings.kopf.dev.yaml": peering_crd(clusterwide=True),
-        "kopfpeerings.kopf.dev.yaml": peering_crd(clusterwide=False),
     }
 
 

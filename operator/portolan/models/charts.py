@@ -18,7 +18,8 @@ class Image(pydantic.BaseModel):
 class OperatorValues(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True)
 
-    replicas: int = pydantic.Field(default=2, ge=1, description="More than one uses kopf peering (HA).")
+    replicas: int = pydantic.Field(
+        default=2, ge=1, description="More than one elects a leader on a Lease (HA); the others stand by.")
     command: list[str] = pydantic.Field(default_factory=lambda: ["portolan", "operator"])
     resources: dict[str, dict[str, str]] = pydantic.Field(
         default_factory=lambda: {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}

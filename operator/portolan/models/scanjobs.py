@@ -10,10 +10,12 @@ wire (``populate_by_name`` lets Python use snake_case).
 from __future__ import annotations
 
 import enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import pydantic.alias_generators
+
+from portolan.models import rules
 
 API_GROUP = "portolan.dev"
 API_VERSION = "v1alpha1"
@@ -48,16 +50,20 @@ class TargetSelector(_Model):
     match_labels: dict[str, str] = pydantic.Field(default_factory=dict)
 
 
+TargetExpression = Annotated[str, pydantic.Field(
+    max_length=rules.TARGET_MAX_LENGTH, json_schema_extra=rules.target_schema())]
+
+
 class Targets(_Model):
     """What to scan: addresses, CIDRs, ranges and hostnames, minus exclusions."""
 
-    addresses: list[str] = pydantic.Field(
-        default_factory=list,
+    addresses: list[TargetExpression] = pydantic.Field(
+        default_factory=list, max_length=rules.TARGETS_MAX_ITEMS,
         description="IPv4/IPv6 addresses, CIDRs (198.18.0.0/24), ranges (198.18.0.1-198.18.0.9) "
         "and hostnames.",
     )
-    exclude: list[str] = pydantic.Field(
-        default_factory=list, description="Addresses, CIDRs or ranges never to probe."
+    exclude: list[TargetExpression] = pydantic.Field(
+        default_factory=list, max_length=rules.TARGETS_MAX_ITEMS, description="Addresses, CIDRs or ranges never to probe."
     )
     selectors: list[TargetSelector] = pydantic.Field(
         default_factory=list, description="Kubernetes Services, Pods or Nodes to scan."
@@ -164,7 +170,8 @@ class Expectations(_Model):
     """What the scan should find.  A difference is a finding (ExpectationsMet=False), not a failure."""
 
     allowed_open_ports: str = pydantic.Field(
-        pattern=r"^[0-9a-z, -]*$",
+        pattern=r"^[0-9a-z, -]*$", max_length=rules.PORTS_MAX_LENGTH,
+        json_schema_extra=rules.ports_schema(empty_allowed=True),
         description="Ports that may be open (numbers, ranges, named sets; empty: none); "
         "any other open port is a violation.",
     )
@@ -176,12 +183,15 @@ class ScanJobSpec(_Model):
     targets: Targets
     ports: str = pydantic.Field(
         default="common",
-        pattern=r"^[0-9a-z, -]+$",
+        pattern=r"^[0-9a-z, -]+$", max_length=rules.PORTS_MAX_LENGTH,
+        json_schema_extra=rules.ports_schema(empty_allowed=False),
         description="Ports as a comma list of numbers, ranges (1000-2000) and named sets "
         "(common, well-known, web, databases, all).",
     )
     udp_ports: str | None = pydantic.Field(
-        default=None, pattern=r"^[0-9a-z, -]+$", description="Ports for UDP if different from `ports`."
+        default=None, pattern=r"^[0-9a-z, -]+$", max_length=rules.PORTS_MAX_LENGTH,
+        json_schema_extra=rules.ports_schema(empty_allowed=False),
+        description="Ports for UDP if different from `ports`."
     )
     protocols: list[Literal["tcp", "udp"]] = pydantic.Field(default_factory=_default_protocols)
     technique: Technique = Technique.CONNECT

@@ -58,7 +58,8 @@ class OperatorSettings(pydantic.BaseModel):
     probe_service_account: str = pydantic.Field(
         default="portolan-probe", description="ServiceAccount of probe pods (in each audit namespace).")
     peering: str | None = pydantic.Field(
-        default="portolan", description="kopf peering name for HA; null runs standalone."
+        default="portolan",
+        description="Name of the Lease replicas elect their leader on (operator's namespace); null: standalone."
     )
 
     @pydantic.field_validator("allowed_cidrs", "denied_cidrs")

@@ -5,6 +5,8 @@ Pure: functions of a :class:`~.runs.Run`; nothing here does I/O.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from portolan import errors, evaluation
 from portolan.controller.scanjobs import runs
 from portolan.engine import ports as ports_
@@ -79,13 +81,27 @@ def check_expectations(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
         violations=[statuses.Violation(pool=v[0], host=v[1], port=v[2], protocol=v[3], service=v[4])
                     for v in listed])
     if count:
-        sample = ", ".join(f"{v[1]}:{v[2]}/{v[3]}" for v in listed[:5])
-        message = f"{count} open port(s) not in allowedOpenPorts {spec.expect.allowed_open_ports!r}: {sample}"
+        message = f"{count} open port(s) not in allowedOpenPorts {spec.expect.allowed_open_ports!r}: {_sample(listed)}"
         run.condition("ExpectationsMet", False, "UnexpectedOpenPorts", message)
         run.event("Warning", "ExpectationsViolated", message)
     else:
         note = " (some open ports were only counted; see openTruncated)" if partial else ""
         run.condition("ExpectationsMet", True, "AsExpected", f"no open port outside the allowed ones{note}")
+
+
+def _sample(listed: Sequence[tuple[str, str, int, str, str | None]], limit: int = 5) -> str:
+    """The first ``limit`` distinct ports, each once, with the pools that saw it when there are pools."""
+    pools: dict[tuple[str, int, str], list[str]] = {}
+    for pool, host, port, protocol, _ in listed:
+        seen = pools.setdefault((host, port, protocol), [])
+        if pool and pool not in seen:
+            seen.append(pool)
+    parts = []
+    for (host, port, protocol), names in list(pools.items())[:limit]:
+        via = f" (pool {', '.join(names)})" if len(names) == 1 else f" (pools {', '.join(names)})" if names else ""
+        parts.append(f"{host}:{port}/{protocol}{via}")
+    more = len(pools) - limit
+    return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
 
 
 def expire(run: runs.Run) -> runs.Actions:

@@ -182,6 +182,8 @@ def step(
     for kind, reason, message in actions.events:
         with contextlib.suppress(errors.KubeError):  # an Event is a courtesy: never worth a retry of the step
             client.event(job, kind, reason, message, now)
+    if "results" in actions.status or "expectations" in actions.status or not gauges.knows_job(namespace, name):
+        gauges.observe_job(namespace, name, statuses.ScanJobStatus.model_validate({**status, **actions.status}))
     new_phase = actions.status.get("phase")
     if new_phase in (statuses.Phase.COMPLETE.value, statuses.Phase.FAILED.value) and status.get("phase") != new_phase:
         final = statuses.ScanJobStatus.model_validate({**status, **actions.status})
@@ -189,4 +191,5 @@ def step(
         gauges.finished(final, (now - started).total_seconds() if started else 0.0)
     if actions.delete_job:
         client.delete_job(namespace, name)
+        gauges.forget_job(namespace, name)
     return actions
