@@ -63,6 +63,9 @@ def test_without_the_scanner_egress_policy_a_default_deny_namespace_leaves_every
     results = job["status"]["results"]
     assert [r.get("open", []) for r in results] == [[]]
     assert results[0]["states"] == {"filtered": 3}
+    reached = next(c for c in job["status"]["conditions"] if c["type"] == "TargetsReached")  # and it says why
+    assert (reached["status"], reached["reason"]) == ("False", "EgressBlockedByNetworkPolicy")
+    assert "default-deny-egress" in reached["message"] and "scannerEgressPolicy" in reached["message"]
     assert cluster.plane.kubectl("get", "networkpolicy", "-n", NAMESPACE, "-o", "name").stdout.split() == [
         "networkpolicy.networking.k8s.io/default-deny-egress"]
 

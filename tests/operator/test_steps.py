@@ -255,3 +255,42 @@ def test_a_schedule_drift_gauge_names_the_schedule_and_goes_away_with_it() -> No
     assert gauges.registry.get_sample_value("portolan_scanschedule_drift_ports", labels) == 3
     gauges.forget_schedule("team", "nightly")
     assert gauges.registry.get_sample_value("portolan_scanschedule_drift_ports", labels) is None
+
+
+def _silent_job(kube: fakes.FakeKube, config: settings.OperatorSettings) -> dict[str, Any]:
+    """A one-shard job whose every probe came back filtered, stepped to its end."""
+    kube.add(_job(sharding={"shards": 1}))
+    reconciling.step(kube, config, _gauges(), "team", "audit", T0)
+    shard = next(iter(kube.get_job("team", "audit")["status"]["shards"]))
+    kube.patch_job_status("team", "audit", {"shards": {shard: {
+        "phase": "Succeeded", "finishedAttempt": 1, "states": {"filtered": 8}}}})
+    kube.set_pod_phase("team", kube.pods("team")[0]["metadata"]["name"], "Succeeded", exit_code=0)
+    reconciling.step(kube, config, _gauges(), "team", "audit", T0 + datetime.timedelta(seconds=5))
+    return kube.get_job("team", "audit")
+
+
+def test_a_job_whose_every_probe_was_silent_names_the_policies_that_deny_its_shards_egress() -> None:
+    kube = fakes.FakeKube()
+    kube.add({"kind": "NetworkPolicy", "metadata": {"name": "default-deny-egress", "namespace": "team"},
+              "spec": {"podSelector": {}, "policyTypes": ["Egress"]}})
+    kube.add({"kind": "NetworkPolicy", "metadata": {"name": "web-only", "namespace": "team"},
+              "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"]}})
+    job = _silent_job(kube, CONFIG)
+    reached = next(c for c in job["status"]["conditions"] if c["type"] == "TargetsReached")
+    assert (reached["status"], reached["reason"]) == ("False", "EgressBlockedByNetworkPolicy")
+    assert "default-deny-egress" in reached["message"] and "web-only" not in reached["message"]
+    assert "scannerEgressPolicy" in reached["message"]
+    assert "EgressBlockedByNetworkPolicy" in [e["reason"] for e in kube.events]
+    assert job["status"]["phase"] == "Complete"  # a finding, not a failure
+
+
+def test_silence_without_an_egress_policy_or_with_the_scanner_policy_blames_no_policy() -> None:
+    kube = fakes.FakeKube()
+    job = _silent_job(kube, CONFIG)
+    reached = next(c for c in job["status"]["conditions"] if c["type"] == "TargetsReached")
+    assert (reached["status"], reached["reason"]) == ("True", "NoEgressPolicy")
+    allowed = fakes.FakeKube()
+    allowed.add({"kind": "NetworkPolicy", "metadata": {"name": "default-deny-egress", "namespace": "team"},
+                 "spec": {"podSelector": {}, "policyTypes": ["Egress"]}})
+    job = _silent_job(allowed, settings.OperatorSettings(scanner_egress_policy=True))
+    assert all(c["type"] != "TargetsReached" for c in job["status"]["conditions"])

@@ -100,8 +100,8 @@ class Client(Protocol):
     def list_services(self, namespace: str) -> list[dict[str, Any]]:
         """Services of a namespace."""
 
-    def list_network_policies(self) -> list[dict[str, Any]]:
-        """NetworkPolicies of every namespace, as the API server returns them (defaults filled)."""
+    def list_network_policies(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """NetworkPolicies of a namespace (or of every one), as the API server returns them (defaults filled)."""
 
 
 @contextlib.contextmanager
@@ -363,12 +363,13 @@ class Kube:
             return [self._plain(item) for item in self.core.list_namespaced_service(namespace).items]
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def list_network_policies(self) -> list[dict[str, Any]]:
+    def list_network_policies(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """See :meth:`Client.list_network_policies`."""
-        with _mapped("listing NetworkPolicies"):
+        with _mapped(f"listing NetworkPolicies in {namespace or 'every namespace'}"):
             networking = kubernetes.client.NetworkingV1Api(self.api)
             # Raw JSON: the client's serializer drops fields named like Python keywords ("from", "except").
-            reply = networking.list_network_policy_for_all_namespaces(_preload_content=False)
+            reply = (networking.list_namespaced_network_policy(namespace, _preload_content=False) if namespace
+                     else networking.list_network_policy_for_all_namespaces(_preload_content=False))
             items: list[dict[str, Any]] = json.loads(reply.data)["items"]
             return items
         raise AssertionError("unreachable")  # pragma: no cover

@@ -209,6 +209,7 @@ class FakeKube:
         return [copy.deepcopy(b) for (kind, ns, _), b in sorted(self.objects.items())
                 if kind == "Service" and ns == namespace]
 
-    def list_network_policies(self) -> list[dict[str, Any]]:
+    def list_network_policies(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """See :meth:`portolan.kube.clients.Client.list_network_policies`."""
-        return [copy.deepcopy(b) for (kind, _, _), b in sorted(self.objects.items()) if kind == "NetworkPolicy"]
+        return [copy.deepcopy(b) for (kind, ns, _), b in sorted(self.objects.items())
+                if kind == "NetworkPolicy" and (namespace is None or ns == namespace)]

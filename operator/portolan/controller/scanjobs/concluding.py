@@ -43,6 +43,7 @@ def conclude(run: runs.Run, spec: scanjobs.ScanJobSpec) -> runs.Actions:
         run.condition("Failed", False, "Completed", "")
         run.event("Normal", "Completed", f"all {len(plan)} shards succeeded; {run.status.open_ports} open ports")
         check_expectations(run, spec)
+        check_egress(run)
     elif succeeded + failed == len(plan):
         deadline = any("DeadlineExceeded" in (e.last_error or "") for e in entries)
         reason = "DeadlineExceeded" if deadline else "ShardsFailed"
@@ -62,6 +63,30 @@ def conclude(run: runs.Run, spec: scanjobs.ScanJobSpec) -> runs.Actions:
         run.condition("Complete", False, "InProgress", progress)
         run.condition("Failed", False, "InProgress", "")
     return run.finish(progress=progress)
+
+
+def check_egress(run: runs.Run) -> None:
+    """When every probe came back silent, say whether NetworkPolicies isolating the shard pods' egress are why.
+
+    A finding for the user, not a failure: without ``scannerEgressPolicy`` a namespace that denies
+    egress by default drops every probe, which looks exactly like a target behind a firewall.
+    """
+    states = {state for result in run.status.results for state, count in result.states.items() if count}
+    if not states or states - {"filtered", "open|filtered"} or run.config.scanner_egress_policy:
+        return
+    policies = run.observed.egress_policies
+    if policies is None:
+        run.actions.needs_egress_check = True  # the step looks them up and decides again
+        return
+    if not policies:
+        run.condition("TargetsReached", True, "NoEgressPolicy", "every probe was silent; no NetworkPolicy restricts "
+                      "the shard pods' egress (the targets, or the network before them, dropped the probes)")
+        return
+    message = (f"every probe came back filtered, and NetworkPolicies {', '.join(policies)} restrict the shard pods' "
+               "egress: set the operator setting scannerEgressPolicy (chart: operator.settings.scannerEgressPolicy) "
+               "so each job gets a NetworkPolicy that lets its shards reach exactly its targets")
+    run.condition("TargetsReached", False, "EgressBlockedByNetworkPolicy", message)
+    run.event("Warning", "EgressBlockedByNetworkPolicy", message)
 
 
 def check_expectations(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:

@@ -16,8 +16,9 @@ Merge patches touch only the keys they name, so the two never overwrite each oth
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pydantic
@@ -27,6 +28,7 @@ from portolan.controller import metrics
 from portolan.controller.scanjobs import concluding, driving, planning, runs
 from portolan.kube import builders, clients
 from portolan.models import problems, scanjobs, settings, statuses
+from portolan.policies import evaluating
 
 
 def reject(run: runs.Run, reason: str, message: str) -> runs.Actions:
@@ -103,6 +105,14 @@ def _already(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
     return True
 
 
+def egress_policies(policies: Sequence[Mapping[str, Any]], job: str) -> list[str]:
+    """The names of the policies that isolate this job's shard pods for egress."""
+    shard = {builders.LABEL_JOB: job, builders.LABEL_COMPONENT: "shard", "app.kubernetes.io/name": "portolan"}
+    return sorted(str((p.get("metadata") or {}).get("name")) for p in policies
+                  if "Egress" in evaluating.policy_types(p)
+                  and evaluating.selects((p.get("spec") or {}).get("podSelector"), shard))
+
+
 def pod_view(pod: Mapping[str, Any]) -> runs.PodView:
     """Reduce a Pod (a dict in the API's JSON shape) to what reconciliation reads."""
     meta = pod.get("metadata") or {}
@@ -158,6 +168,9 @@ def step(
             lost[node] = problem
     observed = runs.Observed(job, pods, active, now, selector_addresses, selector_error, lost)
     actions = reconcile(observed, config)
+    if actions.needs_egress_check:  # every probe silent: are the namespace's policies the reason?
+        isolating = egress_policies(client.list_network_policies(namespace), name)
+        actions = reconcile(dataclasses.replace(observed, egress_policies=isolating), config)
     if actions.results_configmap is not None:
         client.write_configmap(actions.results_configmap)
     if actions.network_policy is not None:

@@ -54,6 +54,7 @@ class Observed:
     selector_addresses: Sequence[str] = ()
     selector_error: str | None = None
     lost_nodes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # node -> what is wrong with it
+    egress_policies: Sequence[str] | None = None  # policies isolating the shard pods' egress; None: not looked up
 
 
 @dataclasses.dataclass
@@ -70,6 +71,7 @@ class Actions:
     delete_job: bool = False
     shard_retries: int = 0  # attempts that failed and will be retried (a metric)
     shard_failures: int = 0  # shards that failed for good (a metric)
+    needs_egress_check: bool = False  # every probe came back silent: look up the namespace's egress policies
 
 
 class Run:
