@@ -56,19 +56,13 @@ class PortRange(_Model):
 class Source(_Model):
     """Where probes come from: a probe pod with these labels (or a matching pod's) in that namespace."""
 
-    name: str = pydantic.Field(description="Names this source in rules, the matrix and mismatches.")
+    name: str = pydantic.Field(pattern=_NAME.pattern, max_length=63,
+                               description="Names this source in rules, the matrix and mismatches (a DNS label).")
     namespace: str | None = pydantic.Field(default=None, description="Where the probe pod runs (pod sources).")
     pod_labels: dict[str, str] | None = pydantic.Field(
         default=None, description="Labels of the probe pod: every NetworkPolicy selects it as it selects them.")
     from_pods_matching: dict[str, str] | None = pydantic.Field(
         default=None, description="Copy the labels of the first pod (by name) these labels match in the namespace.")
-
-    @pydantic.field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(f"{value!r} is not a DNS label")
-        return value
 
     @pydantic.model_validator(mode="after")
     def _one_kind(self) -> Source:
@@ -80,7 +74,7 @@ class Source(_Model):
 class Destination(_Model):
     """Where probes go: pods by selector, a Service, or addresses outside the cluster."""
 
-    name: str
+    name: str = pydantic.Field(pattern=_NAME.pattern, max_length=63, description="A DNS label.")
     namespace: str | None = None
     pod_selector: dict[str, str] | None = pydantic.Field(
         default=None, description="Pods (their IPs) matching these labels in the namespace.")
@@ -88,13 +82,6 @@ class Destination(_Model):
         default=None, description="A Service of the namespace: its ClusterIP, judged by its pods' policies.")
     cidrs: list[str] = pydantic.Field(
         default_factory=list, description="Addresses outside the cluster (egress to ipBlocks); within allowedCidrs.")
-
-    @pydantic.field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
-            raise ValueError(f"{value!r} is not a DNS label")
-        return value
 
     @pydantic.model_validator(mode="after")
     def _one_kind(self) -> Destination:
