@@ -70,8 +70,6 @@ def build_registry(
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 60
         finalizer["name"] = settings.persistence.finalizer
-        if config.metrics_port:
-            prometheus_client.start_http_server(config.metrics_port, registry=gauges.registry)
 
     locks: collections.defaultdict[str, threading.Lock] = collections.defaultdict(threading.Lock)
 
@@ -240,6 +238,10 @@ def run(settings_path: str | None, namespaces: list[str], *, standalone: bool, v
     clients.check_reachable(api_client)  # unreachable: one line and exit 3 now, not kopf's retries and a traceback
     client = clients.Kube(api_client)
     gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
+    if config.metrics_port:
+        # Served from the start, by standbys too: the chart's readiness probe is this port, and a standby
+        # that is never Ready would hold `helm install --wait` and every rollout.
+        prometheus_client.start_http_server(config.metrics_port, registry=gauges.registry)
     alone = standalone or config.peering is None
     elector = None
     stop, lost = threading.Event(), threading.Event()
