@@ -101,6 +101,11 @@ def shop(cluster: clusters.Cluster, targets: dict[str, Any],
     try:
         yield {"shop": shop_ns, "db": db_ns, "ip": ips, "operator": operator}
     finally:
+        custom = kubernetes.client.CustomObjectsApi(cluster.api)
+        for audit in custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]:  # before the operator stops
+            custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, audit["metadata"]["name"])
+        cluster.wait("the audits to go", lambda: not custom.list_cluster_custom_object(
+            GROUP, VERSION, PLURAL)["items"], 60)
         operator.stop()
         for node in cluster.agent.nodes:
             cluster.agent.enforcer.set_mode(node, "enforce")
