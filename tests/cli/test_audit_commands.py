@@ -35,3 +35,12 @@ def test_a_file_that_is_not_an_audit_is_a_one_line_usage_error(tmp_path: pathlib
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["portolan audit: error: not a ReachabilityAudit: kind 'ScanJob'"]
 
+
+
+def test_an_audit_that_is_not_complete_fails_the_gate_with_exit_3(tmp_path: pathlib.Path) -> None:
+    body = audited.finished_audit()
+    body["status"]["phase"] = "Running"
+    saved = tmp_path / "audit.json"
+    saved.write_text(json.dumps(body))
+    done = subprocess.run([*PORTOLAN, "audit", "show", "-f", str(saved)], capture_output=True, text=True)
+    assert done.returncode == 3

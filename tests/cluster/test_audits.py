@@ -184,7 +184,7 @@ def test_canaries_give_correct_verdicts_where_an_enforcer_rejects_with_resets(
         for node in cluster.agent.nodes:
             cluster.agent.enforcer.set_mode(node, "enforce")
     assert audit["status"]["phase"] == "Complete", audit["status"]
-    canary_column = audit["status"]["matrixColumns"].index(f"{shop['db']}/canary")
+    canary_column = audit["status"]["matrixColumns"].index(f"{shop['db']}/canary-pg")
     for rows in audit["status"]["matrix"].values():
         for row in rows:
             assert row.split(" ", 1)[1][canary_column] in ".x"  # every canary verdict agrees with the policies

@@ -265,3 +265,33 @@ def test_an_audit_with_a_malformed_schedule_is_rejected_naming_the_field() -> No
     status = kube.get_audit("shop-db")["status"]
     accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
     assert status["phase"] == "Rejected" and accepted["message"].startswith("spec.schedule: ")
+
+
+def test_an_audit_whose_destinations_have_no_running_pod_is_not_called_as_expected() -> None:
+    kube = _cluster()
+    _audit(kube, destinations=[{"name": "none", "namespace": "db", "podSelector": {"app": "nothing"}}])
+    auditing.step(kube, CONFIG, "shop-db", T0, _policies)
+    _report(kube, "web", "")
+    _report(kube, "other", "")
+    auditing.step(kube, CONFIG, "shop-db", T0 + SECONDS, _policies)
+    status = kube.get_audit("shop-db")["status"]
+    assert status["totals"]["pairs"] == 0
+    assert {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]}["ReachabilityAsExpected"] == \
+        ("False", "NothingJudged")
+
+
+def test_overlapping_destinations_get_every_pair_its_verdict() -> None:
+    import threading
+
+    from portolan.models import results
+    from portolan.shard import probing
+
+    def scan(plan: Any, **_: Any) -> results.ScanReport:
+        return results.ScanReport(version="t", started=0.0, finished=0.0, hosts=[results.HostResult(
+            address="198.18.201.10", ports=[results.PortResult(host="198.18.201.10", port=5432,
+                                                                protocol=results.Protocol.TCP,
+                                                                state=results.PortState.OPEN,
+                                                                reason=results.Reason.SYN_ACK)])])
+
+    pairs = [("198.18.201.10", 5432, "TCP", True, False), ("198.18.201.10", 5432, "TCP", True, False)]
+    assert probing.probe(pairs, 500, scan, threading.Event()) == ["o", "o"]

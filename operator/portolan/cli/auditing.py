@@ -7,7 +7,8 @@ cyclonus's: a row per source, a column per destination, ``.`` reachable as
 expected, ``x`` blocked as expected, ``R`` unexpectedly reachable, ``B``
 unexpectedly blocked, ``?`` unjudged or inconclusive.  JUnit has a case per
 probed port and source, failing for each mismatch.  Exit code 4 when the audit
-found mismatches (a CI gate), 0 otherwise.
+found mismatches (a CI gate), 3 when it is not Complete (no verdict yet, or it
+failed), 0 otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pydantic
 
 from portolan import errors
 from portolan.cli import exits, rendering
-from portolan.models import audits, problems
+from portolan.models import audits, problems, statuses
 
 FORMATS = ("table", "json", "junit")
 
@@ -124,4 +125,6 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         out.write(render_junit(name, status))
     else:
         out.write(render_table(name, status))
+    if status.phase != statuses.Phase.COMPLETE:
+        return exits.FAILED  # Pending, Running, Failed or Rejected: no verdict a CI gate could pass on
     return exits.VIOLATIONS if status.mismatches else exits.OK

@@ -305,6 +305,7 @@ LABEL_SOURCE = f"{GROUP}/source"
 LABEL_DESTINATION = f"{GROUP}/destination"
 LABEL_RUN = f"{GROUP}/run"  # the run of a (scheduled) audit a probe or canary pod belongs to
 LABEL_ROLE = f"{GROUP}/role"  # probe | canary; the workload's own labels are kept as they are
+NO_SIDECAR = {"sidecar.istio.io/inject": "false", "linkerd.io/inject": "disabled"}  # probe what the CNI does
 ANNOTATION_LEGEND = f"{GROUP}/legend"  # per pair: destination, endpoint, what decided the expectation (JSON)
 
 
@@ -355,7 +356,7 @@ def probe_pod(audit: Mapping[str, Any], source: str, namespace: str, labels: Map
             "namespace": namespace,
             "labels": {**labels, LABEL_AUDIT: meta["name"], LABEL_SOURCE: source, LABEL_ROLE: "probe",
                        LABEL_RUN: str(run)},
-            "annotations": {ANNOTATION_LEGEND: legend},
+            "annotations": {ANNOTATION_LEGEND: legend, **NO_SIDECAR},
             "ownerReferences": [owner_reference(audit, "ReachabilityAudit")],
         },
         "spec": spec,
@@ -387,6 +388,7 @@ def canary_pod(audit: Mapping[str, Any], destination: str, namespace: str, label
             "namespace": namespace,
             "labels": {**labels, LABEL_AUDIT: meta["name"], LABEL_DESTINATION: destination, LABEL_ROLE: "canary",
                        LABEL_RUN: str(run)},
+            "annotations": dict(NO_SIDECAR),
             "ownerReferences": [owner_reference(audit, "ReachabilityAudit")],
         },
         "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "enableServiceLinks": False,

@@ -83,7 +83,10 @@ def probe(pairs: Sequence[Pair], timeout_ms: int, scan: Scan, stop: threading.Ev
     """One verdict character per pair, from one engine run per protocol over the pairs' addresses and ports."""
     chars = ["s"] * len(pairs)
     for protocol in ("TCP", "UDP"):
-        wanted = {(address, port): i for i, (address, port, proto, _, _) in enumerate(pairs) if proto == protocol}
+        wanted: dict[tuple[str, int], list[int]] = {}  # pairs may share an address and port (overlapping destinations)
+        for i, (address, number, proto, _, _) in enumerate(pairs):
+            if proto == protocol:
+                wanted.setdefault((address, number), []).append(i)
         if not wanted:
             continue
         addresses = sorted({address for address, _ in wanted})
@@ -95,8 +98,7 @@ def probe(pairs: Sequence[Pair], timeout_ms: int, scan: Scan, stop: threading.Ev
         report = scan(plan, list_all=True, stop=stop, payloads=payloads.payload_bytes, rate_limit_budget=2.0)
         for host in report.hosts:
             for port in host.ports:
-                index = wanted.get((host.address, port.port))
-                if index is not None:
+                for index in wanted.get((host.address, port.port), ()):
                     chars[index] = char_of(port)
     return chars
 

@@ -87,6 +87,7 @@ class _Pass:
         self.actions = Actions()
         self.pods = [pod for pod in observed.pods if pod.run == self.status.run]  # this run's pods
         self.reset: list[str] = []  # status keys a new run clears (merge patch null)
+        self.stale_matrix: set[str] = set()  # matrix keys of an earlier run that this one no longer has
 
     def condition(self, kind: str, value: bool, reason: str, message: str = "") -> None:
         self.status.conditions = builders.set_condition(self.status.conditions, kind, value, reason, message,
@@ -96,6 +97,8 @@ class _Pass:
         self.status.observed_generation = self.generation
         dumped = self.status.model_dump(by_alias=True, mode="json", exclude_none=True)
         dumped.pop("probes", None)  # the probe pods' keys: never written by the operator (only cleared)
+        if self.stale_matrix and "matrix" in dumped:
+            dumped["matrix"] = {**{key: None for key in self.stale_matrix}, **dumped["matrix"]}
         self.actions.status = {**dumped, **{key: None for key in self.reset}}
         return self.actions
 
@@ -138,6 +141,10 @@ class _Pass:
     def run(self) -> Actions:
         if self.status.phase in (statuses.Phase.COMPLETE, statuses.Phase.FAILED):
             self.cleanup()  # pods a crashed pass left behind
+            totals = self.status.totals  # the gauges again after an operator restart or failover
+            self.actions.mismatches = {"UnexpectedlyReachable": totals.unexpectedly_reachable,
+                                       "UnexpectedlyBlocked": totals.unexpectedly_blocked,
+                                       "PolicyDisagreesWithRule": totals.rule_disagreements}
             due = builders.parse_timestamp(self.status.next_run_time)
             if due is None or self.observed.now < due:
                 return self.actions
@@ -316,6 +323,7 @@ class _Pass:
         self.status.mismatches = found[:MISMATCHES_LISTED]
         self.status.mismatches_truncated = max(0, len(found) - MISMATCHES_LISTED)
         previous = (self.status.matrix_columns, self.status.matrix)
+        self.stale_matrix = set(self.status.matrix)
         self.status.matrix_columns = columns
         self.status.matrix = {key: [f"{source} " + "".join(cells.get(c, " ") for c in columns)
                                     for source, cells in by_source.items()]
@@ -336,6 +344,9 @@ class _Pass:
                        f"{totals.unexpectedly_blocked} unexpectedly blocked: {sample}")
             self.condition("ReachabilityAsExpected", False, reason, message)
             self.actions.events.append(("Warning", reason, message))
+        elif totals.agreeing == 0:
+            self.condition("ReachabilityAsExpected", False, "NothingJudged",
+                           f"{totals.pairs} pair(s) probed, none with a conclusive verdict and an expectation")
         else:
             note = f"; {totals.inconclusive} inconclusive (UDP without a canary)" if totals.inconclusive else ""
             self.condition("ReachabilityAsExpected", True, "AsExpected", f"{totals.agreeing} pair(s) as expected{note}")
@@ -344,6 +355,7 @@ class _Pass:
                            f"{totals.rule_disagreements} declared rule verdict(s) contradict the policies")
         elif spec.expect.rules and spec.expect.from_network_policies:
             self.condition("RulesMatchPolicies", True, "AsDeclared", "every declared rule agrees with the policies")
+        self.stale_matrix -= set(self.status.matrix)
         if spec.schedule is not None and any(h.phase == statuses.Phase.COMPLETE for h in self.status.history):
             self.drift(previous)
         self.cleanup()
@@ -483,7 +495,8 @@ def snapshot(client: clients.Client, namespaces: Sequence[str]) -> resolving.Sna
     services: list[resolving.Service] = []
     for namespace in sorted(set(namespaces)):
         for body in client.list_pods(namespace):
-            pods.append(_pod(body))
+            if (body.get("status") or {}).get("phase") == "Running" and not body["metadata"].get("deletionTimestamp"):
+                pods.append(_pod(body))  # finished or terminating pods are no endpoints
         for body in client.list_services(namespace):
             spec = body.get("spec") or {}
             services.append(resolving.Service(
@@ -517,7 +530,8 @@ def step(client: clients.Client, config: settings.OperatorSettings, name: str, n
         namespaces = {n for n in [*(s.namespace for s in spec.sources), *(d.namespace for d in spec.destinations)] if n}
         observed = Observed(body, pods, now, snapshot(client, sorted(namespaces)))
         actions = reconcile(observed, config, evaluate)
-    client.patch_audit_status(name, actions.status)
+    if actions.status:
+        client.patch_audit_status(name, actions.status)
     for manifest in actions.create:
         client.create_pod(manifest)
     for namespace, pod in actions.delete:

@@ -126,7 +126,8 @@ def endpoints(destination: audits.Destination, snapshot: Snapshot, audit: str = 
         canaries = sorted((p for p in snapshot.pods if p.own and p.ip and p.labels.get(OWN) == audit
                            and p.labels.get(CANARY_OF) == destination.name), key=lambda p: p.name)
         return [Endpoint(destination.name, str(p.ip), pod=p, label=f"{p.namespace}/{p.name}") for p in pods] + \
-            [Endpoint(destination.name, str(p.ip), pod=p, label=f"{p.namespace}/canary", listener=True) for p in canaries]
+            [Endpoint(destination.name, str(p.ip), pod=p, label=f"{p.namespace}/canary-{destination.name}",
+                      listener=True) for p in canaries]
     if destination.service is not None:
         service = next((s for s in snapshot.services if s.namespace == destination.namespace
                         and s.name == destination.service), None)
@@ -178,7 +179,8 @@ def pairs(spec: audits.ReachabilityAuditSpec, snapshot: Snapshot, *, max_pairs: 
     found: list[Pair] = []
     for destination in spec.destinations:
         for endpoint in endpoints(destination, snapshot, audit):
-            ports = list(wanted)
+            # Without spec.ports: a canary listens, and a Service forwards, only on its own declared ports.
+            ports = [] if spec.ports is None and (endpoint.listener or endpoint.service_ports) else list(wanted)
             if spec.ports is None and endpoint.pod is not None:
                 ports += [(p.port, p.protocol, None) for p in endpoint.pod.ports]
             if spec.ports is None and endpoint.service_ports:
