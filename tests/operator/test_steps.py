@@ -294,3 +294,12 @@ def test_silence_without_an_egress_policy_or_with_the_scanner_policy_blames_no_p
                  "spec": {"podSelector": {}, "policyTypes": ["Egress"]}})
     job = _silent_job(allowed, settings.OperatorSettings(scanner_egress_policy=True))
     assert all(c["type"] != "TargetsReached" for c in job["status"]["conditions"])
+
+
+def test_an_egress_policy_that_lets_the_probes_through_is_not_blamed_for_the_silence() -> None:
+    kube = fakes.FakeKube()
+    kube.add({"kind": "NetworkPolicy", "metadata": {"name": "egress-anywhere", "namespace": "team"},
+              "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{}]}})
+    job = _silent_job(kube, CONFIG)
+    reached = next(c for c in job["status"]["conditions"] if c["type"] == "TargetsReached")
+    assert (reached["status"], reached["reason"]) == ("True", "NoEgressPolicy")

@@ -79,8 +79,8 @@ def check_egress(run: runs.Run) -> None:
         run.actions.needs_egress_check = True  # the step looks them up and decides again
         return
     if not policies:
-        run.condition("TargetsReached", True, "NoEgressPolicy", "every probe was silent; no NetworkPolicy restricts "
-                      "the shard pods' egress (the targets, or the network before them, dropped the probes)")
+        run.condition("TargetsReached", True, "NoEgressPolicy", "every probe was silent; no NetworkPolicy denies the "
+                      "shard pods' egress to the targets (the targets, or the network before them, dropped the probes)")
         return
     message = (f"every probe came back filtered, and NetworkPolicies {', '.join(policies)} restrict the shard pods' "
                "egress: set the operator setting scannerEgressPolicy (chart: operator.settings.scannerEgressPolicy) "

@@ -105,12 +105,25 @@ def _already(current: Mapping[str, Any], patch: Mapping[str, Any]) -> bool:
     return True
 
 
-def egress_policies(policies: Sequence[Mapping[str, Any]], job: str) -> list[str]:
-    """The names of the policies that isolate this job's shard pods for egress."""
-    shard = {builders.LABEL_JOB: job, builders.LABEL_COMPONENT: "shard", "app.kubernetes.io/name": "portolan"}
-    return sorted(str((p.get("metadata") or {}).get("name")) for p in policies
-                  if "Egress" in evaluating.policy_types(p)
-                  and evaluating.selects((p.get("spec") or {}).get("podSelector"), shard))
+def egress_policies(policies: Sequence[Mapping[str, Any]], job: Mapping[str, Any]) -> list[str]:
+    """The policies that isolate this job's shard pods for egress, if they deny its first planned probe; else none.
+
+    Judged with the product's evaluator on the shard pods' labels and the plan's first target and port:
+    a policy that isolates the pods but lets that probe through is not the reason for the silence.
+    """
+    meta = job["metadata"]
+    shard = {builders.LABEL_JOB: meta["name"], builders.LABEL_COMPONENT: "shard", "app.kubernetes.io/name": "portolan"}
+    isolating = [p for p in policies if "Egress" in evaluating.policy_types(p)
+                 and evaluating.selects((p.get("spec") or {}).get("podSelector"), shard)]
+    plan = ((job.get("status") or {}).get("plan") or [{}])[0]
+    targets, tcp, udp = plan.get("targets") or [], plan.get("ports") or "", plan.get("udpPorts") or ""
+    if not isolating or not targets or not (tcp or udp):
+        return []
+    address = str(targets[0]).partition("-")[0]
+    port = int((tcp or udp).split(",")[0].partition("-")[0])
+    verdict = evaluating.evaluate(isolating, {}, evaluating.Endpoint(None, meta["namespace"], shard),
+                                  evaluating.Endpoint(address), port, "TCP" if tcp else "UDP")
+    return [] if verdict.allowed else sorted(str((p.get("metadata") or {}).get("name")) for p in isolating)
 
 
 def pod_view(pod: Mapping[str, Any]) -> runs.PodView:
@@ -169,7 +182,7 @@ def step(
     observed = runs.Observed(job, pods, active, now, selector_addresses, selector_error, lost)
     actions = reconcile(observed, config)
     if actions.needs_egress_check:  # every probe silent: are the namespace's policies the reason?
-        isolating = egress_policies(client.list_network_policies(namespace), name)
+        isolating = egress_policies(client.list_network_policies(namespace), job)
         actions = reconcile(dataclasses.replace(observed, egress_policies=isolating), config)
     if actions.results_configmap is not None:
         client.write_configmap(actions.results_configmap)
