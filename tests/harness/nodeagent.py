@@ -799,6 +799,7 @@ class NodeAgent:
             if current is not pod or pod.deleting:
                 return  # deleted during the back-off
             self.restart_counts[pod.uid] = restarts + 1
+            self._release(pod)  # its namespace, veth and address: the restarted container gets them afresh
             self._run(source)
 
         thread = threading.Thread(target=restart, daemon=True, name=f"restart-{pod.name}")
