@@ -28,7 +28,7 @@ def parse(text: str, source: str = "<manifest>") -> scanjobs.ScanJob:
     try:
         documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
-        raise errors.ManifestError(f"{source}: not valid YAML: {yaml_problem(exc)}") from exc
+        raise errors.ManifestError(f"{source}: not valid YAML: {problems.yaml_problem(exc)}") from exc
     except RecursionError as exc:
         raise errors.ManifestError(f"{source}: the YAML is nested too deeply") from exc
     for document in documents:
@@ -61,11 +61,3 @@ def default() -> scanjobs.ScanJob:
     text = importlib.resources.files("portolan.manifests").joinpath(DEFAULT_NAME).read_text()
     return parse(text, f"<embedded {DEFAULT_NAME}>")
 
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """A YAML error as one clause: the problem and where it is."""
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        return f"{exc.problem}{where}"
-    return " ".join(str(exc).split()) or type(exc).__name__

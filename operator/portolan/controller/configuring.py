@@ -15,7 +15,7 @@ import pydantic
 import yaml
 
 from portolan import errors
-from portolan.models import settings
+from portolan.models import problems, settings
 
 MAX_BYTES = 1 << 20
 ENVIRONMENT = "PORTOLAN_SETTINGS"
@@ -32,7 +32,7 @@ def load(path: str | None, text: str | None = None) -> settings.OperatorSettings
     try:
         data = yaml.safe_load(text) if text else None
     except yaml.YAMLError as exc:
-        raise errors.SpecError(f"settings {source}: not valid YAML: {yaml_problem(exc)}") from exc
+        raise errors.SpecError(f"settings {source}: not valid YAML: {problems.yaml_problem(exc)}") from exc
     except RecursionError as exc:
         raise errors.SpecError(f"settings {source}: the YAML is nested too deeply") from exc
     if data is not None and not isinstance(data, dict):
@@ -40,12 +40,12 @@ def load(path: str | None, text: str | None = None) -> settings.OperatorSettings
     try:
         return settings.OperatorSettings.model_validate(data or {})
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
+        described = "; ".join(
             f"{'.'.join(str(part) for part in error['loc']) or '(root)'}: "
             f"{str(error['msg']).removeprefix('Value error, ')}"
             for error in exc.errors()
         )
-        raise errors.SpecError(f"settings {source}: {problems}") from exc
+        raise errors.SpecError(f"settings {source}: {described}") from exc
 
 
 def _read(path: str) -> str:
@@ -61,11 +61,3 @@ def _read(path: str) -> str:
     except UnicodeDecodeError as exc:
         raise errors.SpecError(f"settings {path} are not UTF-8 text (byte {exc.start})") from exc
 
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """A YAML error as one clause: the problem and where it is."""
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        return f"{exc.problem}{where}"
-    return " ".join(str(exc).split()) or type(exc).__name__
