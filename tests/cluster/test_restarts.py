@@ -77,8 +77,6 @@ def test_restart_policy_always_restarts_with_a_doubling_back_off_and_counts_rest
     cluster.core().delete_namespaced_pod(name, NAMESPACE)
 
 
-@pytest.mark.xfail(reason="known failure since the pod network landed: a restarted container does not come back "
-                   "(issue 14 note); passed on the bed without pod namespaces", strict=False)
 def test_restart_policy_on_failure_restarts_a_failed_container_until_it_succeeds(
         cluster: clusters.Cluster, agent: nodeagent.NodeAgent, tmp_path: pathlib.Path) -> None:
     name = f"flaky-{uuid.uuid4().hex[:6]}"
@@ -139,8 +137,6 @@ def _complete(cluster: clusters.Cluster, name: str) -> bool:
     return done.stdout.strip() == "Complete"
 
 
-@pytest.mark.xfail(reason="known failure since the pod network landed: a restarted container does not come back "
-                   "(issue 14 note); passed on the bed without pod namespaces", strict=False)
 def test_an_operator_killed_in_its_pod_is_restarted_in_place_and_finishes_the_next_scanjob(
         cluster: clusters.Cluster, agent: nodeagent.NodeAgent, tmp_path: pathlib.Path) -> None:
     plane = cluster.plane

@@ -247,7 +247,7 @@ class Enforcer:
         pods = []
         for item in self.core.list_pod_for_all_namespaces().items:
             if item.spec.host_network or not item.status.pod_ip or item.spec.node_name not in self.nodes \
-                    or item.status.phase != "Running" or item.metadata.deletion_timestamp is not None:
+                    or item.status.phase not in ("Pending", "Running") or item.metadata.deletion_timestamp is not None:
                 continue
             ports = {p.name: (p.protocol or "TCP", p.container_port)
                      for c in item.spec.containers for p in c.ports or [] if p.name}

@@ -524,7 +524,8 @@ class NodeAgent:
             mounts.append((mount.mount_path, str(source)))
         return mounts
 
-    def _run(self, pod: Any) -> None:
+    def _run(self, pod: Any, sandbox: RunningPod | None = None) -> None:
+        """Start the pod's container; a restart (``sandbox``: the exited one) keeps its network and address."""
         folder = self.folder / "pods" / f"{pod.metadata.namespace}_{pod.metadata.name}_{pod.metadata.uid[:8]}"
         folder.mkdir(parents=True, exist_ok=True)
         running = RunningPod(pod.metadata.namespace, pod.metadata.name, pod.metadata.uid,
@@ -540,7 +541,10 @@ class NodeAgent:
                          message="the test node agent runs commands, not images")
             return
         namespace = self.ns(pod.spec.node_name)
-        if not pod.spec.host_network and pod.spec.node_name in self.addresses:
+        if sandbox is not None and sandbox.network:  # as a kubelet keeps the pod sandbox: pod IPs never change
+            running.address, running.network, running.relay = sandbox.address, sandbox.network, sandbox.relay
+            namespace = running.network
+        elif not pod.spec.host_network and pod.spec.node_name in self.addresses:
             try:
                 self._own_network(running)
             except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
@@ -549,6 +553,8 @@ class NodeAgent:
                 self._status(running, "Failed", exit_code=1, reason="NetworkFailed", message=str(detail).strip())
                 return
             namespace = running.network
+            self._status(running, "Pending")  # the pod's address, before its container starts (as a kubelet does)
+            self._isolate(running)
         if image is not None:
             self._run_in_image(pod, container, running, image, namespace)
             return
@@ -652,6 +658,25 @@ class NodeAgent:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pod.process.pid, sig)
 
+    def _isolate(self, running: RunningPod) -> None:
+        """Let the enforcer apply the policies that select a new pod before its container starts.
+
+        CNIs with policy support program a pod's rules before it runs; without this the first
+        packets of a short-lived pod could leave before the next enforcer pass.  Only policies of
+        the pod's own namespace can select it, so without any there is nothing to wait for (as a
+        peer of other pods' rules, the new pod is at worst denied until the next pass).
+        """
+        if self.enforcer is None:
+            return
+        try:
+            policies = kubernetes.client.NetworkingV1Api(self.core.api_client).list_namespaced_network_policy(
+                running.namespace, limit=1).items
+        except kubernetes.client.ApiException:
+            policies = [None]  # unknown: wait for the enforcer
+        if policies:
+            with contextlib.suppress(TimeoutError, RuntimeError):
+                self.enforcer.sync()
+
     def _own_network(self, running: RunningPod) -> None:
         addresses = self.addresses[running.node]
         running.address = addresses.take()
@@ -674,6 +699,8 @@ class NodeAgent:
         phase = pod.reported
         if phase == "Running":
             state: dict[str, Any] = {"running": {"startedAt": now}}
+        elif phase == "Pending":
+            state = {"waiting": {"reason": "ContainerCreating"}}
         else:
             state = {"terminated": {"exitCode": pod.exit_code if pod.exit_code is not None else 0,
                                     "reason": pod.reason or ("Completed" if pod.exit_code == 0 else "Error"),
@@ -799,8 +826,7 @@ class NodeAgent:
             if current is not pod or pod.deleting:
                 return  # deleted during the back-off
             self.restart_counts[pod.uid] = restarts + 1
-            self._release(pod)  # its namespace, veth and address: the restarted container gets them afresh
-            self._run(source)
+            self._run(source, sandbox=pod)  # the API server refuses a pod IP that changes
 
         thread = threading.Thread(target=restart, daemon=True, name=f"restart-{pod.name}")
         thread.start()
