@@ -156,3 +156,18 @@ def test_a_failing_output_file_ends_every_worker_with_one_line_and_exit_3(namesp
         "portolan scan: failed: cannot write the report to /dev/full: No space left on device"
     ]
     assert _workers(process.pid) == []
+
+
+def test_forked_workers_of_a_scanner_that_is_pid_1_as_in_a_container_scan_their_whole_share(namespace: str) -> None:
+    # In a container the scanner is pid 1, so its workers see getppid() == 1 while it lives;
+    # they once took that for their parent's death and stopped at once: an empty "complete" scan.
+    done = subprocess.run(
+        ["ip", "netns", "exec", namespace, "unshare", "--pid", "--fork", "--mount-proc",
+         sys.executable, "-c", "import os, runpy, sys; assert os.getpid() == 1; sys.argv[0] = 'portolan';"
+         " runpy.run_module('portolan', run_name='__main__')",
+         "scan", "127.0.0.0/22", "-p", "9,10", "--workers", "2", "--retries", "0", "--no-service", "-o", "json"],
+        capture_output=True, timeout=hostile.TIME_LIMIT, stdin=subprocess.DEVNULL, preexec_fn=hostile._bounded())
+    assert done.returncode == 0, done.stderr.decode()
+    report = json.loads(done.stdout)
+    assert report["complete"] is True
+    assert report["summary"]["states"] == {"closed": 2048}

@@ -32,6 +32,7 @@ from portolan.models import results, scanjobs
 MAX_WORKERS = 64
 _GRACE = 1.0  # seconds a stopped worker gets to write its verdicts before SIGKILL
 _PR_SET_PDEATHSIG = 1
+EXIT_STOPPED = 3  # a worker's exit code when a signal stopped it before its share was done
 
 
 def tcp_in_workers(
@@ -50,6 +51,7 @@ def tcp_in_workers(
         }
     )
     children: list[tuple[int, int]] = []
+    parent = os.getpid()
     try:
         for index in range(workers):
             read_fd, write_fd = os.pipe()
@@ -65,7 +67,7 @@ def tcp_in_workers(
                     os.close(read_fd)
                     for _, earlier in children:
                         os.close(earlier)  # only the parent may hold the read ends
-                    code = _worker(plan_, share, plan_.tcp_ports[index::workers], write_fd)
+                    code = _worker(plan_, share, plan_.tcp_ports[index::workers], write_fd, parent)
                 finally:
                     os._exit(code)
             os.close(write_fd)
@@ -111,7 +113,9 @@ def tcp_in_workers(
         selector.close()
         failed = _reap(children, kill=not drained)
     if failed and not (stop is not None and stop.is_set()):
-        raise errors.ScanError(f"{len(failed)} TCP worker process(es) failed")
+        # A worker that stopped on its own (its parent looked gone) scanned only part of its share:
+        # reporting the rest as never probed would pass for a complete, empty scan.
+        raise errors.ScanError(f"{len(failed)} TCP worker process(es) failed or stopped early")
     return stats
 
 
@@ -129,25 +133,33 @@ def _reap(children: list[tuple[int, int]], *, kill: bool) -> list[int]:
             _signal(pid, signal.SIGKILL)
     for pid, _ in children:
         _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) not in (0, -signal.SIGTERM):
+        if os.waitstatus_to_exitcode(status) != 0:  # stopped (EXIT_STOPPED, SIGTERM) counts unless asked
             failed.append(pid)
     return failed
 
 
-def _own_stop() -> threading.Event:
-    """In a worker: SIGINT/SIGTERM (and the parent's death) set this worker's stop event."""
+def _own_stop(parent: int) -> threading.Event:
+    """In a worker: SIGINT/SIGTERM (and the parent's death) set this worker's stop event.
+
+    The parent is named by its pid, not assumed alive unless ``getppid()`` is 1: in a container
+    the scanner is often pid 1 itself, so a child of a living parent sees ``getppid() == 1``.
+    """
     stop = threading.Event()
     for signum in stopping.SIGNALS:
         signal.signal(signum, lambda _signum, _frame: stop.set())
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before prctl
+    if os.getppid() != parent:  # the parent died before prctl (the child was re-parented)
         stop.set()
     return stop
 
 
-def _worker(plan_: plans.Plan, timing: scanjobs.Timing, ports: list[int], fd: int) -> int:
-    """A child process: scan its share of ports and write packed verdicts to the pipe."""
+def _worker(plan_: plans.Plan, timing: scanjobs.Timing, ports: list[int], fd: int, parent: int) -> int:
+    """A child process: scan its share of ports and write packed verdicts to the pipe.
+
+    Exits 0 when its share is done, :data:`EXIT_STOPPED` when a signal (or its parent's death)
+    stopped it first, 1 on any failure.
+    """
     out = bytearray()
     pack = collecting.RECORD.pack
 
@@ -164,11 +176,12 @@ def _worker(plan_: plans.Plan, timing: scanjobs.Timing, ports: list[int], fd: in
             out.clear()
 
     try:
-        scanner = tcp_scanning.TcpConnectScanner(plan_.targets, ports, timing, verdict, stop=_own_stop())
+        stop = _own_stop(parent)
+        scanner = tcp_scanning.TcpConnectScanner(plan_.targets, ports, timing, verdict, stop=stop)
         stats = scanner.run()
         out.extend(pack(min(stats.packets, (1 << 32) - 1), 0, collecting.TRAILER, 0, 0, 0.0))
         _write_all(fd, out)
-        return 0
+        return EXIT_STOPPED if stop.is_set() else 0
     except BaseException:
         return 1
     finally:
@@ -186,4 +199,4 @@ def default_workers(plan_: plans.Plan) -> int:
     """Worker processes for the TCP pass: one per CPU for big passes, else one."""
     if len(plan_.targets) * len(plan_.tcp_ports) < 8192:
         return 1
-    return max(1, min(os.cpu_count() or 1, 4))
+    return max(1, min(os.cpu_count() or 1, 4, len(plan_.tcp_ports)))
