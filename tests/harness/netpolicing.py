@@ -23,6 +23,10 @@ Modes per node, for fault tests: ``enforce`` (default: denied packets are droppe
 (no rules at all — a CNI without policy support), ``reject`` (denied TCP gets a reset, the
 rest ICMP admin-prohibited).
 
+Pods are judged from the moment they have an address (``Pending`` with a ``podIP``): the node
+agent reports the address and waits for a pass before it starts the container, as CNIs with
+policy support program a pod's rules before it runs.
+
 Limits: a pod's own node always reaches it (its traffic is not forwarded); ``hostNetwork``
 pods are neither isolated nor matched as peers; API traffic goes through a loopback relay
 and is never filtered.
