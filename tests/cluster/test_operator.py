@@ -220,10 +220,13 @@ def test_the_operator_killed_mid_scan_resumes_after_restart(cluster: clusters.Cl
 
 def test_a_stopped_operator_releases_its_finalizers_so_scanjobs_can_still_be_deleted(
         cluster: clusters.Cluster, operator: Operator) -> None:
-    cluster.plane.kubectl("apply", "-f", "-", input=_job("orphan", shards=1, pools=False, suspend=True,
+    # A finished job waiting for its TTL still ticks, so kopf holds a finalizer on it (jobs
+    # without ticks — suspended, rejected, finished without a TTL — hold none).
+    cluster.plane.kubectl("apply", "-f", "-", input=_job("orphan", shards=1, pools=False, ttlSecondsAfterFinished=3600,
                                                          addresses=["198.18.64.101"], ports="22"))
     finalizers = lambda: _get(cluster, "orphan")["metadata"].get("finalizers") or []  # noqa: E731
-    cluster.wait("kopf's finalizer", lambda: bool(finalizers()), timeout=60)
+    cluster.wait("kopf's finalizer", lambda: _get(cluster, "orphan").get("status", {}).get("phase") == "Complete"
+                 and bool(finalizers()), timeout=60)
     operator.stop()
     try:
         assert finalizers() == []

@@ -314,3 +314,21 @@ def test_a_bad_allowed_open_ports_expression_is_refused_before_any_pod() -> None
     accepted = job.condition("Accepted")
     assert (accepted["status"], accepted["reason"]) == ("False", "InvalidPorts")
     assert "unknown port item 'ssh'" in accepted["message"]
+
+
+@pytest.mark.parametrize(("spec", "status", "ticks"), [
+    ({}, {}, True),  # new
+    ({}, {"phase": "Running", "observedGeneration": 1}, True),
+    ({}, {"phase": "Complete", "observedGeneration": 1}, False),
+    ({"ttlSecondsAfterFinished": 60}, {"phase": "Complete", "observedGeneration": 1}, True),  # to expire
+    ({"ttlSecondsAfterFinished": 0}, {"phase": "Failed", "observedGeneration": 1}, True),
+    ({}, {"phase": "Rejected", "observedGeneration": 1}, False),
+    ({}, {"phase": "Rejected", "observedGeneration": 0}, True),  # its spec changed since
+    ({"suspend": True}, {"phase": "Suspended", "observedGeneration": 1}, False),
+    ({"suspend": True}, {}, False),  # created suspended: its create step plans and suspends it
+    ({"suspend": True}, {"phase": "Running", "observedGeneration": 0}, False),  # its update step stops it
+    ({"suspend": False}, {"phase": "Suspended", "observedGeneration": 1}, True),  # resuming
+])
+def test_only_jobs_with_something_to_wait_for_tick(spec: dict[str, Any], status: dict[str, Any], ticks: bool) -> None:
+    body = {"metadata": {"generation": 1}, "spec": spec, "status": status}
+    assert reconciling.ticks_needed(body) is ticks

@@ -303,3 +303,44 @@ def test_an_egress_policy_that_lets_the_probes_through_is_not_blamed_for_the_sil
     job = _silent_job(kube, CONFIG)
     reached = next(c for c in job["status"]["conditions"] if c["type"] == "TargetsReached")
     assert (reached["status"], reached["reason"]) == ("True", "NoEgressPolicy")
+
+
+class _CountingKube(fakes.FakeKube):
+    """Records which shard-pod lists a step asks for: the job's own, or the whole namespace's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lists: list[str | None] = []
+
+    def shard_pods(self, namespace: str, job: str | None = None) -> list[dict[str, Any]]:
+        self.lists.append(job)
+        return super().shard_pods(namespace, job)
+
+
+def test_a_step_lists_only_its_own_jobs_pods_unless_a_shard_is_due_to_start() -> None:
+    kube = _CountingKube()
+    kube.add(_job())
+    gauges = _gauges()
+    reconciling.step(kube, CONFIG, gauges, "team", "audit", T0)  # plans and starts both shards
+    assert kube.lists == ["audit", None]
+    kube.lists.clear()
+    for pod in kube.pods("team"):
+        kube.set_pod_phase("team", pod["metadata"]["name"], "Running", node="edge-1")
+    reconciling.step(kube, CONFIG, gauges, "team", "audit", T0 + datetime.timedelta(seconds=2))
+    assert kube.lists == ["audit"]  # nothing to start: the namespace's other pods are not read
+
+
+def test_the_namespace_limit_counts_other_jobs_pods_and_the_running_gauge_sums_the_jobs() -> None:
+    kube = fakes.FakeKube()
+    config = CONFIG.model_copy(update={"max_concurrent_shards_per_namespace": 3})
+    gauges = _gauges()
+    kube.add(_job("first"))
+    kube.add(_job("second"))
+    reconciling.step(kube, config, gauges, "team", "first", T0)
+    reconciling.step(kube, config, gauges, "team", "second", T0)
+    assert len(kube.pods("team")) == 3  # two of the first job, one slot left for the second
+    reconciling.step(kube, config, gauges, "team", "first", T0 + datetime.timedelta(seconds=1))
+    reconciling.step(kube, config, gauges, "team", "second", T0 + datetime.timedelta(seconds=1))
+    assert _value(gauges, "portolan_shards_running") == 3
+    gauges.forget_job("team", "first")
+    assert _value(gauges, "portolan_shards_running") == 1

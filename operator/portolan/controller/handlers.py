@@ -118,7 +118,8 @@ def build_registry(
     # The first tick waits one interval: at creation the create handler steps the job already, and
     # a tick at the same moment would only make it wait on the job's lock.
     @kopf.timer(*resource, registry=registry, interval=config.reconcile_interval_seconds, sharp=True,
-                initial_delay=config.reconcile_interval_seconds)
+                initial_delay=config.reconcile_interval_seconds,
+                when=lambda body, **_: reconciling.ticks_needed(body))
     def tick(namespace: str | None, name: str, uid: str, **_: Any) -> None:
         run_step(namespace, name, uid)
 

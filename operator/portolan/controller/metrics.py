@@ -67,6 +67,7 @@ class Metrics:
             "Open ports that differ between the two latest runs of a ScanSchedule (opened plus closed)",
             ["namespace", "scanschedule"], registry=registry)
         self._vantages: dict[tuple[str, str], set[str]] = {}
+        self._running: dict[tuple[str, str], int] = {}  # (namespace, job) -> its shard pods holding a slot
         # Every label value the alerts use exists from the start at 0: a series born at its first
         # increment has no earlier sample, so increase() would miss a fresh process's first failure.
         for phase in statuses.Phase:
@@ -100,8 +101,17 @@ class Metrics:
         """Whether :meth:`observe_job` has seen this ScanJob (and not forgotten it since)."""
         return (namespace, name) in self._vantages
 
+    def job_shards_running(self, namespace: str, name: str, count: int) -> None:
+        """Record one job's pending or running shard pods; the gauge is the sum over jobs."""
+        if count:
+            self._running[(namespace, name)] = count
+        else:
+            self._running.pop((namespace, name), None)
+        self.shards_running.set(sum(self._running.values()))
+
     def forget_job(self, namespace: str, name: str) -> None:
         """Remove a deleted ScanJob's series."""
+        self.job_shards_running(namespace, name, 0)
         for vantage in self._vantages.pop((namespace, name), set()):
             self.job_open_ports.remove(namespace, name, vantage)
         with contextlib.suppress(KeyError):

@@ -57,7 +57,12 @@ def drive(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
     pods: dict[str, list[runs.PodView]] = {}
     for pod in run.observed.pods:
         pods.setdefault(pod.shard, []).append(pod)
-    active = run.observed.namespace_active_shards
+    if run.observed.namespace_active_shards is None and any(
+            _due(run, run.status.shards.get(shard.id) or statuses.ShardStatus(pool=shard.pool))
+            for shard in run.status.plan):
+        run.actions.needs_slots = True
+        return
+    active = run.observed.namespace_active_shards or 0
     created = 0
     waiting = 0
     for shard in run.status.plan:
@@ -70,10 +75,7 @@ def drive(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
             run.touch(shard.id, attempt=mine[-1].attempt, pod=mine[-1].name,
                        phase=statuses.ShardPhase.PENDING)
             entry = run.status.shards[shard.id]
-        due = builders.parse_timestamp(entry.retry_after)
-        if entry.attempt == 0 or (
-            entry.phase == statuses.ShardPhase.RETRYING and (due is None or due <= run.now)
-        ):
+        if _due(run, entry):
             if active >= run.config.max_concurrent_shards_per_namespace:
                 waiting += 1
                 continue
@@ -116,6 +118,14 @@ def drive(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
     if waiting:
         run.condition("Progressing", True, "ConcurrencyLimited",
                        f"{waiting} shard(s) wait for a slot (maxConcurrentShardsPerNamespace)")
+
+
+def _due(run: runs.Run, entry: statuses.ShardStatus) -> bool:
+    """Whether a shard's next attempt should start now (its first, or a retry whose back-off passed)."""
+    if entry.phase in runs.SHARD_DONE:
+        return False
+    due = builders.parse_timestamp(entry.retry_after)
+    return entry.attempt == 0 or (entry.phase == statuses.ShardPhase.RETRYING and (due is None or due <= run.now))
 
 
 def fail(run: runs.Run, spec: scanjobs.ScanJobSpec, shard_id: str, entry: statuses.ShardStatus, message: str) -> None:

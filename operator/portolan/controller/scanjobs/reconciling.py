@@ -89,6 +89,25 @@ def _decide(run: runs.Run) -> runs.Actions:
     return concluding.conclude(run, spec)
 
 
+def ticks_needed(body: Mapping[str, Any]) -> bool:
+    """Whether a ScanJob needs periodic steps, or only steps on its own changes.
+
+    A finished job needs them only to expire (``ttlSecondsAfterFinished``); a rejected one,
+    until its spec changes, and a suspended one, until it resumes, need none: a spec change
+    steps the job at once (and kopf retries that step if it fails).  With a thousand idle jobs,
+    their ticks alone kept the operator busy.  A job without ticks holds no kopf finalizer.
+    """
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    phase = status.get("phase")
+    if phase in (statuses.Phase.COMPLETE.value, statuses.Phase.FAILED.value):
+        return spec.get("ttlSecondsAfterFinished") is not None
+    generation = (body.get("metadata") or {}).get("generation")
+    if phase == statuses.Phase.REJECTED.value and status.get("observedGeneration") == generation:
+        return False
+    return spec.get("suspend") is not True
+
+
 def reconcile(observed: runs.Observed, config: settings.OperatorSettings) -> runs.Actions:
     """Decide what to do next for one ScanJob."""
     return _decide(runs.Run(observed, config))
@@ -157,10 +176,10 @@ def step(
     now: datetime.datetime,
 ) -> runs.Actions:
     """One reconciliation of one ScanJob against the API: observe, decide, act."""
-    everyone = [pod_view(p) for p in client.shard_pods(namespace)]  # the job's pods and the namespace's concurrency
-    pods = [p for p in everyone if p.job == name]
-    active = sum(1 for p in everyone if p.active)
-    gauges.shards_running.set(active)
+    # Only the job's own pods (a label-selected list): listing the namespace's every shard pod on
+    # each step made a round of steps O(jobs²). The namespace's count is read when a shard is due.
+    pods = [pod_view(p) for p in client.shard_pods(namespace, job=name)]
+    gauges.job_shards_running(namespace, name, sum(1 for p in pods if p.active))
     job = client.get_job(namespace, name)  # read after the pods: a finished pod's report is visible
     selector_addresses: list[str] = []
     selector_error = None
@@ -179,8 +198,12 @@ def step(
         problem = client.node_problem(node)
         if problem is not None:
             lost[node] = problem
-    observed = runs.Observed(job, pods, active, now, selector_addresses, selector_error, lost)
+    observed = runs.Observed(job, pods, None, now, selector_addresses, selector_error, lost)
     actions = reconcile(observed, config)
+    if actions.needs_slots:  # a shard is due: how many slots of the namespace are taken?
+        active = sum(1 for p in map(pod_view, client.shard_pods(namespace)) if p.active)
+        observed = dataclasses.replace(observed, namespace_active_shards=active)
+        actions = reconcile(observed, config)
     if actions.needs_egress_check:  # every probe silent: are the namespace's policies the reason?
         isolating = egress_policies(client.list_network_policies(namespace), job)
         actions = reconcile(dataclasses.replace(observed, egress_policies=isolating), config)

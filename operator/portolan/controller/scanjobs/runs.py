@@ -45,11 +45,16 @@ class PodView:
 
 @dataclasses.dataclass(frozen=True)
 class Observed:
-    """Everything reconcile reads: the job body, its shard pods, the namespace's active shards, the time."""
+    """Everything reconcile reads: the job body, its shard pods, the namespace's active shards, the time.
+
+    ``namespace_active_shards`` is None when not counted: counting lists every shard pod of the
+    namespace, which only a job about to start shards needs (reconcile then asks for it with
+    :attr:`Actions.needs_slots`).
+    """
 
     body: Mapping[str, Any]
     pods: Sequence[PodView]
-    namespace_active_shards: int
+    namespace_active_shards: int | None
     now: datetime.datetime
     selector_addresses: Sequence[str] = ()
     selector_error: str | None = None
@@ -72,6 +77,7 @@ class Actions:
     shard_retries: int = 0  # attempts that failed and will be retried (a metric)
     shard_failures: int = 0  # shards that failed for good (a metric)
     needs_egress_check: bool = False  # every probe came back silent: look up the namespace's egress policies
+    needs_slots: bool = False  # a shard is due to start: count the namespace's active shard pods, then decide again
 
 
 class Run:
