@@ -58,6 +58,7 @@ def drive(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
     for pod in run.observed.pods:
         pods.setdefault(pod.shard, []).append(pod)
     active = run.observed.namespace_active_shards
+    inventories = sum(1 for s in run.status.plan if s.kind == statuses.ShardKind.INVENTORY)
     created = 0
     waiting = 0
     for shard in run.status.plan:
@@ -80,7 +81,7 @@ def drive(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
             attempt = entry.attempt + 1
             manifest = builders.shard_pod(
                 run.observed.body, spec, shard, attempt, run.config, len(run.status.plan),
-                avoid_nodes=entry.avoid_nodes,
+                avoid_nodes=entry.avoid_nodes, inventory_shards=inventories,
             )
             run.actions.create.append(manifest)
             run.touch(shard.id, pool=shard.pool, attempt=attempt, pod=manifest["metadata"]["name"],
