@@ -1,11 +1,13 @@
 """Node listener inventories on the real control plane: inventory pods, exposure per vantage, the guardrail.
 
 A small server started here in the edge-1 node's network namespace listens on the node's
-address (198.18.64.11) on two ports and on loopback on a third; an nftables rule in that
-namespace drops one of the two.  A ScanJob scanning the node's address from the edge and
-cloud pools, with ``inventory: {pools: [edge]}``, must find the server's sockets through its
-inventory pods (hostNetwork, hostPID, run by the node agent in the node's namespaces) and judge
-them: exposed from both pools, shielded by the rule, local-only.  An operator left at
+address (198.18.64.11) on three ports and on loopback on a fourth; nftables rules in that
+namespace drop one port from the cloud nodes' addresses (cloud pods reach other nodes
+masqueraded to them) and one from everyone.  A ScanJob scanning the node's address from the
+edge and cloud pools, with ``inventory: {pools: [edge]}``, must find the server's sockets through
+its inventory pods (hostNetwork, hostPID, run by the node agent in the node's namespaces) and
+judge them: exposed from both pools, exposed from edge but shielded from cloud, shielded from
+both, local-only.  An operator left at
 ``allowNodeInventory: false`` refuses the same job with GuardrailViolated.
 """
 
@@ -28,13 +30,14 @@ ALLOWED = "inventory"
 REFUSED = "inventory-refused"
 NODE = "edge-1"
 ADDRESS = "198.18.64.11"
-EXPOSED, LOCAL, SHIELDED = 18080, 18081, 18082
+EXPOSED, LOCAL, CLOUD_SHIELDED, SHIELDED = 18080, 18081, 18082, 18083
 RULE_TABLE = "portolan_inventory_test"
 
 SERVER = f"""
 import os, socket, time
 held = []
-for address, port in (("{ADDRESS}", {EXPOSED}), ("127.0.0.1", {LOCAL}), ("{ADDRESS}", {SHIELDED})):
+for address, port in (("{ADDRESS}", {EXPOSED}), ("127.0.0.1", {LOCAL}), ("{ADDRESS}", {CLOUD_SHIELDED}),
+                      ("0.0.0.0", {SHIELDED})):
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((address, port))
@@ -47,11 +50,12 @@ time.sleep(3600)
 
 @pytest.fixture(scope="module")
 def listener(cluster: clusters.Cluster) -> Iterator[int]:
-    """The server's pid, in edge-1's namespace, with the rule that drops its SHIELDED port."""
+    """The server's pid, in edge-1's namespace, with rules that drop CLOUD_SHIELDED from the cloud, SHIELDED from all."""
     ns = cluster.agent.ns(NODE)
+    cloud = ", ".join(node.address for node in cluster.agent.nodes.values() if node.pool == "cloud")
     netns.run(ns, ["nft", "-f", "-"], input=(
         f"table inet {RULE_TABLE} {{\n chain input {{\n  type filter hook input priority 0;\n"
-        f"  tcp dport {SHIELDED} drop\n }}\n}}\n"))
+        f"  ip saddr {{ {cloud} }} tcp dport {CLOUD_SHIELDED} drop\n  tcp dport {SHIELDED} drop\n }}\n}}\n"))
     server = netns.popen(ns, [sys.executable, "-c", SERVER], stdout=subprocess.PIPE)
     try:
         assert server.stdout is not None
@@ -102,7 +106,7 @@ def _job(name: str, namespace: str) -> str:
             {"name": "cloud", "nodeSelector": {"portolan.dev/pool": "cloud"}},
         ],
         "inventory": {"pools": ["edge"]},
-        "expect": {"allowedOpenPorts": str(SHIELDED)},
+        "expect": {"allowedOpenPorts": f"{CLOUD_SHIELDED},{SHIELDED}"},
     }
     return yaml.safe_dump({"apiVersion": "portolan.dev/v1alpha1", "kind": "ScanJob",
                            "metadata": {"name": name, "namespace": namespace}, "spec": spec})
@@ -139,7 +143,7 @@ def test_an_edge_inventory_finds_the_nodes_listener_and_judges_it_exposed_shield
     entry = status["shards"][shard["id"]]
     assert entry["node"] == NODE and entry["phase"] == "Succeeded"
     seen = {(item["address"], item["port"]): item for item in entry["listeners"]}
-    for address, port in ((ADDRESS, EXPOSED), ("127.0.0.1", LOCAL), (ADDRESS, SHIELDED)):
+    for address, port in ((ADDRESS, EXPOSED), ("127.0.0.1", LOCAL), (ADDRESS, CLOUD_SHIELDED), ("0.0.0.0", SHIELDED)):
         assert seen[(address, port)]["pid"] == listener, seen[(address, port)]
     pods = cluster.core().list_namespaced_pod(ALLOWED, label_selector="portolan.dev/role=inventory").items
     assert {p.spec.node_name for p in pods} == {"edge-1", "edge-2"}
@@ -148,10 +152,14 @@ def test_an_edge_inventory_finds_the_nodes_listener_and_judges_it_exposed_shield
     judged = {(item["node"], item["port"]): item for item in status["inventory"]["listed"]}
     exposed = judged[(NODE, EXPOSED)]
     assert (exposed["exposure"], sorted(exposed["exposedFrom"]), exposed["allowed"]) == ("exposed", ["cloud", "edge"], False)
+    # The rule on edge-1 drops CLOUD_SHIELDED from the cloud nodes only: exposed from edge, shielded from cloud.
+    partly = judged[(NODE, CLOUD_SHIELDED)]
+    assert (partly["exposure"], partly["exposedFrom"], partly["shieldedFrom"], partly["allowed"]) == (
+        "exposed", ["edge"], ["cloud"], True)
     shielded = judged[(NODE, SHIELDED)]
     assert (shielded["exposure"], sorted(shielded["shieldedFrom"])) == ("shielded", ["cloud", "edge"])
     assert judged[(NODE, LOCAL)]["exposure"] == "local-only"
-    assert status["inventory"]["nodes"] == 2 and status["inventory"]["listeners"] >= 3
+    assert status["inventory"]["nodes"] == 2 and status["inventory"]["listeners"] >= 4
 
     conditions = {c["type"]: c for c in status["conditions"]}
     assert (conditions["ListenersExposed"]["status"], conditions["ListenersExposed"]["reason"]) == ("True", "ExposedListeners")
@@ -164,7 +172,7 @@ def test_an_edge_inventory_finds_the_nodes_listener_and_judges_it_exposed_shield
     events = _events(cluster, ALLOWED, "edge-listeners")
     assert f"{ADDRESS}:{EXPOSED}/tcp" in events["ListenersExposed"]
     scraped = operator.metrics()
-    assert (f'portolan_scanjob_node_listeners{{exposure="exposed",namespace="{ALLOWED}",scanjob="edge-listeners"}} 1.0'
+    assert (f'portolan_scanjob_node_listeners{{exposure="exposed",namespace="{ALLOWED}",scanjob="edge-listeners"}} 2.0'
             in scraped)
 
 
