@@ -172,3 +172,20 @@ def test_an_inventory_job_runs_its_shards_then_judges_each_listener_and_names_th
     assert sample == {"exposed": 1, "shielded": 1, "local-only": 1}
     assert builders.status_size(statuses.ScanJobStatus.model_validate(status)) < \
         ALLOWING.status_byte_budget
+
+
+def test_an_inventory_pod_waiting_for_a_node_that_is_gone_is_retried_and_then_fails_the_shard() -> None:
+    kube = fakes.FakeKube()
+    for node in NODES:
+        kube.add(node)
+    kube.add(_job(retries=1, backoffSeconds=0))
+    gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
+    reconciling.step(kube, ALLOWING, gauges, "team", "inv", T0)
+    kube.node_problems["edge-2"] = "is gone"
+    for second in range(1, 6):  # the pod stays Pending with no node: the scheduler cannot place it
+        reconciling.step(kube, ALLOWING, gauges, "team", "inv", T0 + datetime.timedelta(seconds=second))
+    entry = kube.get_job("team", "inv")["status"]["shards"]["edge-n1"]
+    assert (entry["phase"], entry["attempt"]) == ("Failed", 2)
+    assert "NodeLost: node edge-2 is gone" in (entry["lastError"] or "")
+    assert [c.verb for c in kube.calls if c.verb == "force-delete"] == ["force-delete", "force-delete"]
+    assert kube.get_job("team", "inv")["status"]["shards"]["edge-n0"]["phase"] == "Pending"  # edge-1 is fine

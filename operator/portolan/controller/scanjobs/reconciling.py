@@ -178,7 +178,10 @@ def step(
         except errors.KubeError as exc:
             selector_error = str(exc)
     lost: dict[str, str] = {}
-    for node in sorted({p.node for p in pods if p.active and p.node}):
+    # An inventory pod is pinned to its node: if that node is gone it stays Pending, unscheduled, forever.
+    pinned = {s.get("id"): s.get("node") for s in status.get("plan") or [] if s.get("kind") == "inventory"}
+    waiting = {pinned[p.shard] for p in pods if p.active and not p.node and pinned.get(p.shard)}
+    for node in sorted({p.node for p in pods if p.active and p.node} | waiting):
         problem = client.node_problem(node)
         if problem is not None:
             lost[node] = problem
