@@ -110,7 +110,7 @@ def drive(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
             run.touch(shard.id, avoid_nodes=sorted({*entry.avoid_nodes, current.node}))
             fail(run, spec, shard.id, entry,
                       f"NodeLost: node {current.node} {run.observed.lost_nodes[current.node]}")
-        elif current.active and current.node is None and shard.node in run.observed.lost_nodes:
+        elif current.active and current.node is None and shard.node and shard.node in run.observed.lost_nodes:
             # An inventory pod pinned to a node that is gone or not Ready would wait unscheduled forever.
             run.actions.force_delete.append(current.name)
             fail(run, spec, shard.id, entry, f"NodeLost: node {shard.node} {run.observed.lost_nodes[shard.node]}")
