@@ -189,3 +189,21 @@ def test_an_inventory_pod_waiting_for_a_node_that_is_gone_is_retried_and_then_fa
     assert "NodeLost: node edge-2 is gone" in (entry["lastError"] or "")
     assert [c.verb for c in kube.calls if c.verb == "force-delete"] == ["force-delete", "force-delete"]
     assert kube.get_job("team", "inv")["status"]["shards"]["edge-n0"]["phase"] == "Pending"  # edge-1 is fine
+    pod = next(p for p in kube.pods("team") if p["metadata"]["labels"][builders.LABEL_SHARD] == "edge-n0")
+    env = running.ShardEnv(namespace="team", job="inv", shard="edge-n0", attempt=1, open_cap=200,
+                           heartbeat_seconds=60.0, pod=pod["metadata"]["name"], node="edge-1")
+    found = listening.Inventory([_listener("0.0.0.0", 18080)], "netlink", "net:[1]")
+    assert running.ShardRunner(kube, env, stop=threading.Event(), now=lambda: T0, take=lambda: found).run() == 0
+    for shard in ("edge-0", "cloud-0"):
+        kube.patch_job_status("team", "inv", {"shards": {shard: {"phase": "Succeeded", "finishedAttempt": 1, "done": 3,
+                                                                  "open": [], "states": {"closed": 3}}}})
+    for item in kube.pods("team"):
+        kube.set_pod_phase("team", item["metadata"]["name"], "Succeeded", exit_code=0)
+    reconciling.step(kube, ALLOWING, gauges, "team", "inv", T0 + datetime.timedelta(seconds=10))
+    status = kube.get_job("team", "inv")["status"]
+    assert status["phase"] == "Failed"  # partial results kept: edge-1's listener is judged, edge-2 is named missing
+    assert status["inventory"]["missing"] == ["edge-2"]
+    assert [(i["node"], i["exposure"], i["shieldedFrom"]) for i in status["inventory"]["listed"]] == [
+        ("edge-1", "shielded", ["edge", "cloud"])]
+    condition = next(c for c in status["conditions"] if c["type"] == "ListenersExposed")
+    assert condition["message"].endswith("; not inventoried (shard failed): edge-2")

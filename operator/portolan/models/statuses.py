@@ -146,6 +146,7 @@ class InventoryResult(_Model):
     """The listeners of the inventoried nodes, judged (listed up to a cap, exposed ones first; all counted)."""
 
     nodes: int = 0
+    missing: list[str] = pydantic.Field(default_factory=list)  # nodes whose inventory shard did not succeed
     listeners: int = 0  # every listener reported, listed or not
     counts: dict[str, int] = pydantic.Field(default_factory=dict)  # exposure -> listeners (of those listed)
     listed: list[ListenerExposure] = pydantic.Field(default_factory=list)

@@ -188,8 +188,11 @@ def check_inventory(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
             complete=result.open_truncated == 0))
     judged: list[statuses.ListenerExposure] = []
     total = truncated = 0
+    missing: list[str] = []
     for shard in inventories:
         entry = run.status.shards.get(shard.id) or statuses.ShardStatus()
+        if entry.phase != statuses.ShardPhase.SUCCEEDED:
+            missing.append(shard.node or shard.id)
         total += len(entry.listeners) + entry.listeners_truncated
         truncated += entry.listeners_truncated
         for item in entry.listeners:
@@ -204,21 +207,28 @@ def check_inventory(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
         counts[verdict_.exposure] = counts.get(verdict_.exposure, 0) + 1
     cap = builders.listener_caps(run.config, len(inventories))[1]
     run.status.inventory = statuses.InventoryResult(
-        nodes=len(inventories), listeners=total, counts=dict(sorted(counts.items())), listed=judged[:cap],
+        nodes=len(inventories), missing=missing, listeners=total, counts=dict(sorted(counts.items())), listed=judged[:cap],
         truncated=truncated + max(0, len(judged) - cap))
     exposed = [j for j in judged if j.exposure == exposure.EXPOSED]
     if exposed:
         sample = ", ".join(f"{j.command or 'unknown process'} on {j.node} {j.address}:{j.port}/{j.protocol} "
                            f"from {', '.join(j.exposed_from)}" for j in exposed[:5])
         more = f" and {len(exposed) - 5} more" if len(exposed) > 5 else ""
-        message = f"{len(exposed)} node listener(s) reachable: {sample}{more}"
+        message = f"{len(exposed)} node listener(s) reachable: {sample}{more}{_not_listed(missing)}"
         run.condition("ListenersExposed", True, "ExposedListeners", message)
         run.event("Warning", "ListenersExposed", message)
     else:
         message = (f"{counts.get(exposure.SHIELDED, 0)} shielded, {counts.get(exposure.LOCAL_ONLY, 0)} local-only, "
                    f"{counts.get(exposure.NOT_SCANNED, 0)} not scanned of {total} listener(s) on {len(inventories)} "
-                   "node(s)")
+                   f"node(s){_not_listed(missing)}")
         run.condition("ListenersExposed", False, "NoExposedListeners", message)
+
+
+def _not_listed(missing: Sequence[str]) -> str:
+    if not missing:
+        return ""
+    return f"; not inventoried (shard failed): {', '.join(missing[:5])}" + (
+        f" and {len(missing) - 5} more" if len(missing) > 5 else "")
 
 
 def _sample(listed: Sequence[tuple[str, str, int, str, str | None]], limit: int = 5) -> str:
