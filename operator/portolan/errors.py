@@ -41,6 +41,12 @@ class GuardrailError(SpecError):
     reason = "GuardrailViolated"
 
 
+class NoInventoryNodesError(SpecError):
+    """A pool whose nodes a job asks to inventory has no Ready node."""
+
+    reason = "NoInventoryNodes"
+
+
 class ScanError(PortolanError):
     """The engine could not carry out a scan (resources, permissions, sockets)."""
 

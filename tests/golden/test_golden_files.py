@@ -57,6 +57,15 @@ def test_the_shard_pod_matches_its_golden_file(name: str, update: dict[str, Any]
     golden.check(name, _yaml(pod))
 
 
+def test_the_node_inventory_pod_matches_its_golden_file() -> None:
+    spec = scanjobs.ScanJobSpec.model_validate(SPEC.model_dump(by_alias=True) | {"inventory": {"pools": ["edge"]}})
+    shard = statuses.ShardPlan(id="edge-n0", index=0, pool="edge", targets=["198.18.64.11"], ports="", probes=0,
+                               kind=statuses.ShardKind.INVENTORY, node="edge-1")
+    pod = builders.shard_pod(JOB, spec, shard, 1, settings.OperatorSettings(), 3, avoid_nodes=("edge-2",),
+                             inventory_shards=1)
+    golden.check("inventory-pod.yaml", _yaml(pod))
+
+
 def test_the_scanner_egress_networkpolicy_matches_its_golden_file() -> None:
     golden.check("scanner-egress-networkpolicy.yaml", _yaml(builders.scanner_egress_policy(JOB, SHARDS)))
 

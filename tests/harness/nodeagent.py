@@ -32,7 +32,7 @@ one container per pod (init containers and sidecars are ignored), other volume t
 Images: a pod whose image is registered in :attr:`NodeAgent.images` (a
 :class:`harness.oci.Image`, the real image built from the Dockerfile) runs in that image under
 runc, joined to its own network namespace (its node's for hostNetwork): the image's entrypoint and env unless the pod
-overrides them, the pod's runAsUser/runAsGroup and added capabilities (nothing else), a
+overrides them, the pod's runAsUser/runAsGroup, added capabilities and ``hostPID`` (nothing else), a
 read-only root (the unpacked image is shared), its volumes and credentials bind-mounted.  Any
 other image is ignored and the command runs as a host process.
 """
@@ -628,7 +628,7 @@ class NodeAgent:
         running.container = f"{self.prefix}-{pod.metadata.uid[:13]}"
         bundle = image.bundle(
             folder / "bundle", argv, user=(int(user[0]), int(user[1])), capabilities=tuple(added or ()),
-            env=env, network=f"/run/netns/{network}",
+            env=env, network=f"/run/netns/{network}", host_pid=bool(pod.spec.host_pid),
             mounts=(oci.Mount(folder, str(folder)),
                     *(oci.Mount(pathlib.Path(source), target, writable=True) for target, source in mounts)))
         log = open(folder / "log", "wb")  # noqa: SIM115 - handed to the child

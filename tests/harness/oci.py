@@ -5,7 +5,7 @@ cached by content hash under ``~/.cache/portolan-image``) and returns the unpack
 system with the image's OCI config.  :meth:`Image.run` writes a runc bundle whose
 ``config.json`` starts from ``runc spec`` and is then narrowed the way a restricted pod is:
 the image's user, env and entrypoint, a read-only root, no capabilities unless asked, its own
-network namespace (runc brings up loopback only), a tmpfs /tmp, and no ``rlimits`` (raising
+network namespace (runc brings up loopback only) and PID namespace unless asked, a tmpfs /tmp, and no ``rlimits`` (raising
 them needs CAP_SYS_RESOURCE, which the build machines lack).  Limits: no cgroup limits, no
 seccomp profile, no user namespace.
 """
@@ -69,11 +69,13 @@ class Image:
     def bundle(self, folder: pathlib.Path, args: list[str], *, user: tuple[int, int] | None = None,
                capabilities: tuple[str, ...] = (), mounts: tuple[Mount, ...] = (),
                sysctl: dict[str, str] | None = None, env: dict[str, str] | None = None,
-               network: str = "own") -> pathlib.Path:
+               network: str = "own", host_pid: bool = False) -> pathlib.Path:
         """A runc bundle for ``args`` (the image's entrypoint is not prepended).
 
         ``env`` is laid over the image's; ``network`` is ``own`` (a new namespace, loopback
-        only), ``host`` (the caller's namespace) or the path of a namespace to join.
+        only), ``host`` (the caller's namespace) or the path of a namespace to join;
+        ``host_pid`` keeps the caller's PID namespace (a pod's ``hostPID``: its /proc shows
+        the host's processes).
         """
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").unlink(missing_ok=True)  # runc spec refuses to overwrite it
@@ -83,7 +85,8 @@ class Image:
         uid, gid = user if user is not None else (int(part) for part in image["User"].split(":"))
         caps = [f"CAP_{name}" for name in capabilities]
         variables = dict(item.split("=", 1) for item in image.get("Env", [])) | (env or {})
-        namespaces = [ns for ns in spec["linux"]["namespaces"] if ns["type"] != "network"]
+        namespaces = [ns for ns in spec["linux"]["namespaces"]
+                      if ns["type"] != "network" and not (host_pid and ns["type"] == "pid")]
         if network == "own":
             namespaces.append({"type": "network"})
         elif network != "host":

@@ -76,7 +76,7 @@ class Operator:
     IMAGE = "localhost/portolan:test"
 
     def __init__(self, cluster: clusters.Cluster, folder: pathlib.Path, namespace: str,
-                 image: oci.Image | None = None) -> None:
+                 image: oci.Image | None = None, settings: dict[str, object] | None = None) -> None:
         self.cluster = cluster
         self.folder = folder
         self.namespace = namespace
@@ -93,7 +93,7 @@ class Operator:
             "shardHeartbeatSeconds": 0.5, "reconcileIntervalSeconds": 1.0,
             "metricsPort": self.metrics_port, "peering": None,
             "allowedCidrs": ["198.18.64.0/24", "198.18.0.0/16"],
-            **(in_image if image is not None else {}),
+            **(in_image if image is not None else {}), **(settings or {}),
         }))
         self.process: subprocess.Popen[bytes] | None = None
         if image is not None:

@@ -19,6 +19,8 @@ import prometheus_client
 
 from portolan.models import statuses
 
+_EXPOSURES = ("exposed", "shielded", "local-only", "unknown", "not-scanned")  # as portolan.inventory.exposure names them
+
 
 class Metrics:
     """The operator's Prometheus metrics, on an injected registry (none is global)."""
@@ -62,6 +64,9 @@ class Metrics:
             "portolan_scanjob_expectation_violations",
             "Open ports a ScanJob found outside its spec.expect.allowedOpenPorts", ["namespace", "scanjob"],
             registry=registry)
+        self.job_listeners = prometheus_client.Gauge(
+            "portolan_scanjob_node_listeners", "Node listeners a ScanJob's inventory judged, by exposure",
+            ["namespace", "scanjob", "exposure"], registry=registry)
         self.schedule_drift = prometheus_client.Gauge(
             "portolan_scanschedule_drift_ports",
             "Open ports that differ between the two latest runs of a ScanSchedule (opened plus closed)",
@@ -96,6 +101,10 @@ class Metrics:
         self._vantages[(namespace, name)] = set(counts)
         if status.expectations is not None:
             self.job_violations.labels(namespace=namespace, scanjob=name).set(status.expectations.violated)
+        if status.inventory is not None:
+            for kind in _EXPOSURES:
+                self.job_listeners.labels(namespace=namespace, scanjob=name, exposure=kind).set(
+                    status.inventory.counts.get(kind, 0))
 
     def knows_job(self, namespace: str, name: str) -> bool:
         """Whether :meth:`observe_job` has seen this ScanJob (and not forgotten it since)."""
@@ -116,6 +125,9 @@ class Metrics:
             self.job_open_ports.remove(namespace, name, vantage)
         with contextlib.suppress(KeyError):
             self.job_violations.remove(namespace, name)
+        for kind in _EXPOSURES:
+            with contextlib.suppress(KeyError):
+                self.job_listeners.remove(namespace, name, kind)
 
     def observe_schedule(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Set a ScanSchedule's drift gauge from its status patch (when it carries a drift)."""

@@ -11,6 +11,12 @@ verdicts in, one :class:`Exposure` per listener out.
   probe looks exactly like a dropped port;
 * ``not-scanned`` — the scan probed none of the addresses and ports it listens on.
 
+:func:`judge_from_vantages` judges a node's listener in a cluster job the same way,
+per vantage (pool): from the node's addresses each vantage probed and the open
+ports it found; there only open ports are listed, so a TCP port probed and not
+found open is ``shielded`` (filtered or refused although it listens), a UDP one
+``unknown``, and so is any port of a vantage whose open ports were only counted.
+
 A wildcard listener (``0.0.0.0``, ``::``) covers every scanned address of its
 family; ``::`` also covers IPv4 addresses (Linux's default dual-stack sockets;
 an ``IPV6_V6ONLY`` listener would be judged on IPv4 verdicts it never saw).
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from portolan.inventory import listening
 from portolan.models import results
@@ -44,7 +50,8 @@ class Exposure:
     seen: tuple[str, ...] = ()  # "address: state (reason)" for every scanned address it covers
 
 
-def _covers(listener_address: str, scanned: str) -> bool:
+def covers(listener_address: str, scanned: str) -> bool:
+    """Whether a listener bound to ``listener_address`` receives what is sent to ``scanned``."""
     bound = ipaddress.ip_address(listener_address)
     target = ipaddress.ip_address(scanned)
     if bound == target:
@@ -65,7 +72,7 @@ def classify(listeners: Iterable[listening.Listener], verdicts: Verdicts) -> lis
             judged.append(Exposure(listener, LOCAL_ONLY))
             continue
         covered = sorted((v for v in by_port.get((listener.port, listener.protocol), ())
-                          if _covers(listener.address, v.host)), key=lambda v: v.host)
+                          if covers(listener.address, v.host)), key=lambda v: v.host)
         judged.append(_judge(listener, covered))
     return judged
 
@@ -80,3 +87,54 @@ def _judge(listener: listening.Listener, covered: Sequence[results.PortResult]) 
     if all(v.state == results.PortState.OPEN_FILTERED for v in covered):
         return Exposure(listener, UNKNOWN, (), seen)
     return Exposure(listener, SHIELDED, (), seen)
+
+
+@dataclasses.dataclass(frozen=True)
+class Vantage:
+    """What one vantage (pool) of a cluster job probed and found open."""
+
+    name: str
+    scanned: Callable[[str, int, str], bool]  # was (address, port, protocol) probed from here?
+    open: frozenset[tuple[str, int, str]]  # (address, port, protocol) found open
+    complete: bool = True  # every open port is listed (none was only counted)
+
+
+@dataclasses.dataclass(frozen=True)
+class Judged:
+    """A node listener's exposure across vantages."""
+
+    exposure: str
+    exposed_from: tuple[str, ...] = ()
+    shielded_from: tuple[str, ...] = ()
+
+
+def judge_from_vantages(address: str, port: int, protocol: str, node_addresses: Sequence[str],
+                        vantages: Sequence[Vantage]) -> Judged:
+    """The exposure of a listener bound to ``address`` on a node with ``node_addresses``, from each vantage.
+
+    ``exposed`` when some vantage found it open on an address it listens on; else ``shielded``
+    when some vantage probed it (TCP, every open port listed) and did not; else ``unknown``
+    (UDP silence, or open ports only counted); ``not-scanned`` when no vantage probed it;
+    ``local-only`` when bound to loopback.
+    """
+    if ipaddress.ip_address(address).is_loopback:
+        return Judged(LOCAL_ONLY)
+    covered = [a for a in node_addresses if covers(address, a)]
+    exposed: list[str] = []
+    shielded: list[str] = []
+    unknown = False
+    for vantage in vantages:
+        probed = [a for a in covered if vantage.scanned(a, port, protocol)]
+        if not probed:
+            continue
+        if any((a, port, protocol) in vantage.open for a in probed):
+            exposed.append(vantage.name)
+        elif protocol == "udp" or not vantage.complete:
+            unknown = True
+        else:
+            shielded.append(vantage.name)
+    if exposed:
+        return Judged(EXPOSED, tuple(exposed), tuple(shielded))
+    if shielded:
+        return Judged(SHIELDED, (), tuple(shielded))
+    return Judged(UNKNOWN if unknown else NOT_SCANNED)

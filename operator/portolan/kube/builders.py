@@ -25,6 +25,7 @@ LABEL_SHARD = f"{GROUP}/shard"
 LABEL_ATTEMPT = f"{GROUP}/attempt"
 LABEL_POOL = f"{GROUP}/pool"
 LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_ROLE = f"{GROUP}/role"  # probe | canary | inventory; a workload's own labels are kept as they are
 CAPTURE_MOUNT = "/var/run/portolan/capture"  # where a shard pod sees the evidence claim
 
 
@@ -91,6 +92,34 @@ def open_ports_cap(config: settings.OperatorSettings, shard_count: int) -> int:
     return max(1, min(config.shard_open_ports_cap, config.status_byte_budget // (2 * per_port * max(1, shard_count))))
 
 
+def listener_caps(config: settings.OperatorSettings, inventory_shards: int) -> tuple[int, int]:
+    """Listeners each inventory shard may list, and listeners the job's inventory result may list.
+
+    Each gets an eighth of the byte budget (the shards' open ports take half), at about 200 bytes per listener.
+    """
+    per_listener = 200
+    share = config.status_byte_budget // 8 // per_listener
+    return max(1, min(500, share // max(1, inventory_shards))), max(1, share)
+
+
+def inventory_pod_spec(pod_spec: dict[str, Any], node: str) -> None:
+    """Turn a shard pod's spec into an inventory pod's: the node's network and PID namespaces, on ``node`` only.
+
+    Listing another user's sockets' owners needs root with CAP_SYS_PTRACE (``/proc/PID/fd``) and
+    CAP_DAC_READ_SEARCH; with the host namespaces that makes the pod Pod Security "privileged".
+    """
+    pod_spec["hostNetwork"] = True
+    pod_spec["hostPID"] = True
+    pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
+    pod_spec["securityContext"] = {"runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0,
+                                   "seccompProfile": {"type": "RuntimeDefault"}}
+    pod_spec["containers"][0]["securityContext"]["capabilities"] = {
+        "drop": ["ALL"], "add": ["SYS_PTRACE", "DAC_READ_SEARCH"]}
+    # As a DaemonSet pins its pods: a required node affinity on the node's name (the scheduler still runs).
+    pod_spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}
+
+
 def shard_pod(
     job: Mapping[str, Any],
     spec: scanjobs.ScanJobSpec,
@@ -99,8 +128,12 @@ def shard_pod(
     config: settings.OperatorSettings,
     shard_count: int,
     avoid_nodes: Sequence[str] = (),
+    inventory_shards: int | None = None,
 ) -> dict[str, Any]:
-    """The pod that runs one attempt of one shard, owned by its ScanJob (never on ``avoid_nodes``)."""
+    """The pod that runs one attempt of one shard, owned by its ScanJob (never on ``avoid_nodes``).
+
+    An inventory shard's pod runs on its planned node with the host's namespaces (:func:`inventory_pod_spec`).
+    """
     meta = job["metadata"]
     pool = next((p for p in spec.pools if p.name == shard.pool), None)
     env = [
@@ -136,25 +169,31 @@ def shard_pod(
             }
         ],
     }
-    if spec.technique == scanjobs.Technique.SYN or spec.capture is not None:
+    inventory = shard.kind == statuses.ShardKind.INVENTORY
+    if inventory:
+        cap = listener_caps(config, shard_count if inventory_shards is None else inventory_shards)[0]
+        env.append({"name": "PORTOLAN_LISTENER_CAP", "value": str(cap)})
+    elif spec.technique == scanjobs.Technique.SYN or spec.capture is not None:
         # Raw sockets: CAP_NET_RAW is only effective for root in a container (no ambient
         # capabilities), so such pods need a namespace that allows Pod Security "privileged".
         pod_spec["securityContext"] = {"runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0,
                                        "seccompProfile": {"type": "RuntimeDefault"}}
         pod_spec["containers"][0]["securityContext"]["capabilities"] = {"drop": ["ALL"], "add": ["NET_RAW"]}
-    if spec.capture is not None:
+    if spec.capture is not None and not inventory:
         pod_spec["volumes"] = [{"name": "capture",
                                 "persistentVolumeClaim": {"claimName": spec.capture.persistent_volume_claim}}]
         pod_spec["containers"][0]["volumeMounts"] = [{"name": "capture", "mountPath": CAPTURE_MOUNT}]
         env.append({"name": "PORTOLAN_CAPTURE_DIR", "value": CAPTURE_MOUNT})
+    if inventory:
+        inventory_pod_spec(pod_spec, shard.node or "")
     if pool is not None:
-        if pool.node_selector:
+        if pool.node_selector and not inventory:
             pod_spec["nodeSelector"] = dict(pool.node_selector)
-        if pool.affinity:
+        if pool.affinity and not inventory:
             pod_spec["affinity"] = pool.affinity
         if pool.tolerations:
             pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations]
-    if avoid_nodes:
+    if avoid_nodes and not inventory:
         # Nodes an earlier attempt was lost on: excluded in every term (terms are ORed).
         affinity = copy.deepcopy(pod_spec.get("affinity") or {})
         required = affinity.setdefault("nodeAffinity", {}).setdefault(
@@ -175,7 +214,7 @@ def shard_pod(
             "labels": {
                 LABEL_JOB: meta["name"], LABEL_SHARD: shard.id, LABEL_ATTEMPT: str(attempt),
                 LABEL_POOL: shard.pool, LABEL_COMPONENT: "shard",
-                "app.kubernetes.io/name": "portolan",
+                "app.kubernetes.io/name": "portolan", **({LABEL_ROLE: "inventory"} if inventory else {}),
             },
             "ownerReferences": [owner_reference(job, scanjobs.KIND)],
         },
@@ -213,6 +252,8 @@ def aggregate(
     """Sum shard results per pool; open ports listed once per (host, port, protocol)."""
     by_pool: dict[str, list[statuses.ShardStatus]] = collections.defaultdict(list)
     for shard in plan:
+        if shard.kind == statuses.ShardKind.INVENTORY:
+            continue
         entry = shards.get(shard.id)
         by_pool[shard.pool].append(entry or statuses.ShardStatus())
     results = []
@@ -267,6 +308,7 @@ def scanner_egress_policy(job: Mapping[str, Any], plan: Sequence[statuses.ShardP
     addresses on the planned ports.
     """
     meta = job["metadata"]
+    plan = [shard for shard in plan if shard.kind == statuses.ShardKind.SCAN]  # inventory pods use the host's network
     networks = [ipaddress.ip_network(cidr) for shard in plan for cidr in _cidrs(shard.targets)]
     v4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
     v6 = [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
@@ -304,7 +346,6 @@ LABEL_AUDIT = f"{GROUP}/audit"
 LABEL_SOURCE = f"{GROUP}/source"
 LABEL_DESTINATION = f"{GROUP}/destination"
 LABEL_RUN = f"{GROUP}/run"  # the run of a (scheduled) audit a probe or canary pod belongs to
-LABEL_ROLE = f"{GROUP}/role"  # probe | canary; the workload's own labels are kept as they are
 NO_SIDECAR = {"sidecar.istio.io/inject": "false", "linkerd.io/inject": "disabled"}  # probe what the CNI does
 ANNOTATION_LEGEND = f"{GROUP}/legend"  # per pair: destination, endpoint, what decided the expectation (JSON)
 

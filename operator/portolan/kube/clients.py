@@ -78,6 +78,9 @@ class Client(Protocol):
     def resolve_selectors(self, namespace: str, selectors: Sequence[scanjobs.TargetSelector]) -> list[str]:
         """Addresses of the Services (cluster IPs), Pods (pod IPs) and Nodes (InternalIPs) selected."""
 
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """Every Node (labels, addresses and conditions matter: node inventories are planned on them)."""
+
     def event(self, involved: Mapping[str, Any], kind: str, reason: str, message: str,
               now: datetime.datetime) -> None:
         """Report an Event about a ScanJob or ScanSchedule."""
@@ -299,6 +302,12 @@ class Kube:
                 return f"is not Ready ({why})"
             return None
         return "is gone"
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """See :meth:`Client.list_nodes`."""
+        with _mapped("listing nodes"):
+            return [self._plain(node) for node in self.core.list_node().items]
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def resolve_selectors(self, namespace: str, selectors: Sequence[scanjobs.TargetSelector]) -> list[str]:
         """Addresses of the Services (cluster IPs), Pods (pod IPs) and Nodes (InternalIPs) selected."""

@@ -162,6 +162,10 @@ class FakeKube:
     def node_problem(self, name: str) -> str | None:
         return self.node_problems.get(name)
 
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """See :meth:`portolan.kube.clients.Client.list_nodes`."""
+        return [copy.deepcopy(b) for (kind, _, _), b in sorted(self.objects.items()) if kind == "Node"]
+
     def resolve_selectors(self, namespace: str, selectors: Sequence[scanjobs.TargetSelector]) -> list[str]:
         return list(self.selector_addresses) if selectors else []
 

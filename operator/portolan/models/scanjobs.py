@@ -177,6 +177,22 @@ class Expectations(_Model):
     )
 
 
+class Inventory(_Model):
+    """A listener inventory of the nodes of some pools (cluster runs only).
+
+    One pod per node of each named pool lists the node's listening sockets and their
+    processes; it runs with ``hostNetwork`` and ``hostPID`` as root with CAP_SYS_PTRACE and
+    CAP_DAC_READ_SEARCH, so the namespace must allow Pod Security "privileged" and the
+    operator setting ``allowNodeInventory`` must be true.  Where the job also scans those
+    nodes' addresses, each listener is judged exposed, shielded or local-only per vantage.
+    """
+
+    pools: list[str] = pydantic.Field(
+        min_length=1, max_length=16,
+        description="Pools (names from spec.pools, or default without pools) whose nodes are inventoried.",
+    )
+
+
 class ScanJobSpec(_Model):
     """What a ScanJob asks for."""
 
@@ -211,6 +227,10 @@ class ScanJobSpec(_Model):
     expect: Expectations | None = pydantic.Field(
         default=None, description="Expected results; violations are reported in status and metrics."
     )
+    inventory: Inventory | None = pydantic.Field(
+        default=None, description="List the listeners of these pools' nodes (host namespaces: needs the operator "
+        "setting allowNodeInventory and a namespace that allows Pod Security privileged)."
+    )
 
     @pydantic.field_validator("protocols")
     @classmethod
@@ -228,6 +248,18 @@ class ScanJobSpec(_Model):
         if len(set(names)) != len(names):
             raise ValueError("pools: names must be unique")
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _inventory_pools_known(self) -> ScanJobSpec:
+        if self.inventory is None:
+            return self
+        known = [pool.name for pool in self.pools] or ["default"]
+        unknown = [name for name in self.inventory.pools if name not in known]
+        if unknown:
+            raise ValueError(f"inventory.pools: {', '.join(unknown)} not among the job's pools ({', '.join(known)})")
+        if len(set(self.inventory.pools)) != len(self.inventory.pools):
+            raise ValueError("inventory.pools: each pool at most once")
+        return self
 
 
 class ObjectMeta(pydantic.BaseModel):

@@ -33,6 +33,11 @@ class OperatorSettings(pydantic.BaseModel):
         description="Allow jobs whose shard pods need CAP_NET_RAW (technique: syn, capture:); "
         "false refuses them with GuardrailViolated.",
     )
+    allow_node_inventory: bool = pydantic.Field(
+        default=False,
+        description="Allow jobs with spec.inventory, whose pods use the node's network and PID namespaces "
+        "(hostNetwork, hostPID, CAP_SYS_PTRACE: Pod Security privileged); false refuses them with GuardrailViolated.",
+    )
     status_byte_budget: int = pydantic.Field(default=256 * 1024, ge=16 * 1024, le=1024 * 1024)
     shard_open_ports_cap: int = pydantic.Field(
         default=200, ge=1, description="Open ports a shard lists in status; more are counted."

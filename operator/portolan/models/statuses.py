@@ -57,8 +57,17 @@ class OpenPort(_Model):
     service: str | None = None
 
 
+class ShardKind(enum.StrEnum):
+    SCAN = "scan"
+    INVENTORY = "inventory"
+
+
 class ShardPlan(_Model):
-    """What one shard probes: compact target ranges and a port expression."""
+    """What one shard probes (compact target ranges and a port expression), or which node it inventories.
+
+    An inventory shard (``kind: inventory``) lists the listeners of ``node``; its ``targets``
+    are that node's addresses (what its listeners are judged on) and it sends no probe.
+    """
 
     id: str
     pool: str
@@ -67,6 +76,8 @@ class ShardPlan(_Model):
     ports: str
     udp_ports: str | None = None
     probes: int
+    kind: ShardKind = ShardKind.SCAN
+    node: str | None = None
 
 
 class ShardCapture(_Model):
@@ -78,6 +89,19 @@ class ShardCapture(_Model):
     packets: int = 0
     dropped: int = 0
     error: str | None = None
+
+
+class NodeListener(_Model):
+    """One listening socket of a node, as its inventory pod saw it (the first owner only)."""
+
+    protocol: str
+    address: str
+    port: int
+    user: str | None = None
+    pid: int | None = None
+    command: str | None = None
+    pod_uid: str | None = None
+    note: str | None = None
 
 
 class ShardStatus(_Model):
@@ -99,6 +123,34 @@ class ShardStatus(_Model):
     retry_after: str | None = None
     capture: ShardCapture | None = None
     avoid_nodes: list[str] = pydantic.Field(default_factory=list)  # nodes earlier attempts were lost on
+    listeners: list[NodeListener] = pydantic.Field(default_factory=list)  # inventory shards: capped
+    listeners_truncated: int = 0  # listeners counted but not listed
+    listener_notes: list[str] = pydantic.Field(default_factory=list)
+
+
+class ListenerExposure(_Model):
+    """A node's listener judged by the job's scans: exposed from which vantages, shielded, or local-only."""
+
+    node: str
+    protocol: str
+    address: str
+    port: int
+    command: str | None = None
+    exposure: str  # exposed | shielded | local-only | unknown | not-scanned
+    exposed_from: list[str] = pydantic.Field(default_factory=list)
+    shielded_from: list[str] = pydantic.Field(default_factory=list)
+    allowed: bool | None = None  # within expect.allowedOpenPorts (None: no expectations)
+
+
+class InventoryResult(_Model):
+    """The listeners of the inventoried nodes, judged (listed up to a cap, exposed ones first; all counted)."""
+
+    nodes: int = 0
+    missing: list[str] = pydantic.Field(default_factory=list)  # nodes whose inventory shard did not succeed
+    listeners: int = 0  # every listener reported, listed or not
+    counts: dict[str, int] = pydantic.Field(default_factory=dict)  # exposure -> listeners (of those listed)
+    listed: list[ListenerExposure] = pydantic.Field(default_factory=list)
+    truncated: int = 0  # listeners not listed here (by the shards' caps or this list's)
 
 
 class Violation(_Model):
@@ -109,6 +161,7 @@ class Violation(_Model):
     port: int
     protocol: str
     service: str | None = None
+    listener: str | None = None  # "command on node" when the port is a known node listener
 
 
 class ExpectationResult(_Model):
@@ -139,5 +192,6 @@ class ScanJobStatus(_Model):
     progress: str | None = None  # probes decided, as a percentage
     open_ports: int = 0
     expectations: ExpectationResult | None = None
+    inventory: InventoryResult | None = None
     start_time: str | None = None
     completion_time: str | None = None

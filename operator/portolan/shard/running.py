@@ -8,6 +8,10 @@ that touches nothing else.  The write replaces the entry's results, so a
 retried shard never duplicates them.  A stale attempt (the operator already
 started a newer one) writes nothing.  On SIGTERM the partial counts are written
 with ``lastError`` before exiting, so nothing gathered is lost.
+
+An inventory shard (``kind: inventory`` in the plan) scans nothing: it lists the
+listeners of the node it runs on (its pod has the node's network and PID
+namespaces) and writes them, bounded, into its entry (:mod:`portolan.shard.listing`).
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from portolan import errors
 from portolan.engine import payloads, plans, scanning, services
 from portolan.engine import ports as ports_
 from portolan.engine import targets as targets_
+from portolan.inventory import listening
 from portolan.kube import builders, rest
 from portolan.models import results, scanjobs, statuses
+from portolan.shard import listing
 
 if TYPE_CHECKING:
     from portolan.capture import recording
@@ -54,6 +60,7 @@ class ShardEnv:
     pod: str | None
     node: str | None
     capture_dir: str | None = None
+    listener_cap: int = 500
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> ShardEnv:
@@ -83,6 +90,7 @@ class ShardEnv:
                                      float, 0.01),
             pod=env.get("PORTOLAN_POD_NAME"), node=env.get("PORTOLAN_NODE_NAME"),
             capture_dir=env.get("PORTOLAN_CAPTURE_DIR") or None,
+            listener_cap=number("PORTOLAN_LISTENER_CAP", env.get("PORTOLAN_LISTENER_CAP", "500"), int, 0),
         )
 
 
@@ -95,9 +103,11 @@ class ShardRunner:
 
     def __init__(self, client: rest.ShardClient, env: ShardEnv, *, stop: threading.Event,
                  now: Callable[[], datetime.datetime] = _now,
-                 scan: Callable[..., results.ScanReport] = scanning.run) -> None:
+                 scan: Callable[..., results.ScanReport] = scanning.run,
+                 take: Callable[[], listening.Inventory] = listening.take) -> None:
         self.kube = client
         self.scan = scan
+        self.take = take
         self.env = env
         self.stop = stop
         self.now = now
@@ -132,13 +142,18 @@ class ShardRunner:
         with contextlib.suppress(errors.KubeError):  # a missed heartbeat is harmless; the final write retries
             self._patch({**self._base(), "phase": "Running", "done": tick.done, "total": tick.total}, tries=1)
 
-    def scan_plan(self, job: dict[str, Any]) -> plans.Plan:
-        """This shard's slice of the job's plan, as the engine's scan plan."""
-        spec = scanjobs.ScanJobSpec.model_validate(job["spec"])
+    def planned(self, job: dict[str, Any]) -> statuses.ShardPlan:
+        """This shard's entry in the job's plan."""
         status = statuses.ScanJobStatus.model_validate(job.get("status") or {})
         shard = next((s for s in status.plan if s.id == self.env.shard), None)
         if shard is None:
             raise errors.SpecError(f"shard {self.env.shard} is not in the job's plan")
+        return shard
+
+    def scan_plan(self, job: dict[str, Any]) -> plans.Plan:
+        """This shard's slice of the job's plan, as the engine's scan plan."""
+        spec = scanjobs.ScanJobSpec.model_validate(job["spec"])
+        shard = self.planned(job)
         return plans.Plan(
             targets=targets_.parse_targets(shard.targets, spec.targets.exclude),
             tcp_ports=ports_.parse_ports(shard.ports) if shard.ports else [],
@@ -188,12 +203,33 @@ class ShardRunner:
                          packets=evidence.packets, dropped=evidence.dropped)
         return {"capture": entry}
 
+    def inventory(self, shard: statuses.ShardPlan) -> int:
+        """List this node's listeners and write them, bounded, into the shard's entry; returns the exit code."""
+        done = {**self._base(), "done": 0, "total": 0, "finishedAttempt": self.env.attempt}
+        if shard.node and self.env.node and shard.node != self.env.node:
+            self._patch({**done, "lastError": f"WrongNode: planned for {shard.node}, running on {self.env.node}"})
+            return EXIT_SPEC
+        try:
+            found = self.take()
+        except (errors.PortolanError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, errors.PortolanError) else "ListingFailed"
+            self._patch({**done, "lastError": f"{reason}: {exc}"})
+            return EXIT_SCAN
+        if not self._still_mine():
+            return EXIT_SUPERSEDED
+        self._patch({**done, **listing.entry(found, self.env.listener_cap),
+                     "phase": statuses.ShardPhase.SUCCEEDED.value, "lastError": None})
+        return EXIT_OK
+
     def run(self) -> int:
         """Run this attempt to its end and return the exit code (nothing gathered is lost)."""
         job = self.kube.get_job(self.env.namespace, self.env.job)
         if not self._still_mine():
             return EXIT_SUPERSEDED
         try:
+            planned = self.planned(job)
+            if planned.kind == statuses.ShardKind.INVENTORY:
+                return self.inventory(planned)
             plan = self.scan_plan(job)
         except errors.SpecError as exc:
             self._patch({**self._base(), "lastError": f"{exc.reason}: {exc}", "finishedAttempt": self.env.attempt})

@@ -5,13 +5,18 @@ Pure: functions of a :class:`~.runs.Run`; nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ipaddress
+from collections.abc import Callable, Sequence
 
 from portolan import errors, evaluation
 from portolan.controller.scanjobs import runs
 from portolan.engine import ports as ports_
+from portolan.inventory import exposure
 from portolan.kube import builders
 from portolan.models import scanjobs, statuses
+
+_ORDER = {exposure.EXPOSED: 0, exposure.SHIELDED: 1, exposure.UNKNOWN: 2, exposure.NOT_SCANNED: 3,
+          exposure.LOCAL_ONLY: 4}
 
 
 def conclude(run: runs.Run, spec: scanjobs.ScanJobSpec) -> runs.Actions:
@@ -42,6 +47,7 @@ def conclude(run: runs.Run, spec: scanjobs.ScanJobSpec) -> runs.Actions:
         run.condition("Complete", True, "Completed", f"{run.status.open_ports} open ports found")
         run.condition("Failed", False, "Completed", "")
         run.event("Normal", "Completed", f"all {len(plan)} shards succeeded; {run.status.open_ports} open ports")
+        check_inventory(run, spec)
         check_expectations(run, spec)
         check_egress(run)
     elif succeeded + failed == len(plan):
@@ -54,6 +60,7 @@ def conclude(run: runs.Run, spec: scanjobs.ScanJobSpec) -> runs.Actions:
         run.condition("Complete", False, reason, message)
         run.condition("Failed", True, reason, message)
         run.event("Warning", "Failed", message)
+        check_inventory(run, spec)
         check_expectations(run, spec)  # partial results can still break them
     else:
         run.status.phase = statuses.Phase.RUNNING
@@ -101,17 +108,127 @@ def check_expectations(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
     found = [(r.pool, o.host, o.port, o.protocol, o.service) for r in run.status.results for o in r.open]
     count, listed = evaluation.unexpected_open(allowed, found)
     partial = any(r.open_truncated for r in run.status.results)
+    holders = _listener_holders(run)
     run.status.expectations = statuses.ExpectationResult(
         allowed_open_ports=spec.expect.allowed_open_ports, violated=count, partial=partial,
-        violations=[statuses.Violation(pool=v[0], host=v[1], port=v[2], protocol=v[3], service=v[4])
-                    for v in listed])
+        violations=[statuses.Violation(pool=v[0], host=v[1], port=v[2], protocol=v[3], service=v[4],
+                                       listener=holders.get((v[1], v[2], v[3]))) for v in listed])
+    if run.status.inventory is not None:
+        for item in run.status.inventory.listed:
+            if item.exposure != exposure.LOCAL_ONLY:
+                item.allowed = item.port in allowed
     if count:
         message = f"{count} open port(s) not in allowedOpenPorts {spec.expect.allowed_open_ports!r}: {_sample(listed)}"
+        exposed = sorted({holders[(v[1], v[2], v[3])] + f" ({v[1]}:{v[2]}/{v[3]})" for v in listed
+                          if (v[1], v[2], v[3]) in holders})
+        if exposed:
+            message += f"; node listeners among them: {', '.join(exposed[:5])}" + (
+                f" and {len(exposed) - 5} more" if len(exposed) > 5 else "")
         run.condition("ExpectationsMet", False, "UnexpectedOpenPorts", message)
         run.event("Warning", "ExpectationsViolated", message)
     else:
         note = " (some open ports were only counted; see openTruncated)" if partial else ""
         run.condition("ExpectationsMet", True, "AsExpected", f"no open port outside the allowed ones{note}")
+
+
+def _listener_holders(run: runs.Run) -> dict[tuple[str, int, str], str]:
+    """(node address, port, protocol) -> "command on node" for every exposed node listener listed."""
+    found: dict[tuple[str, int, str], str] = {}
+    if run.status.inventory is None:
+        return found
+    addresses = {s.node: s.targets for s in run.status.plan if s.kind == statuses.ShardKind.INVENTORY}
+    for item in run.status.inventory.listed:
+        if item.exposure != exposure.EXPOSED:
+            continue
+        for address in addresses.get(item.node, []):
+            if exposure.covers(item.address, address):
+                found.setdefault((address, item.port, item.protocol), f"{item.command or 'unknown process'} on {item.node}")
+    return found
+
+
+def _scanned(shards: Sequence[statuses.ShardPlan]) -> Callable[[str, int, str], bool]:
+    """Whether one of these scan shards probed (address, port, protocol), from their compact plans."""
+    covered: list[tuple[list[tuple[int, int, int]], set[int], set[int]]] = []
+    for shard in shards:
+        spans: list[tuple[int, int, int]] = []
+        for text in shard.targets:
+            first, _, last = text.partition("-")
+            start = ipaddress.ip_address(first)
+            end = ipaddress.ip_address(last) if last else start
+            spans.append((start.version, int(start), int(end)))
+        tcp = set(ports_.parse_ports(shard.ports)) if shard.ports else set()
+        udp = set(ports_.parse_ports(shard.udp_ports)) if shard.udp_ports else set()
+        covered.append((spans, tcp, udp))
+
+    def scanned(address: str, port: int, protocol: str) -> bool:
+        where = ipaddress.ip_address(address)
+        for spans, tcp, udp in covered:
+            if port in (tcp if protocol == "tcp" else udp) and any(
+                    version == where.version and start <= int(where) <= end for version, start, end in spans):
+                return True
+        return False
+
+    return scanned
+
+
+def check_inventory(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
+    """Judge every node listener the inventory shards reported against the scans of every vantage.
+
+    The result lists exposed listeners first, up to the budget's share; the condition
+    ``ListenersExposed`` and an Event name the first exposed ones (a finding, never a failure).
+    """
+    inventories = [s for s in run.status.plan if s.kind == statuses.ShardKind.INVENTORY]
+    if spec.inventory is None or not inventories:
+        return
+    vantages = []
+    for result in run.status.results:
+        shards = [s for s in run.status.plan if s.kind == statuses.ShardKind.SCAN and s.pool == result.pool]
+        vantages.append(exposure.Vantage(
+            result.pool, _scanned(shards), frozenset((o.host, o.port, o.protocol) for o in result.open),
+            complete=result.open_truncated == 0))
+    judged: list[statuses.ListenerExposure] = []
+    total = truncated = 0
+    missing: list[str] = []
+    for shard in inventories:
+        entry = run.status.shards.get(shard.id) or statuses.ShardStatus()
+        if entry.phase != statuses.ShardPhase.SUCCEEDED:
+            missing.append(shard.node or shard.id)
+        total += len(entry.listeners) + entry.listeners_truncated
+        truncated += entry.listeners_truncated
+        for item in entry.listeners:
+            verdict = exposure.judge_from_vantages(item.address, item.port, item.protocol, shard.targets, vantages)
+            judged.append(statuses.ListenerExposure(
+                node=shard.node or "", protocol=item.protocol, address=item.address, port=item.port,
+                command=item.command, exposure=verdict.exposure, exposed_from=list(verdict.exposed_from),
+                shielded_from=list(verdict.shielded_from)))
+    judged.sort(key=lambda j: (_ORDER.get(j.exposure, 9), j.node, j.protocol, j.port, j.address))
+    counts: dict[str, int] = {}
+    for verdict_ in judged:
+        counts[verdict_.exposure] = counts.get(verdict_.exposure, 0) + 1
+    cap = builders.listener_caps(run.config, len(inventories))[1]
+    run.status.inventory = statuses.InventoryResult(
+        nodes=len(inventories), missing=missing, listeners=total, counts=dict(sorted(counts.items())), listed=judged[:cap],
+        truncated=truncated + max(0, len(judged) - cap))
+    exposed = [j for j in judged if j.exposure == exposure.EXPOSED]
+    if exposed:
+        sample = ", ".join(f"{j.command or 'unknown process'} on {j.node} {j.address}:{j.port}/{j.protocol} "
+                           f"from {', '.join(j.exposed_from)}" for j in exposed[:5])
+        more = f" and {len(exposed) - 5} more" if len(exposed) > 5 else ""
+        message = f"{len(exposed)} node listener(s) reachable: {sample}{more}{_not_listed(missing)}"
+        run.condition("ListenersExposed", True, "ExposedListeners", message)
+        run.event("Warning", "ListenersExposed", message)
+    else:
+        message = (f"{counts.get(exposure.SHIELDED, 0)} shielded, {counts.get(exposure.LOCAL_ONLY, 0)} local-only, "
+                   f"{counts.get(exposure.NOT_SCANNED, 0)} not scanned of {total} listener(s) on {len(inventories)} "
+                   f"node(s){_not_listed(missing)}")
+        run.condition("ListenersExposed", False, "NoExposedListeners", message)
+
+
+def _not_listed(missing: Sequence[str]) -> str:
+    if not missing:
+        return ""
+    return f"; not inventoried (shard failed): {', '.join(missing[:5])}" + (
+        f" and {len(missing) - 5} more" if len(missing) > 5 else "")
 
 
 def _sample(listed: Sequence[tuple[str, str, int, str, str | None]], limit: int = 5) -> str:

@@ -63,6 +63,7 @@ def drive(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
         run.actions.needs_slots = True
         return
     active = run.observed.namespace_active_shards or 0
+    inventories = sum(1 for s in run.status.plan if s.kind == statuses.ShardKind.INVENTORY)
     created = 0
     waiting = 0
     for shard in run.status.plan:
@@ -82,7 +83,7 @@ def drive(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
             attempt = entry.attempt + 1
             manifest = builders.shard_pod(
                 run.observed.body, spec, shard, attempt, run.config, len(run.status.plan),
-                avoid_nodes=entry.avoid_nodes,
+                avoid_nodes=entry.avoid_nodes, inventory_shards=inventories,
             )
             run.actions.create.append(manifest)
             run.touch(shard.id, pool=shard.pool, attempt=attempt, pod=manifest["metadata"]["name"],
@@ -111,6 +112,10 @@ def drive(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
             run.touch(shard.id, avoid_nodes=sorted({*entry.avoid_nodes, current.node}))
             fail(run, spec, shard.id, entry,
                       f"NodeLost: node {current.node} {run.observed.lost_nodes[current.node]}")
+        elif current.active and current.node is None and shard.node and shard.node in run.observed.lost_nodes:
+            # An inventory pod pinned to a node that is gone or not Ready would wait unscheduled forever.
+            run.actions.force_delete.append(current.name)
+            fail(run, spec, shard.id, entry, f"NodeLost: node {shard.node} {run.observed.lost_nodes[shard.node]}")
         elif current.phase == "Running" and entry.phase == statuses.ShardPhase.PENDING:
             run.touch(shard.id, node=current.node)
     if created:

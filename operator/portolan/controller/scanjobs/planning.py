@@ -6,15 +6,20 @@ contiguous runs; with fewer, ports are split instead.  Shard sizes differ by at
 most one target's (or one port's) worth of probes.  Targets are recorded as
 compact address ranges, so a 65,536-address job plans in a few hundred bytes.
 
-Guardrails (allowed/denied CIDRs, probe and target limits) are checked here,
-before any expansion that could be huge.
+Guardrails (allowed/denied CIDRs, probe and target limits, node inventories) are
+checked here, before any expansion that could be huge.
+
+A job with ``spec.inventory`` also gets one inventory shard per Ready node of each
+named pool (``<pool>-n<index>``: never a scan shard's id, whose last part is a
+number), pinned to that node, with the node's addresses as its targets.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from portolan import errors
 from portolan.engine import ports as ports_
@@ -75,6 +80,11 @@ def check_guardrails(
     spec: scanjobs.ScanJobSpec, config: settings.OperatorSettings, addresses: Sequence[str]
 ) -> None:
     """Reject specs that break the operator's limits, before expanding anything big."""
+    if spec.inventory is not None and not config.allow_node_inventory:
+        raise errors.GuardrailError(
+            "this operator does not allow node inventories (allowNodeInventory: false): their pods use the "
+            "nodes' network and PID namespaces (Pod Security privileged)"
+        )
     if not config.allow_raw_sockets and (spec.technique == scanjobs.Technique.SYN or spec.capture is not None):
         raise errors.GuardrailError(
             "this operator does not allow raw sockets (allowRawSockets: false): "
@@ -108,17 +118,72 @@ def _check_cidrs(found: Sequence[targets_.Target], config: settings.OperatorSett
                 raise errors.GuardrailError(f"target {target.address} lies in denied CIDR {network}")
 
 
+NodeAddresses = Mapping[str, Sequence[tuple[str, Sequence[str]]]]  # pool -> [(node, its addresses)]
+
+
+def _ready(node: Mapping[str, Any]) -> bool:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def inventory_nodes(spec: scanjobs.ScanJobSpec,
+                    nodes: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[str, list[str]]]]:
+    """The Ready nodes of each pool in ``spec.inventory`` (by the pool's nodeSelector), with their addresses.
+
+    A node's addresses are its InternalIPs and ExternalIPs.  A pool's ``affinity`` is not
+    evaluated here: its nodeSelector alone decides (an empty one selects every node).
+    """
+    if spec.inventory is None:
+        return {}
+    by_name = {pool.name: pool for pool in pools(spec)}
+    found: dict[str, list[tuple[str, list[str]]]] = {}
+    for name in spec.inventory.pools:
+        wanted = by_name[name].node_selector
+        chosen = []
+        for node in sorted(nodes, key=lambda n: str((n.get("metadata") or {}).get("name"))):
+            meta = node.get("metadata") or {}
+            labels = meta.get("labels") or {}
+            if not _ready(node) or any(labels.get(key) != value for key, value in wanted.items()):
+                continue
+            addresses = [a["address"] for a in (node.get("status") or {}).get("addresses") or []
+                         if a.get("type") in ("InternalIP", "ExternalIP") and a.get("address")]
+            chosen.append((str(meta.get("name")), addresses))
+        found[name] = chosen
+    return found
+
+
+def inventory_plan(spec: scanjobs.ScanJobSpec, nodes: NodeAddresses) -> list[statuses.ShardPlan]:
+    """One inventory shard per node of each inventoried pool; a pool without Ready nodes is refused."""
+    if spec.inventory is None:
+        return []
+    shard_plans = []
+    for pool in spec.inventory.pools:
+        members = nodes.get(pool) or []
+        if not members:
+            raise errors.NoInventoryNodesError(f"inventory pool {pool} has no Ready node to inventory")
+        for index, (node, addresses) in enumerate(members):
+            shard_plans.append(statuses.ShardPlan(
+                id=f"{pool}-n{index}", pool=pool, index=index, targets=list(addresses), ports="", probes=0,
+                kind=statuses.ShardKind.INVENTORY, node=node))
+    return shard_plans
+
+
 def plan(
     spec: scanjobs.ScanJobSpec,
     config: settings.OperatorSettings,
     addresses: Sequence[str],
     *,
     resolve: targets_.Resolver = targets_.resolve_host,
+    nodes: NodeAddresses | None = None,
 ) -> list[statuses.ShardPlan]:
-    """Plan the shards of a job whose selector targets are already resolved into ``addresses``."""
+    """Plan the shards of a job whose selector targets are already resolved into ``addresses``.
+
+    ``nodes``: the Ready nodes of the job's inventory pools (:func:`inventory_nodes`), when it asks for one.
+    """
     if spec.expect is not None and spec.expect.allowed_open_ports:
         ports_.parse_ports(spec.expect.allowed_open_ports)  # a bad expression is refused now, not at the end
     check_guardrails(spec, config, addresses)
+    inventories = inventory_plan(spec, nodes or {})
     found = targets_.parse_targets(
         addresses, spec.targets.exclude, resolve=resolve, limit=config.max_targets_per_job
     )
@@ -154,4 +219,4 @@ def plan(
                     probes=len(shard_targets) * (len(tcp_part) + len(udp_part)),
                 )
             )
-    return shard_plans
+    return shard_plans + inventories

@@ -66,7 +66,7 @@ def _decide(run: runs.Run) -> runs.Actions:
         if not addresses:
             return reject(run, "NoTargets", "the selectors matched no object with an address")
         try:
-            plan = planning.plan(spec, run.config, addresses)
+            plan = planning.plan(spec, run.config, addresses, nodes=run.observed.inventory_nodes)
         except errors.SpecError as exc:
             return reject(run, exc.reason, str(exc))
         run.status.plan = plan
@@ -183,22 +183,29 @@ def step(
     job = client.get_job(namespace, name)  # read after the pods: a finished pod's report is visible
     selector_addresses: list[str] = []
     selector_error = None
+    inventory_nodes: dict[str, list[tuple[str, list[str]]]] = {}
     status = job.get("status") or {}
     if not status.get("plan"):
         try:
             spec = scanjobs.ScanJobSpec.model_validate(job.get("spec") or {})
             if spec.targets.selectors:
                 selector_addresses = client.resolve_selectors(namespace, spec.targets.selectors)
+            if spec.inventory is not None and config.allow_node_inventory:
+                inventory_nodes = planning.inventory_nodes(spec, client.list_nodes())
         except pydantic.ValidationError:
             pass  # reconcile reports it
         except errors.KubeError as exc:
             selector_error = str(exc)
     lost: dict[str, str] = {}
-    for node in sorted({p.node for p in pods if p.active and p.node}):
+    # An inventory pod is pinned to its node: if that node is gone it stays Pending, unscheduled, forever.
+    pinned = {s.get("id"): s.get("node") for s in status.get("plan") or [] if s.get("kind") == "inventory"}
+    waiting = {pinned[p.shard] for p in pods if p.active and not p.node and pinned.get(p.shard)}
+    for node in sorted({p.node for p in pods if p.active and p.node} | waiting):
         problem = client.node_problem(node)
         if problem is not None:
             lost[node] = problem
-    observed = runs.Observed(job, pods, None, now, selector_addresses, selector_error, lost)
+    observed = runs.Observed(job, pods, None, now, selector_addresses, selector_error, lost,
+                             inventory_nodes=inventory_nodes)
     actions = reconcile(observed, config)
     if actions.needs_slots:  # a shard is due: how many slots of the namespace are taken?
         active = sum(1 for p in map(pod_view, client.shard_pods(namespace)) if p.active)
@@ -231,7 +238,7 @@ def step(
     for kind, reason, message in actions.events:
         with contextlib.suppress(errors.KubeError):  # an Event is a courtesy: never worth a retry of the step
             client.event(job, kind, reason, message, now)
-    if "results" in actions.status or "expectations" in actions.status or not gauges.knows_job(namespace, name):
+    if {"results", "expectations", "inventory"} & actions.status.keys() or not gauges.knows_job(namespace, name):
         gauges.observe_job(namespace, name, statuses.ScanJobStatus.model_validate({**status, **actions.status}))
     new_phase = actions.status.get("phase")
     if new_phase in (statuses.Phase.COMPLETE.value, statuses.Phase.FAILED.value) and status.get("phase") != new_phase:

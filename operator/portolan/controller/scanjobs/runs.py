@@ -60,6 +60,8 @@ class Observed:
     selector_error: str | None = None
     lost_nodes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # node -> what is wrong with it
     egress_policies: Sequence[str] | None = None  # policies isolating the shard pods' egress; None: not looked up
+    inventory_nodes: Mapping[str, Sequence[tuple[str, Sequence[str]]]] = dataclasses.field(
+        default_factory=dict)  # pool -> its Ready nodes and their addresses (looked up only before planning)
 
 
 @dataclasses.dataclass
@@ -124,10 +126,15 @@ class Run:
             for result in self.status.results:
                 result.open_truncated += len(result.open)
                 result.open = []
+        inventory = self.status.inventory
+        while inventory is not None and inventory.listed and builders.status_size(self.status) > budget:
+            cut = max(1, len(inventory.listed) // 4)  # the least exposed go first: the list is ordered
+            inventory.truncated += cut
+            del inventory.listed[-cut:]
         dumped = self.status.model_dump(by_alias=True, mode="json", exclude_none=True)
         patch: dict[str, Any] = {
             key: dumped.get(key)
-            for key in ("phase", "observedGeneration", "conditions", "results", "resultsRef", "expectations",
+            for key in ("phase", "observedGeneration", "conditions", "results", "resultsRef", "expectations", "inventory",
                         "summary", "openPorts", "startTime", "completionTime")
         }
         if progress is not None:
