@@ -53,13 +53,18 @@ def _complete(cluster: clusters.Cluster, operator: operators.Operator, name: str
         out = cluster.plane.kubectl("get", "scanjob", name, "-n", NAMESPACE, "-o", "json").stdout
         return json.loads(out)  # type: ignore[no-any-return]
 
-    cluster.wait(f"{name} to finish", lambda: (get().get("status") or {}).get("phase") in ("Complete", "Failed"),
-                 timeout=180)
+    def logs() -> str:
+        return "\n".join(f"{p.name}: {(p.folder / 'log').read_text()[-2000:]}" for p in list(cluster.agent.pods.values())
+                         if p.name.startswith(name) and (p.folder / "log").exists())
+
+    try:
+        cluster.wait(f"{name} to finish", lambda: (get().get("status") or {}).get("phase") in ("Complete", "Failed"),
+                     timeout=180)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {json.dumps(get().get('status'))[:3000]}\n{logs()}") from None
     job = get()
     if job["status"]["phase"] != "Complete":
-        logs = "\n".join(f"{p.name}: {(p.folder / 'log').read_text()[-2000:]}" for p in list(cluster.agent.pods.values())
-                         if p.name.startswith(name))
-        raise AssertionError(f"{name} failed: {json.dumps(job['status']['shards'])[:2000]}\n{logs}")
+        raise AssertionError(f"{name} failed: {json.dumps(job['status']['shards'])[:2000]}\n{logs()}")
     return job
 
 
