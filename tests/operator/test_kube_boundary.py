@@ -6,7 +6,9 @@ itself: one mapping of the client's errors, and the dict shape the controllers r
 
 from __future__ import annotations
 
-import datetime
+import json
+import types
+from typing import Any
 
 import kubernetes
 import pytest
@@ -34,18 +36,21 @@ def test_an_unreachable_api_server_is_a_kube_error_without_a_status() -> None:
     assert raised.value.status is None and "cannot be reached (MaxRetryError)" in str(raised.value)
 
 
-def test_a_client_pod_crosses_the_boundary_as_a_dict_that_pod_view_reads() -> None:
-    pod = kubernetes.client.V1Pod(
-        metadata=kubernetes.client.V1ObjectMeta(
-            name="audit-default-0-2", namespace="team",
-            labels={builders.LABEL_JOB: "audit", builders.LABEL_SHARD: "default-0", builders.LABEL_ATTEMPT: "2"},
-            deletion_timestamp=datetime.datetime(2026, 11, 22, tzinfo=datetime.UTC)),
-        spec=kubernetes.client.V1PodSpec(node_name="edge-1", containers=[kubernetes.client.V1Container(name="shard")]),
-        status=kubernetes.client.V1PodStatus(phase="Failed", container_statuses=[kubernetes.client.V1ContainerStatus(
-            name="shard", image="i", image_id="", ready=False, restart_count=0,
-            state=kubernetes.client.V1ContainerState(terminated=kubernetes.client.V1ContainerStateTerminated(
-                exit_code=3, reason="Error")))]))
-    plain = clients.Kube(kubernetes.client.ApiClient())._plain(pod)
+def test_a_listed_pod_crosses_the_boundary_as_the_apis_json_that_pod_view_reads() -> None:
+    pod = {"metadata": {"name": "audit-default-0-2", "namespace": "team", "deletionTimestamp": "2026-11-22T00:00:00Z",
+                        "labels": {builders.LABEL_JOB: "audit", builders.LABEL_SHARD: "default-0",
+                                   builders.LABEL_ATTEMPT: "2"}},
+           "spec": {"nodeName": "edge-1", "containers": [{"name": "shard"}]},
+           "status": {"phase": "Failed", "containerStatuses": [
+               {"name": "shard", "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}}
+    asked: dict[str, Any] = {}
+
+    def list_call(namespace: str, **options: Any) -> Any:  # the client's list method, raw reply asked for
+        asked.update(options, namespace=namespace)
+        return types.SimpleNamespace(data=json.dumps({"kind": "PodList", "items": [pod]}).encode())
+
+    [plain] = clients.Kube._items(list_call, "team", label_selector="portolan.dev/job=audit")
+    assert asked == {"namespace": "team", "label_selector": "portolan.dev/job=audit", "_preload_content": False}
     assert reconciling.pod_view(plain) == runs.PodView(
         name="audit-default-0-2", shard="default-0", attempt=2, phase="Failed", exit_code=3, reason="Error",
         node="edge-1", deleting=True, job="audit")
