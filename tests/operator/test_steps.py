@@ -303,3 +303,45 @@ def test_an_egress_policy_that_lets_the_probes_through_is_not_blamed_for_the_sil
     job = _silent_job(kube, CONFIG)
     reached = next(c for c in job["status"]["conditions"] if c["type"] == "TargetsReached")
     assert (reached["status"], reached["reason"]) == ("True", "NoEgressPolicy")
+
+
+def _node(name: str, *, ready: bool = True, taint: str | None = None) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "spec": {"taints": [{"key": taint, "value": "true", "effect": "NoSchedule"}] if taint else []},
+            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def test_a_udp_job_on_a_pool_of_several_nodes_pins_one_slice_of_ports_per_node_and_says_so() -> None:
+    kube = fakes.FakeKube()
+    for node in (_node("edge-1", taint="portolan.dev/edge"), _node("cloud-1"), _node("cloud-2"),
+                 _node("cloud-3", ready=False)):
+        kube.add(node)
+    kube.add(_job(targets={"addresses": ["198.18.0.1"]}, protocols=["udp"], udpPorts="1-200", sharding={},
+                  pools=[{"name": "all", "tolerations": [{"key": "portolan.dev/edge", "operator": "Exists"}]}]))
+    reconciling.step(kube, CONFIG, _gauges(), "team", "audit", T0)
+    status = kube.get_job("team", "audit")["status"]
+    assert [(s["udpPorts"], s["node"]) for s in status["plan"]] == [
+        ("1-67", "cloud-1"), ("68-134", "cloud-2"), ("135-200", "edge-1")]
+    pinned = [p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+              ["nodeSelectorTerms"][0]["matchFields"] for p in kube.pods("team")]
+    assert pinned == [[{"key": "metadata.name", "operator": "In", "values": [n]}] for n in ("cloud-1", "cloud-2", "edge-1")]
+    spread = next(c for c in status["conditions"] if c["type"] == "UdpSpread")
+    assert (spread["status"], spread["reason"]) == ("True", "UdpSpreadAcrossNodes")
+    assert "pool all over nodes cloud-1, cloud-2, edge-1" in spread["message"]
+    assert "UdpSpreadAcrossNodes" in [e["reason"] for e in kube.events]
+    accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
+    assert accepted["message"].startswith("planned 3 shards, 200 probes; each target's UDP ports split across nodes")
+
+
+def test_a_udp_job_whose_nodes_cannot_be_read_is_planned_from_one_source_and_says_why() -> None:
+    kube = fakes.FakeKube()
+    kube.add(_node("cloud-1"))
+    kube.add(_node("cloud-2"))
+    kube.failing["list-nodes"] = errors.KubeError("listing nodes: forbidden")
+    kube.add(_job(targets={"addresses": ["198.18.0.1"]}, protocols=["udp"], udpPorts="1-200", sharding={}))
+    reconciling.step(kube, CONFIG, _gauges(), "team", "audit", T0)
+    status = kube.get_job("team", "audit")["status"]
+    assert [(s["udpPorts"], s.get("node")) for s in status["plan"]] == [("1-200", None)]
+    spread = next(c for c in status["conditions"] if c["type"] == "UdpSpread")
+    assert (spread["status"], spread["reason"]) == ("False", "OneNodeInPool")
+    assert "affinity" not in kube.pods("team")[0]["spec"]

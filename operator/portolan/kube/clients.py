@@ -75,6 +75,9 @@ class Client(Protocol):
     def node_problem(self, name: str) -> str | None:
         """None if the Node exists and is Ready, else what is wrong with it."""
 
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """Every Node (the API's JSON shape): where a job's pools can place shard pods."""
+
     def resolve_selectors(self, namespace: str, selectors: Sequence[scanjobs.TargetSelector]) -> list[str]:
         """Addresses of the Services (cluster IPs), Pods (pod IPs) and Nodes (InternalIPs) selected."""
 
@@ -299,6 +302,12 @@ class Kube:
                 return f"is not Ready ({why})"
             return None
         return "is gone"
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """See :meth:`Client.list_nodes`."""
+        with _mapped("listing nodes"):
+            return [self._plain(item) for item in self.core.list_node().items]
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def resolve_selectors(self, namespace: str, selectors: Sequence[scanjobs.TargetSelector]) -> list[str]:
         """Addresses of the Services (cluster IPs), Pods (pod IPs) and Nodes (InternalIPs) selected."""

@@ -54,7 +54,7 @@ class FakeKube:
         self.calls: list[Call] = []
         self.node_problems: dict[str, str] = {}
         self.selector_addresses: list[str] = []
-        self.failing: dict[str, errors.KubeError] = {}  # verb -> the error that verb raises
+        self.failing: dict[str, errors.KubeError] = {}  # verb (or "list-nodes") -> the error it raises
         self._uids = itertools.count(1)
 
     # -- helpers for tests ------------------------------------------------------------------------
@@ -161,6 +161,11 @@ class FakeKube:
 
     def node_problem(self, name: str) -> str | None:
         return self.node_problems.get(name)
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        if "list-nodes" in self.failing:  # a read, so not recorded in calls
+            raise self.failing["list-nodes"]
+        return [copy.deepcopy(body) for (kind, _, _), body in sorted(self.objects.items()) if kind == "Node"]
 
     def resolve_selectors(self, namespace: str, selectors: Sequence[scanjobs.TargetSelector]) -> list[str]:
         return list(self.selector_addresses) if selectors else []

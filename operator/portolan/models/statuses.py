@@ -58,7 +58,7 @@ class OpenPort(_Model):
 
 
 class ShardPlan(_Model):
-    """What one shard probes: compact target ranges and a port expression."""
+    """What one shard probes: compact target ranges and a port expression (and, for a UDP spread, its node)."""
 
     id: str
     pool: str
@@ -67,6 +67,9 @@ class ShardPlan(_Model):
     ports: str
     udp_ports: str | None = None
     probes: int
+    node: str | None = pydantic.Field(
+        default=None, description="The node this shard is pinned to: its UDP ports are one slice of a UDP "
+        "spread, each slice from its own node (own source address, own ICMP budget at the targets).")
 
 
 class ShardCapture(_Model):

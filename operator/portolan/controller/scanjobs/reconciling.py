@@ -26,6 +26,7 @@ import pydantic
 from portolan import errors
 from portolan.controller import metrics
 from portolan.controller.scanjobs import concluding, driving, planning, runs
+from portolan.engine import ports as ports_
 from portolan.kube import builders, clients
 from portolan.models import problems, scanjobs, settings, statuses
 from portolan.policies import evaluating
@@ -66,7 +67,7 @@ def _decide(run: runs.Run) -> runs.Actions:
         if not addresses:
             return reject(run, "NoTargets", "the selectors matched no object with an address")
         try:
-            plan = planning.plan(spec, run.config, addresses)
+            plan = planning.plan(spec, run.config, addresses, nodes=run.observed.nodes)
         except errors.SpecError as exc:
             return reject(run, exc.reason, str(exc))
         run.status.plan = plan
@@ -76,8 +77,13 @@ def _decide(run: runs.Run) -> runs.Actions:
             run.touch(shard.id, pool=shard.pool, attempt=0, phase=statuses.ShardPhase.PENDING)
         probes = sum(s.probes for s in plan)
         message = f"planned {len(plan)} shards, {probes} probes"
+        spread = planning.udp_spread(plan)
+        if spread:
+            message += f"; {spread_message(spread)}"
         run.condition("Accepted", True, "Planned", message)
         run.event("Normal", "Accepted", message)
+        if "udp" in spec.protocols:
+            say_udp_spread(run, spec, spread)
         if run.config.scanner_egress_policy:
             run.actions.network_policy = builders.scanner_egress_policy(run.observed.body, plan)
     if spec.suspend:
@@ -87,6 +93,30 @@ def _decide(run: runs.Run) -> runs.Actions:
         return concluding.conclude(run, spec)
     driving.drive(run, spec)
     return concluding.conclude(run, spec)
+
+
+def spread_message(spread: Mapping[str, Sequence[str]]) -> str:
+    """How the UDP ports are spread, pool by pool, in a sentence."""
+    parts = [f"pool {pool} over nodes {', '.join(nodes)}" for pool, nodes in spread.items()]
+    return (f"each target's UDP ports split across nodes ({'; '.join(parts)}), "
+            "so each slice has its own source address and ICMP rate-limit budget at the target")
+
+
+def say_udp_spread(run: runs.Run, spec: scanjobs.ScanJobSpec, spread: Mapping[str, Sequence[str]]) -> None:
+    """The UdpSpread condition (and an Event when spread): how the plan meets the targets' ICMP rate limits."""
+    if spread:
+        message = spread_message(spread)
+        run.condition("UdpSpread", True, "UdpSpreadAcrossNodes", message)
+        run.event("Normal", "UdpSpreadAcrossNodes", message)
+        return
+    if len(ports_.parse_ports(spec.udp_ports or spec.ports)) <= 1:
+        run.condition("UdpSpread", False, "NothingToSpread", "one UDP port per target: nothing to spread")
+        return
+    names = ", ".join(pool.name for pool in planning.pools(spec))
+    run.condition("UdpSpread", False, "OneNodeInPool",
+                  f"pool(s) {names} have at most one usable node (or the nodes could not be read), so each target's "
+                  "UDP ports are probed from one source address: a Linux target answers about one closed UDP port "
+                  "per second to it")
 
 
 def reconcile(observed: runs.Observed, config: settings.OperatorSettings) -> runs.Actions:
@@ -124,6 +154,18 @@ def egress_policies(policies: Sequence[Mapping[str, Any]], job: Mapping[str, Any
     verdict = evaluating.evaluate(isolating, {}, evaluating.Endpoint(None, meta["namespace"], shard),
                                   evaluating.Endpoint(address), port, "TCP" if tcp else "UDP")
     return [] if verdict.allowed else sorted(str((p.get("metadata") or {}).get("name")) for p in isolating)
+
+
+def node_view(node: Mapping[str, Any]) -> planning.NodeView:
+    """Reduce a Node (a dict in the API's JSON shape) to what planning reads."""
+    meta = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    conditions = (node.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    taints = tuple(planning.Taint(str(t.get("key") or ""), t.get("value"), str(t.get("effect") or ""))
+                   for t in spec.get("taints") or [])
+    return planning.NodeView(name=str(meta.get("name") or ""), labels=dict(meta.get("labels") or {}), taints=taints,
+                             ready=ready, unschedulable=bool(spec.get("unschedulable")))
 
 
 def pod_view(pod: Mapping[str, Any]) -> runs.PodView:
@@ -164,12 +206,16 @@ def step(
     job = client.get_job(namespace, name)  # read after the pods: a finished pod's report is visible
     selector_addresses: list[str] = []
     selector_error = None
+    nodes: list[planning.NodeView] = []
     status = job.get("status") or {}
     if not status.get("plan"):
         try:
             spec = scanjobs.ScanJobSpec.model_validate(job.get("spec") or {})
             if spec.targets.selectors:
                 selector_addresses = client.resolve_selectors(namespace, spec.targets.selectors)
+            if "udp" in spec.protocols:  # only a UDP spread depends on the nodes
+                with contextlib.suppress(errors.KubeError):  # unread nodes: no spread, and UdpSpread says so
+                    nodes = [node_view(n) for n in client.list_nodes()]
         except pydantic.ValidationError:
             pass  # reconcile reports it
         except errors.KubeError as exc:
@@ -179,7 +225,7 @@ def step(
         problem = client.node_problem(node)
         if problem is not None:
             lost[node] = problem
-    observed = runs.Observed(job, pods, active, now, selector_addresses, selector_error, lost)
+    observed = runs.Observed(job, pods, active, now, selector_addresses, selector_error, lost, nodes=nodes)
     actions = reconcile(observed, config)
     if actions.needs_egress_check:  # every probe silent: are the namespace's policies the reason?
         isolating = egress_policies(client.list_network_policies(namespace), job)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pydantic.alias_generators
 
+from portolan.controller.scanjobs import planning
 from portolan.kube import builders, codecs
 from portolan.models import settings, statuses
 
@@ -55,6 +56,7 @@ class Observed:
     selector_error: str | None = None
     lost_nodes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # node -> what is wrong with it
     egress_policies: Sequence[str] | None = None  # policies isolating the shard pods' egress; None: not looked up
+    nodes: Sequence[planning.NodeView] = ()  # the cluster's nodes, read only while the job has no plan yet
 
 
 @dataclasses.dataclass
