@@ -1,7 +1,7 @@
 """Reconciliation: from a ScanJob and its observed pods to the actions that move it forward.
 
 :func:`reconcile` is pure — the job body, the observed shard pods, the resolved
-selector addresses and the time go in; a status merge patch, pods to create or
+selector addresses, the time and (before a UDP job is planned) the nodes go in; a status merge patch, pods to create or
 delete, Events and an optional results ConfigMap come out; :func:`step` does
 the I/O around it (through a :class:`portolan.kube.clients.Client`), so an
 operator restart simply reconciles again from the status and the live pods.
