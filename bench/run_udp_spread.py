@@ -14,8 +14,9 @@ host's ICMP token buckets refill):
    the job's Complete condition seen by polling (operator reconcile cadence 1 s, shard pod
    start-up and status writes included);
 2. ``nmap -sU -Pn -n -p 1-200`` run in one node's namespace (one source address);
-3. (unless ``--no-single``) the same ScanJob on one node with ``shards: 4``: four shards
-   from one source address, the layout before the spread.
+3. (unless ``--no-single``) the same ScanJob on a pool of one node with ``shards: 4``: one
+   source address, so the planner keeps the host's UDP ports in one shard (four shards behind
+   one address would share the host's ICMP budget and misread each other's answers).
 
 Accuracy is the share of the 200 ports whose state matches the construction; for a ScanJob
 it is read from the aggregated result (listed open ports, counted states).  Shard pods run
@@ -154,7 +155,7 @@ def main() -> None:
             rows["nmap -sU (one address)"] = run_nmap(agent.ns("cloud-1"))
             if not args.no_single:
                 time.sleep(args.pause)
-                rows["portolan, 4 shards on 1 node"] = run_job(
+                rows["portolan, pool of 1 node (shards: 4 asked)"] = run_job(
                     cluster, "single", {"name": "one", "nodeSelector": {"kubernetes.io/hostname": "cloud-1"}}, 4)
     finally:
         if operator is not None:

@@ -141,18 +141,26 @@ TEST_BED = NODES[:4]  # edge-1, edge-2 (tainted), cloud-1, cloud-2
         ({"protocols": ["tcp", "udp"], "ports": "22,80", "udpPorts": "53,161,500", "sharding": {"shards": 2}},
          ["198.18.0.1", "198.18.0.2"],
          [("22,80", None, None), ("22,80", None, None), ("", "53,161", "cloud-1"), ("", "500", "cloud-2")]),
-        # more shards than nodes with one target: more port slices, round robin over the nodes
+        # more shards than nodes with one target: still one slice per node, never two on one node
         ({"protocols": ["udp"], "udpPorts": "1-8", "sharding": {"shards": 4}}, ["198.18.0.1"],
-         [("", "1-2", "cloud-1"), ("", "3-4", "cloud-2"), ("", "5-6", "cloud-1"), ("", "7-8", "cloud-2")]),
+         [("", "1-4", "cloud-1"), ("", "5-8", "cloud-2")]),
         # fewer UDP ports than nodes: as many slices as ports
         ({"protocols": ["udp"], "udpPorts": "53,161", "pools": ALL_NODES}, ["198.18.0.1"],
          [("", "53", "cloud-1"), ("", "161", "cloud-2")]),
         # one UDP port: nothing to spread, the plan of today
         ({"protocols": ["udp"], "udpPorts": "53", "pools": ALL_NODES}, ["198.18.0.1"], [("", "53", None)]),
-        # a pool with one usable node: the plan of today
+        # a pool with one usable node: a target's UDP ports are not split (one source address)...
         ({"protocols": ["udp"], "udpPorts": "1-10", "sharding": {"shards": 2},
           "pools": [{"name": "one", "nodeSelector": {"zone": "a"}}]}, ["198.18.0.1"],
-         [("", "1-5", None), ("", "6-10", None)]),
+         [("", "1-10", None)]),
+        # ... while its TCP ports are, as before; UDP gets a shard per target run
+        ({"protocols": ["tcp", "udp"], "ports": "1-10", "udpPorts": "53,161", "sharding": {"shards": 2},
+          "pools": [{"name": "one", "nodeSelector": {"zone": "a"}}]}, ["198.18.0.1"],
+         [("1-5", None, None), ("6-10", None, None), ("", "53,161", None)]),
+        # ... and split by targets, TCP and UDP share shards as before
+        ({"protocols": ["tcp", "udp"], "ports": "22", "udpPorts": "53,161", "sharding": {"shards": 2},
+          "pools": [{"name": "one", "nodeSelector": {"zone": "a"}}]}, ["198.18.0.1", "198.18.0.2"],
+         [("22", "53,161", None), ("22", "53,161", None)]),
         # TCP only: never spread
         ({"ports": "1-10", "sharding": {"shards": 2}, "pools": ALL_NODES}, ["198.18.0.1"],
          [("1-5", None, None), ("6-10", None, None)]),

@@ -151,9 +151,9 @@ def test_a_schedule_step_creates_its_first_run_owned_by_the_schedule_even_when_e
 class _Shard:
     """A job planned by the operator, and a shard runtime for its first shard on the fake client."""
 
-    def __init__(self, scan: Any = None) -> None:
+    def __init__(self, scan: Any = None, **spec: Any) -> None:
         self.kube = fakes.FakeKube()
-        self.kube.add(_job(sharding={"shards": 1}, ports="22,80,443"))
+        self.kube.add(_job(**{"sharding": {"shards": 1}, "ports": "22,80,443", **spec}))
         reconciling.step(self.kube, CONFIG, _gauges(), "team", "audit", T0)
         self.shard = next(iter(self.kube.get_job("team", "audit")["status"]["shards"]))
         env = running.ShardEnv(namespace="team", job="audit", shard=self.shard, attempt=1, open_cap=200,
@@ -162,9 +162,10 @@ class _Shard:
                                           scan=scan or self.scan)
         self.plans: list[plans.Plan] = []
 
-    def scan(self, plan: plans.Plan, **_: Any) -> results.ScanReport:
+    def scan(self, plan: plans.Plan, **options: Any) -> results.ScanReport:
         """Stands in for the engine: every target's port 443 is open, the rest closed."""
         self.plans.append(plan)
+        self.options = options
         hosts = [results.HostResult(address=t.address, ports=[results.PortResult(
             host=t.address, port=443, protocol=results.Protocol.TCP, state=results.PortState.OPEN,
             reason=results.Reason.SYN_ACK)]) for t in plan.targets]
@@ -189,6 +190,13 @@ def test_a_shard_scans_its_slice_of_the_plan_and_writes_only_its_own_entry() -> 
     assert {k: v for k, v in after.items() if k != "shards"} == {k: v for k, v in before.items() if k != "shards"}
     assert {k: v for k, v in after["shards"].items() if k != shard.shard} == \
         {k: v for k, v in before["shards"].items() if k != shard.shard}  # no other key of the status was touched
+
+
+def test_a_shards_udp_re_probe_gets_the_time_its_slice_needs_at_one_closed_port_per_second() -> None:
+    shard = _Shard(protocols=["udp"], udpPorts="1-200", targets={"addresses": ["198.18.0.1"]})
+    assert shard.runner.run() == running.EXIT_OK
+    assert len(shard.plans[0].udp_ports) == 200
+    assert shard.options["rate_limit_budget"] >= 200  # the CLI's 60 s would leave ~140 closed ports open|filtered
 
 
 def test_a_superseded_shard_attempt_writes_nothing_and_exits_cleanly() -> None:

@@ -8,6 +8,12 @@ that touches nothing else.  The write replaces the entry's results, so a
 retried shard never duplicates them.  A stale attempt (the operator already
 started a newer one) writes nothing.  On SIGTERM the partial counts are written
 with ``lastError`` before exiting, so nothing gathered is lost.
+
+A shard's UDP re-probe of hosts that rate-limit ICMP (about one closed port per
+second per host, hosts in parallel) gets the time its slice needs
+(:func:`udp_pacing_budget`), not the CLI's default: in a cluster the job's
+``activeDeadlineSeconds`` is the bound, and a slice cut short would report
+closed ports as open|filtered.
 """
 
 from __future__ import annotations
@@ -88,6 +94,11 @@ class ShardEnv:
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def udp_pacing_budget(plan: plans.Plan) -> float:
+    """Seconds for the paced UDP pass: one closed port per second per host, plus half again and 30 s."""
+    return 30.0 + 1.5 * len(plan.udp_ports)
 
 
 class ShardRunner:
@@ -206,6 +217,7 @@ class ShardRunner:
                 plan, on_progress=self.progress, identify=services.Session,
                 payloads=payloads.payload_bytes, identify_reply=payloads.identify_reply,
                 stop=self.stop, args=f"shard {self.env.shard} attempt {self.env.attempt}",
+                rate_limit_budget=udp_pacing_budget(plan),
             )
         except errors.ScanError as exc:
             self._patch({**self._base(), "lastError": f"{exc.reason}: {exc}", "finishedAttempt": self.env.attempt,

@@ -10,8 +10,8 @@ UDP spread.  A Linux target answers closed UDP ports with ICMP errors at about
 one per second per source address, so one scanner needs about a second per
 closed port per host whatever the split by targets.  When a job has UDP ports
 and its pool has more than one node the planner can place on, the UDP ports of
-every target are split into disjoint slices, one per node (more when more
-shards are asked for), and each UDP shard is pinned to its node
+every target are split into disjoint slices, one per node (more shards asked
+for become more target runs), and each UDP shard is pinned to its node
 (:attr:`~portolan.models.statuses.ShardPlan.node`): every node has its own
 address, so its own ICMP budget at each target.  TCP ports are planned as in a
 TCP-only job, in shards of their own.  Pod addresses do not count: traffic
@@ -20,7 +20,9 @@ distinct nodes are sure to be distinct sources.  Which nodes a pool can use is
 read from the nodes observed at planning time (Ready, schedulable, matching the
 pool's nodeSelector and required node affinity, every NoSchedule/NoExecute
 taint tolerated); the plan is then fixed, and a shard whose node is lost runs
-elsewhere in its pool (correct, only slower).
+elsewhere in its pool (correct, only slower).  Without a spread a target's UDP
+ports are never split across shards: shards behind one address would share the
+target's ICMP budget and take each other's answers for silence.
 
 Guardrails (allowed/denied CIDRs, probe and target limits) are checked here,
 before any expansion that could be huge.
@@ -232,19 +234,18 @@ def _slices(found: Sequence[str], ports: Sequence[int], count: int) -> list[tupl
 def _spread_slices(
     found: Sequence[str], udp: Sequence[int], count: int, nodes: Sequence[str]
 ) -> list[tuple[list[str], list[int], str]]:
-    """UDP shards as (targets, ports, node): each target's ports in disjoint slices, slice i on node i mod n.
+    """UDP shards as (targets, ports, node): each target's ports in disjoint slices, slice i on node i.
 
-    At least one slice per node (as far as there are ports); more target runs, then more port
-    slices, when more shards are asked for.
+    One slice per node (as far as there are ports), never two slices of one target on one node:
+    two scanners behind one address share the target's ICMP budget, and each would take the
+    other's answers for silence.  More shards asked for become more target runs.
     """
     slices = min(len(nodes), len(udp))
     runs = min(len(found), max(1, math.ceil(count / slices)))
-    if runs * slices < count:
-        slices = min(len(udp), math.ceil(count / runs))
     shards = []
     for first, last in _chunks(len(found), runs):
         for index, (start, end) in enumerate(_chunks(len(udp), slices)):
-            shards.append((list(found[first:last]), list(udp[start:end]), nodes[index % len(nodes)]))
+            shards.append((list(found[first:last]), list(udp[start:end]), nodes[index]))
     return shards
 
 
@@ -286,6 +287,12 @@ def plan(
                 layout += [(t, p, [], None) for t, p in _slices(everyone, sorted(tcp_set), wanted or 1)]
             layout += [(t, [], p, node) for t, p, node in _spread_slices(everyone, sorted(udp_set), wanted or 1,
                                                                           usable)]
+        elif len(udp) > 1 and len(shared) > 1 and shared[0][0] == shared[1][0]:
+            # Today's split is by ports, but a target's UDP ports stay in one shard: from one source
+            # address, two shards would share the target's ICMP budget (see _spread_slices).
+            if tcp:
+                layout += [(t, p, [], None) for t, p in _slices(everyone, sorted(tcp_set), wanted or 1)]
+            layout += [(t, [], p, None) for t, p in _slices(everyone, sorted(udp_set), min(wanted or 1, len(found)))]
         else:
             layout = [(t, [p for p in ps if p in tcp_set], [p for p in ps if p in udp_set], None) for t, ps in shared]
         for index, (shard_targets, tcp_part, udp_part, node) in enumerate(layout):
