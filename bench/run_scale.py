@@ -118,6 +118,8 @@ def main() -> None:
                          f"({count / shards:.1f}/shard) | {size / 1024:.0f} KiB | {final / 1024:.0f} KiB | "
                          f"{count * final / 1024 / 1024:.1f} MiB |")
         cpu = cpu_seconds(operator.pid)
+        if not args.jobs:
+            return  # the lines are printed (and appended) below
         body = "".join("---\n" + yaml.safe_dump(job(f"idle-{i}", 1, suspend=True)) for i in range(args.jobs))
         start = time.monotonic()
         plane.kubectl("apply", "-f", "-", input=body, timeout=900)

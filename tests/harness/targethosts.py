@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -54,3 +55,29 @@ def targets(cluster: clusters.Cluster) -> Iterator[dict[str, Any]]:
             netns.delete(ns)
 
 
+
+
+@contextlib.contextmanager
+def udp_host(agent: Any, address: str, services: Mapping[int, str], tag: str = "u") -> Iterator[str]:
+    """A Linux host on the agent's bridge at ``address`` serving UDP ``services`` (port -> echo or dns).
+
+    Every other UDP port is closed: the host's kernel answers ICMP port unreachable under its
+    default rate limit (``net.ipv4.icmp_ratelimit``, per source address). Yields its namespace.
+    """
+    ns = f"{agent.prefix}-{tag}"
+    netns.add(ns)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        netns.veth_to_bridge(agent.switch, "br0", ns, f"{agent.prefix[-5:]}{tag}", f"{address}/24")
+        spec = json.dumps([{"proto": "udp", "port": p, "kind": kind} for p, kind in services.items()])
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "tests"))
+        server = netns.popen(ns, [sys.executable, "-m", "harness.servers", spec], stdout=subprocess.PIPE, env=env)
+        assert server.stdout is not None and server.stdout.readline().strip() == b"ready"
+        yield ns
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+            if server.stdout is not None:
+                server.stdout.close()
+        netns.delete(ns)

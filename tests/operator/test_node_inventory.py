@@ -52,7 +52,7 @@ def test_each_ready_node_of_an_inventoried_pool_gets_one_inventory_shard_with_it
     spec = _spec()
     nodes = planning.inventory_nodes(spec, NODES)
     assert nodes == {"edge": [("edge-1", ["198.18.64.11"]), ("edge-2", ["198.18.64.12"])]}
-    plan = planning.plan(spec, ALLOWING, ["198.18.64.11"], nodes=nodes)
+    plan = planning.plan(spec, ALLOWING, ["198.18.64.11"], inventory_nodes=nodes)
     assert [(s.id, s.kind.value, s.node, s.targets, s.probes) for s in plan] == [
         ("edge-0", "scan", None, ["198.18.64.11"], 3), ("cloud-0", "scan", None, ["198.18.64.11"], 3),
         ("edge-n0", "inventory", "edge-1", ["198.18.64.11"], 0), ("edge-n1", "inventory", "edge-2", ["198.18.64.12"], 0)]
@@ -65,7 +65,7 @@ def test_each_ready_node_of_an_inventoried_pool_gets_one_inventory_shard_with_it
 def test_an_inventory_is_refused_without_the_setting_or_without_nodes(
         config: settings.OperatorSettings, nodes: dict[str, Any], reason: str, words: str) -> None:
     with pytest.raises(errors.SpecError) as caught:
-        planning.plan(_spec(), config, ["198.18.64.11"], nodes=nodes)
+        planning.plan(_spec(), config, ["198.18.64.11"], inventory_nodes=nodes)
     assert caught.value.reason == reason and words in str(caught.value)
 
 

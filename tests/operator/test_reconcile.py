@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from portolan.controller.scanjobs import reconciling, runs
+from portolan.controller.scanjobs import planning, reconciling, runs
 from portolan.kube import fakes
 from portolan.models import settings
 
@@ -332,3 +332,28 @@ def test_a_bad_allowed_open_ports_expression_is_refused_before_any_pod() -> None
 def test_only_jobs_with_something_to_wait_for_tick(spec: dict[str, Any], status: dict[str, Any], ticks: bool) -> None:
     body = {"metadata": {"generation": 1}, "spec": spec, "status": status}
     assert reconciling.ticks_needed(body) is ticks
+
+
+def test_a_pinned_udp_slice_whose_node_was_lost_is_retried_anywhere_else_in_its_pool() -> None:
+    job = Job(targets={"addresses": ["198.18.0.1"]}, protocols=["udp"], udpPorts="1-10", sharding={})
+    nodes = (planning.NodeView("cloud-1"), planning.NodeView("cloud-2"))
+    first = reconciling.reconcile(runs.Observed(job.body, [], 0, T0, nodes=nodes), CONFIG)
+    fakes.merge_patch(job.body["status"], first.status)
+    assert [(s["udpPorts"], s["node"]) for s in job.body["status"]["plan"]] == [("1-5", "cloud-1"), ("6-10", "cloud-2")]
+    pod = first.create[0]
+    job.pods[pod["metadata"]["name"]] = runs.PodView(pod["metadata"]["name"], "default-0", 1, "Running", node="cloud-1")
+    lost = reconciling.reconcile(runs.Observed(job.body, list(job.pods.values()), 2, T0 + datetime.timedelta(seconds=5),
+                                               lost_nodes={"cloud-1": "is gone"}), CONFIG)
+    fakes.merge_patch(job.body["status"], lost.status)
+    job.pods.clear()
+    retry = job.step(T0 + datetime.timedelta(seconds=60)).create
+    terms = retry[0]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["cloud-1"]}]}]
+
+
+def test_a_udp_job_on_a_one_node_pool_says_each_target_gets_one_source_address() -> None:
+    job = Job(targets={"addresses": ["198.18.0.1"]}, protocols=["udp"], udpPorts="1-10", sharding={})
+    actions = reconciling.reconcile(runs.Observed(job.body, [], 0, T0, nodes=(planning.NodeView("cloud-1"),)), CONFIG)
+    fakes.merge_patch(job.body["status"], actions.status)
+    assert (job.condition("UdpSpread")["status"], job.condition("UdpSpread")["reason"]) == ("False", "OneNodeInPool")
+    assert not any(reason == "UdpSpreadAcrossNodes" for _, reason, _ in actions.events)

@@ -151,9 +151,9 @@ def test_a_schedule_step_creates_its_first_run_owned_by_the_schedule_even_when_e
 class _Shard:
     """A job planned by the operator, and a shard runtime for its first shard on the fake client."""
 
-    def __init__(self, scan: Any = None) -> None:
+    def __init__(self, scan: Any = None, **spec: Any) -> None:
         self.kube = fakes.FakeKube()
-        self.kube.add(_job(sharding={"shards": 1}, ports="22,80,443"))
+        self.kube.add(_job(**{"sharding": {"shards": 1}, "ports": "22,80,443", **spec}))
         reconciling.step(self.kube, CONFIG, _gauges(), "team", "audit", T0)
         self.shard = next(iter(self.kube.get_job("team", "audit")["status"]["shards"]))
         env = running.ShardEnv(namespace="team", job="audit", shard=self.shard, attempt=1, open_cap=200,
@@ -162,9 +162,10 @@ class _Shard:
                                           scan=scan or self.scan)
         self.plans: list[plans.Plan] = []
 
-    def scan(self, plan: plans.Plan, **_: Any) -> results.ScanReport:
+    def scan(self, plan: plans.Plan, **options: Any) -> results.ScanReport:
         """Stands in for the engine: every target's port 443 is open, the rest closed."""
         self.plans.append(plan)
+        self.options = options
         hosts = [results.HostResult(address=t.address, ports=[results.PortResult(
             host=t.address, port=443, protocol=results.Protocol.TCP, state=results.PortState.OPEN,
             reason=results.Reason.SYN_ACK)]) for t in plan.targets]
@@ -189,6 +190,13 @@ def test_a_shard_scans_its_slice_of_the_plan_and_writes_only_its_own_entry() -> 
     assert {k: v for k, v in after.items() if k != "shards"} == {k: v for k, v in before.items() if k != "shards"}
     assert {k: v for k, v in after["shards"].items() if k != shard.shard} == \
         {k: v for k, v in before["shards"].items() if k != shard.shard}  # no other key of the status was touched
+
+
+def test_a_shards_udp_re_probe_gets_the_time_its_slice_needs_at_one_closed_port_per_second() -> None:
+    shard = _Shard(protocols=["udp"], udpPorts="1-200", targets={"addresses": ["198.18.0.1"]})
+    assert shard.runner.run() == running.EXIT_OK
+    assert len(shard.plans[0].udp_ports) == 200
+    assert shard.options["rate_limit_budget"] >= 200  # the CLI's 60 s would leave ~140 closed ports open|filtered
 
 
 def test_a_superseded_shard_attempt_writes_nothing_and_exits_cleanly() -> None:
@@ -344,3 +352,45 @@ def test_the_namespace_limit_counts_other_jobs_pods_and_the_running_gauge_sums_t
     assert _value(gauges, "portolan_shards_running") == 3
     gauges.forget_job("team", "first")
     assert _value(gauges, "portolan_shards_running") == 1
+
+
+def _node(name: str, *, ready: bool = True, taint: str | None = None) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "spec": {"taints": [{"key": taint, "value": "true", "effect": "NoSchedule"}] if taint else []},
+            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+
+def test_a_udp_job_on_a_pool_of_several_nodes_pins_one_slice_of_ports_per_node_and_says_so() -> None:
+    kube = fakes.FakeKube()
+    for node in (_node("edge-1", taint="portolan.dev/edge"), _node("cloud-1"), _node("cloud-2"),
+                 _node("cloud-3", ready=False)):
+        kube.add(node)
+    kube.add(_job(targets={"addresses": ["198.18.0.1"]}, protocols=["udp"], udpPorts="1-200", sharding={},
+                  pools=[{"name": "all", "tolerations": [{"key": "portolan.dev/edge", "operator": "Exists"}]}]))
+    reconciling.step(kube, CONFIG, _gauges(), "team", "audit", T0)
+    status = kube.get_job("team", "audit")["status"]
+    assert [(s["udpPorts"], s["node"]) for s in status["plan"]] == [
+        ("1-67", "cloud-1"), ("68-134", "cloud-2"), ("135-200", "edge-1")]
+    pinned = [p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+              ["nodeSelectorTerms"][0]["matchFields"] for p in kube.pods("team")]
+    assert pinned == [[{"key": "metadata.name", "operator": "In", "values": [n]}] for n in ("cloud-1", "cloud-2", "edge-1")]
+    spread = next(c for c in status["conditions"] if c["type"] == "UdpSpread")
+    assert (spread["status"], spread["reason"]) == ("True", "UdpSpreadAcrossNodes")
+    assert "pool all over nodes cloud-1, cloud-2, edge-1" in spread["message"]
+    assert "UdpSpreadAcrossNodes" in [e["reason"] for e in kube.events]
+    accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
+    assert accepted["message"].startswith("planned 3 shards, 200 probes; each target's UDP ports split across nodes")
+
+
+def test_a_udp_job_whose_nodes_cannot_be_read_is_planned_from_one_source_and_says_why() -> None:
+    kube = fakes.FakeKube()
+    kube.add(_node("cloud-1"))
+    kube.add(_node("cloud-2"))
+    kube.failing["list-nodes"] = errors.KubeError("listing nodes: forbidden")
+    kube.add(_job(targets={"addresses": ["198.18.0.1"]}, protocols=["udp"], udpPorts="1-200", sharding={}))
+    reconciling.step(kube, CONFIG, _gauges(), "team", "audit", T0)
+    status = kube.get_job("team", "audit")["status"]
+    assert [(s["udpPorts"], s.get("node")) for s in status["plan"]] == [("1-200", None)]
+    spread = next(c for c in status["conditions"] if c["type"] == "UdpSpread")
+    assert (spread["status"], spread["reason"]) == ("False", "OneNodeInPool")
+    assert "affinity" not in kube.pods("team")[0]["spec"]

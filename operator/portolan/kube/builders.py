@@ -120,6 +120,19 @@ def inventory_pod_spec(pod_spec: dict[str, Any], node: str) -> None:
         "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}}
 
 
+def _require_node_field(pod_spec: dict[str, Any], requirement: dict[str, Any]) -> None:
+    """Add a required node field selector to every term of the pod's node affinity (terms are ORed)."""
+    affinity = copy.deepcopy(pod_spec.get("affinity") or {})
+    required = affinity.setdefault("nodeAffinity", {}).setdefault(
+        "requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": [{}]})
+    terms = required.setdefault("nodeSelectorTerms", [])
+    if not terms:
+        terms.append({})
+    for term in terms:
+        term.setdefault("matchFields", []).append(requirement)
+    pod_spec["affinity"] = affinity
+
+
 def shard_pod(
     job: Mapping[str, Any],
     spec: scanjobs.ScanJobSpec,
@@ -193,18 +206,13 @@ def shard_pod(
             pod_spec["affinity"] = pool.affinity
         if pool.tolerations:
             pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in pool.tolerations]
+    if shard.node is not None and shard.node not in avoid_nodes and not inventory:
+        # One slice of a UDP spread: on its own node, so from its own source address. A shard
+        # whose node was lost runs anywhere else in its pool instead (slower, still correct).
+        _require_node_field(pod_spec, {"key": "metadata.name", "operator": "In", "values": [shard.node]})
     if avoid_nodes and not inventory:
-        # Nodes an earlier attempt was lost on: excluded in every term (terms are ORed).
-        affinity = copy.deepcopy(pod_spec.get("affinity") or {})
-        required = affinity.setdefault("nodeAffinity", {}).setdefault(
-            "requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": [{}]})
-        terms = required.setdefault("nodeSelectorTerms", [])
-        if not terms:
-            terms.append({})
-        for term in terms:
-            term.setdefault("matchFields", []).append(
-                {"key": "metadata.name", "operator": "NotIn", "values": sorted(set(avoid_nodes))})
-        pod_spec["affinity"] = affinity
+        # Nodes an earlier attempt was lost on.
+        _require_node_field(pod_spec, {"key": "metadata.name", "operator": "NotIn", "values": sorted(set(avoid_nodes))})
     return {
         "apiVersion": "v1",
         "kind": "Pod",

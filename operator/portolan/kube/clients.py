@@ -79,7 +79,7 @@ class Client(Protocol):
         """Addresses of the Services (cluster IPs), Pods (pod IPs) and Nodes (InternalIPs) selected."""
 
     def list_nodes(self) -> list[dict[str, Any]]:
-        """Every Node (labels, addresses and conditions matter: node inventories are planned on them)."""
+        """Every Node (the API's JSON shape): where a job's pools can place shard pods, which nodes an inventory lists."""
 
     def event(self, involved: Mapping[str, Any], kind: str, reason: str, message: str,
               now: datetime.datetime) -> None:

@@ -54,7 +54,7 @@ class FakeKube:
         self.calls: list[Call] = []
         self.node_problems: dict[str, str] = {}
         self.selector_addresses: list[str] = []
-        self.failing: dict[str, errors.KubeError] = {}  # verb -> the error that verb raises
+        self.failing: dict[str, errors.KubeError] = {}  # verb (or "list-nodes") -> the error it raises
         self._uids = itertools.count(1)
 
     # -- helpers for tests ------------------------------------------------------------------------
@@ -164,7 +164,9 @@ class FakeKube:
 
     def list_nodes(self) -> list[dict[str, Any]]:
         """See :meth:`portolan.kube.clients.Client.list_nodes`."""
-        return [copy.deepcopy(b) for (kind, _, _), b in sorted(self.objects.items()) if kind == "Node"]
+        if "list-nodes" in self.failing:  # a read, so not recorded in calls
+            raise self.failing["list-nodes"]
+        return [copy.deepcopy(body) for (kind, _, _), body in sorted(self.objects.items()) if kind == "Node"]
 
     def resolve_selectors(self, namespace: str, selectors: Sequence[scanjobs.TargetSelector]) -> list[str]:
         return list(self.selector_addresses) if selectors else []

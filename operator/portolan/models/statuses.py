@@ -66,7 +66,8 @@ class ShardPlan(_Model):
     """What one shard probes (compact target ranges and a port expression), or which node it inventories.
 
     An inventory shard (``kind: inventory``) lists the listeners of ``node``; its ``targets``
-    are that node's addresses (what its listeners are judged on) and it sends no probe.
+    are that node's addresses (what its listeners are judged on) and it sends no probe.  A scan
+    shard with a ``node`` is one slice of a UDP spread, pinned to that node.
     """
 
     id: str
@@ -77,7 +78,10 @@ class ShardPlan(_Model):
     udp_ports: str | None = None
     probes: int
     kind: ShardKind = ShardKind.SCAN
-    node: str | None = None
+    node: str | None = pydantic.Field(
+        default=None, description="The node this shard is pinned to: the node an inventory shard lists, or, "
+        "for a scan shard, the node of its slice of a UDP spread (each slice from its own node: own source "
+        "address, own ICMP budget at the targets).")
 
 
 class ShardCapture(_Model):

@@ -12,6 +12,12 @@ with ``lastError`` before exiting, so nothing gathered is lost.
 An inventory shard (``kind: inventory`` in the plan) scans nothing: it lists the
 listeners of the node it runs on (its pod has the node's network and PID
 namespaces) and writes them, bounded, into its entry (:mod:`portolan.shard.listing`).
+
+A shard's UDP re-probe of hosts that rate-limit ICMP (about one closed port per
+second per host, hosts in parallel) gets the time its slice needs
+(:func:`udp_pacing_budget`), not the CLI's default: in a cluster the job's
+``activeDeadlineSeconds`` is the bound, and a slice cut short would report
+closed ports as open|filtered.
 """
 
 from __future__ import annotations
@@ -96,6 +102,11 @@ class ShardEnv:
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def udp_pacing_budget(plan: plans.Plan) -> float:
+    """Seconds for the paced UDP pass: one closed port per second per host, plus half again and 30 s."""
+    return 30.0 + 1.5 * len(plan.udp_ports)
 
 
 class ShardRunner:
@@ -242,6 +253,7 @@ class ShardRunner:
                 plan, on_progress=self.progress, identify=services.Session,
                 payloads=payloads.payload_bytes, identify_reply=payloads.identify_reply,
                 stop=self.stop, args=f"shard {self.env.shard} attempt {self.env.attempt}",
+                rate_limit_budget=udp_pacing_budget(plan),
             )
         except errors.ScanError as exc:
             self._patch({**self._base(), "lastError": f"{exc.reason}: {exc}", "finishedAttempt": self.env.attempt,

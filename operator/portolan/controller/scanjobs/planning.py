@@ -6,6 +6,24 @@ contiguous runs; with fewer, ports are split instead.  Shard sizes differ by at
 most one target's (or one port's) worth of probes.  Targets are recorded as
 compact address ranges, so a 65,536-address job plans in a few hundred bytes.
 
+UDP spread.  A Linux target answers closed UDP ports with ICMP errors at about
+one per second per source address, so one scanner needs about a second per
+closed port per host whatever the split by targets.  When a job has UDP ports
+and its pool has more than one node the planner can place on, the UDP ports of
+every target are split into disjoint slices, one per node (more shards asked
+for become more target runs), and each UDP shard is pinned to its node
+(:attr:`~portolan.models.statuses.ShardPlan.node`): every node has its own
+address, so its own ICMP budget at each target.  TCP ports are planned as in a
+TCP-only job, in shards of their own.  Pod addresses do not count: traffic
+leaving the cluster is commonly masqueraded to the node's address, so only
+distinct nodes are sure to be distinct sources.  Which nodes a pool can use is
+read from the nodes observed at planning time (Ready, schedulable, matching the
+pool's nodeSelector and required node affinity, every NoSchedule/NoExecute
+taint tolerated); the plan is then fixed, and a shard whose node is lost runs
+elsewhere in its pool (correct, only slower).  Without a spread a target's UDP
+ports are never split across shards: shards behind one address would share the
+target's ICMP budget and take each other's answers for silence.
+
 Guardrails (allowed/denied CIDRs, probe and target limits, node inventories) are
 checked here, before any expansion that could be huge.
 
@@ -16,6 +34,7 @@ number), pinned to that node, with the node's addresses as its targets.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 from collections.abc import Mapping, Sequence
@@ -27,11 +46,106 @@ from portolan.engine import targets as targets_
 from portolan.models import scanjobs, settings, statuses
 
 DEFAULT_POOL = "default"
+_BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
+
+
+@dataclasses.dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str | None
+    effect: str
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeView:
+    """What planning needs to know about one Node: can a pool's shard pods be placed on it."""
+
+    name: str
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    ready: bool = True
+    unschedulable: bool = False
 
 
 def pools(spec: scanjobs.ScanJobSpec) -> list[scanjobs.Pool]:
     """The pools a job runs from: its own, or one default pool with no placement."""
     return spec.pools or [scanjobs.Pool(name=DEFAULT_POOL)]
+
+
+def _tolerated(taint: Taint, tolerations: Sequence[scanjobs.Toleration]) -> bool:
+    """Whether one of the tolerations tolerates the taint (the scheduler's rules)."""
+    for toleration in tolerations:
+        if toleration.effect is not None and toleration.effect != taint.effect:
+            continue
+        if toleration.operator == "Exists":
+            if toleration.key in (None, "", taint.key):
+                return True
+        elif toleration.key == taint.key and (toleration.value or "") == (taint.value or ""):
+            return True
+    return False
+
+
+def _expression_holds(expression: Mapping[str, Any], value: str | None) -> bool:
+    """One node selector requirement (In, NotIn, Exists, DoesNotExist, Gt, Lt) against a label or field value."""
+    operator = expression.get("operator")
+    values = [str(v) for v in expression.get("values") or []]
+    if operator == "In":
+        return value is not None and value in values
+    if operator == "NotIn":
+        return value is None or value not in values
+    if operator == "Exists":
+        return value is not None
+    if operator == "DoesNotExist":
+        return value is None
+    if operator in ("Gt", "Lt") and value is not None and len(values) == 1:
+        try:
+            have, bound = int(value), int(values[0])
+        except ValueError:
+            return False
+        return have > bound if operator == "Gt" else have < bound
+    return False
+
+
+def _affinity_allows(affinity: Mapping[str, Any] | None, node: NodeView) -> bool:
+    """Whether the pool's required node affinity lets a pod on the node (terms ORed, requirements ANDed)."""
+    required = ((affinity or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    if not required:
+        return True
+    for term in required.get("nodeSelectorTerms") or []:
+        labels = term.get("matchExpressions") or []
+        fields = term.get("matchFields") or []
+        if not labels and not fields:
+            continue  # an empty term matches no node
+        if all(_expression_holds(e, node.labels.get(str(e.get("key")))) for e in labels) and all(
+            _expression_holds(e, node.name if e.get("key") == "metadata.name" else None) for e in fields
+        ):
+            return True
+    return False
+
+
+def pool_nodes(pool: scanjobs.Pool, nodes: Sequence[NodeView]) -> list[str]:
+    """The names (sorted) of the Ready, schedulable nodes the pool's shard pods can be placed on."""
+    found = []
+    for node in nodes:
+        if not node.ready or node.unschedulable:
+            continue
+        if any(node.labels.get(key) != value for key, value in pool.node_selector.items()):
+            continue
+        if any(t.effect in _BLOCKING_EFFECTS and not _tolerated(t, pool.tolerations) for t in node.taints):
+            continue
+        if not _affinity_allows(pool.affinity, node):
+            continue
+        found.append(node.name)
+    return sorted(found)
+
+
+def udp_spread(plan: Sequence[statuses.ShardPlan]) -> dict[str, list[str]]:
+    """Per pool, the nodes its UDP shards are pinned to (pools without a UDP spread are left out)."""
+    spread: dict[str, list[str]] = {}
+    for shard in plan:
+        if shard.node is not None and shard.node not in spread.setdefault(shard.pool, []):
+            spread[shard.pool].append(shard.node)
+    return {pool: names for pool, names in spread.items() if names}
 
 
 def compact(addresses: Sequence[str]) -> list[str]:
@@ -168,46 +282,83 @@ def inventory_plan(spec: scanjobs.ScanJobSpec, nodes: NodeAddresses) -> list[sta
     return shard_plans
 
 
+def _slices(found: Sequence[str], ports: Sequence[int], count: int) -> list[tuple[list[str], list[int]]]:
+    """Today's split: contiguous target runs when there are enough targets, else contiguous port runs."""
+    count = max(1, min(count, len(found) * len(ports)))
+    if len(found) >= count:
+        return [(list(found[start:end]), list(ports)) for start, end in _chunks(len(found), count)]
+    return [(list(found), list(ports[start:end])) for start, end in _chunks(len(ports), count)]
+
+
+def _spread_slices(
+    found: Sequence[str], udp: Sequence[int], count: int, nodes: Sequence[str]
+) -> list[tuple[list[str], list[int], str]]:
+    """UDP shards as (targets, ports, node): each target's ports in disjoint slices, slice i on node i.
+
+    One slice per node (as far as there are ports), never two slices of one target on one node:
+    two scanners behind one address share the target's ICMP budget, and each would take the
+    other's answers for silence.  More shards asked for become more target runs.
+    """
+    slices = min(len(nodes), len(udp))
+    runs = min(len(found), max(1, math.ceil(count / slices)))
+    shards = []
+    for first, last in _chunks(len(found), runs):
+        for index, (start, end) in enumerate(_chunks(len(udp), slices)):
+            shards.append((list(found[first:last]), list(udp[start:end]), nodes[index]))
+    return shards
+
+
 def plan(
     spec: scanjobs.ScanJobSpec,
     config: settings.OperatorSettings,
     addresses: Sequence[str],
     *,
     resolve: targets_.Resolver = targets_.resolve_host,
-    nodes: NodeAddresses | None = None,
+    nodes: Sequence[NodeView] = (),
+    inventory_nodes: NodeAddresses | None = None,
 ) -> list[statuses.ShardPlan]:
     """Plan the shards of a job whose selector targets are already resolved into ``addresses``.
 
-    ``nodes``: the Ready nodes of the job's inventory pools (:func:`inventory_nodes`), when it asks for one.
+    ``nodes`` are the cluster's nodes at planning time: a pool with UDP ports and more than one
+    node its pods can use gets its UDP ports spread across them (see the module's docstring).
+    ``inventory_nodes``: the Ready nodes of the job's inventory pools (:func:`inventory_nodes`),
+    when it asks for one.
     """
     if spec.expect is not None and spec.expect.allowed_open_ports:
         ports_.parse_ports(spec.expect.allowed_open_ports)  # a bad expression is refused now, not at the end
     check_guardrails(spec, config, addresses)
-    inventories = inventory_plan(spec, nodes or {})
+    inventories = inventory_plan(spec, inventory_nodes or {})
     found = targets_.parse_targets(
         addresses, spec.targets.exclude, resolve=resolve, limit=config.max_targets_per_job
     )
     _check_cidrs(found, config)
     tcp = ports_.parse_ports(spec.ports) if "tcp" in spec.protocols else []
     udp = ports_.parse_ports(spec.udp_ports or spec.ports) if "udp" in spec.protocols else []
-    port_list = sorted(set(tcp) | set(udp))
+    tcp_set, udp_set = set(tcp), set(udp)
+    port_list = sorted(tcp_set | udp_set)
     wanted = spec.sharding.shards
     if wanted is None and spec.sharding.targets_per_shard:
         wanted = math.ceil(len(found) / spec.sharding.targets_per_shard)
-    count = max(1, min(wanted or 1, len(found) * len(port_list)))
-    slices: list[tuple[list[str], list[int]]] = []
-    if len(found) >= count:
-        for start, end in _chunks(len(found), count):
-            slices.append(([t.address for t in found[start:end]], port_list))
-    else:
-        addresses_all = [t.address for t in found]
-        for start, end in _chunks(len(port_list), count):
-            slices.append((addresses_all, port_list[start:end]))
+    everyone = [t.address for t in found]
+    shared = _slices(everyone, port_list, wanted or 1)
     shard_plans = []
     for pool in pools(spec):
-        for index, (shard_targets, shard_ports) in enumerate(slices):
-            tcp_part = [p for p in shard_ports if p in set(tcp)] if tcp else []
-            udp_part = [p for p in shard_ports if p in set(udp)] if udp else []
+        usable = pool_nodes(pool, nodes) if len(udp) > 1 else []
+        layout: list[tuple[list[str], list[int], list[int], str | None]] = []
+        if len(usable) > 1:
+            if tcp:
+                layout += [(t, p, [], None) for t, p in _slices(everyone, sorted(tcp_set), wanted or 1)]
+            layout += [(t, [], p, node) for t, p, node in _spread_slices(everyone, sorted(udp_set), wanted or 1,
+                                                                          usable)]
+        elif len(udp) > 1 and len(shared) > 1 and shared[0][0] == shared[1][0]:
+            # Today's split is by ports, but a target's UDP ports stay in one shard: from one source
+            # address, two shards would share the target's ICMP budget (see _spread_slices).
+            if tcp:
+                layout += [(t, p, [], None) for t, p in _slices(everyone, sorted(tcp_set), wanted or 1)]
+            layout += [(t, [], p, None) for t, p in _slices(everyone, sorted(udp_set), min(wanted or 1, len(found)))]
+        else:
+            layout = [(t, [p for p in ps if p in tcp_set], [p for p in ps if p in udp_set], None) for t, ps in shared]
+        for index, (shard_targets, tcp_part, udp_part, node) in enumerate(layout):
             shard_plans.append(
                 statuses.ShardPlan(
                     id=f"{pool.name}-{index}",
@@ -217,6 +368,7 @@ def plan(
                     ports=port_expression(tcp_part) if tcp_part else "",
                     udp_ports=port_expression(udp_part) if udp_part else None,
                     probes=len(shard_targets) * (len(tcp_part) + len(udp_part)),
+                    node=node,
                 )
             )
     return shard_plans + inventories

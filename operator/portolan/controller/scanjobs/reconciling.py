@@ -1,7 +1,7 @@
 """Reconciliation: from a ScanJob and its observed pods to the actions that move it forward.
 
 :func:`reconcile` is pure — the job body, the observed shard pods, the resolved
-selector addresses and the time go in; a status merge patch, pods to create or
+selector addresses, the time and (before a UDP job is planned) the nodes go in; a status merge patch, pods to create or
 delete, Events and an optional results ConfigMap come out; :func:`step` does
 the I/O around it (through a :class:`portolan.kube.clients.Client`), so an
 operator restart simply reconciles again from the status and the live pods.
@@ -26,6 +26,7 @@ import pydantic
 from portolan import errors
 from portolan.controller import metrics
 from portolan.controller.scanjobs import concluding, driving, planning, runs
+from portolan.engine import ports as ports_
 from portolan.kube import builders, clients
 from portolan.models import problems, scanjobs, settings, statuses
 from portolan.policies import evaluating
@@ -66,7 +67,8 @@ def _decide(run: runs.Run) -> runs.Actions:
         if not addresses:
             return reject(run, "NoTargets", "the selectors matched no object with an address")
         try:
-            plan = planning.plan(spec, run.config, addresses, nodes=run.observed.inventory_nodes)
+            plan = planning.plan(spec, run.config, addresses, nodes=run.observed.nodes,
+                                 inventory_nodes=run.observed.inventory_nodes)
         except errors.SpecError as exc:
             return reject(run, exc.reason, str(exc))
         run.status.plan = plan
@@ -76,8 +78,13 @@ def _decide(run: runs.Run) -> runs.Actions:
             run.touch(shard.id, pool=shard.pool, attempt=0, phase=statuses.ShardPhase.PENDING)
         probes = sum(s.probes for s in plan)
         message = f"planned {len(plan)} shards, {probes} probes"
+        spread = planning.udp_spread(plan)
+        if spread:
+            message += f"; {spread_message(spread)}"
         run.condition("Accepted", True, "Planned", message)
         run.event("Normal", "Accepted", message)
+        if "udp" in spec.protocols:
+            say_udp_spread(run, spec, spread)
         if run.config.scanner_egress_policy:
             run.actions.network_policy = builders.scanner_egress_policy(run.observed.body, plan)
     if spec.suspend:
@@ -106,6 +113,30 @@ def ticks_needed(body: Mapping[str, Any]) -> bool:
     if phase == statuses.Phase.REJECTED.value and status.get("observedGeneration") == generation:
         return False
     return spec.get("suspend") is not True
+
+
+def spread_message(spread: Mapping[str, Sequence[str]]) -> str:
+    """How the UDP ports are spread, pool by pool, in a sentence."""
+    parts = [f"pool {pool} over nodes {', '.join(nodes)}" for pool, nodes in spread.items()]
+    return (f"each target's UDP ports split across nodes ({'; '.join(parts)}), "
+            "so each slice has its own source address and ICMP rate-limit budget at the target")
+
+
+def say_udp_spread(run: runs.Run, spec: scanjobs.ScanJobSpec, spread: Mapping[str, Sequence[str]]) -> None:
+    """The UdpSpread condition (and an Event when spread): how the plan meets the targets' ICMP rate limits."""
+    if spread:
+        message = spread_message(spread)
+        run.condition("UdpSpread", True, "UdpSpreadAcrossNodes", message)
+        run.event("Normal", "UdpSpreadAcrossNodes", message)
+        return
+    if len(ports_.parse_ports(spec.udp_ports or spec.ports)) <= 1:
+        run.condition("UdpSpread", False, "NothingToSpread", "one UDP port per target: nothing to spread")
+        return
+    names = ", ".join(pool.name for pool in planning.pools(spec))
+    run.condition("UdpSpread", False, "OneNodeInPool",
+                  f"pool(s) {names} have at most one usable node (or the nodes could not be read), so each target's "
+                  "UDP ports are probed from one source address: a Linux target answers about one closed UDP port "
+                  "per second to it")
 
 
 def reconcile(observed: runs.Observed, config: settings.OperatorSettings) -> runs.Actions:
@@ -143,6 +174,18 @@ def egress_policies(policies: Sequence[Mapping[str, Any]], job: Mapping[str, Any
     verdict = evaluating.evaluate(isolating, {}, evaluating.Endpoint(None, meta["namespace"], shard),
                                   evaluating.Endpoint(address), port, "TCP" if tcp else "UDP")
     return [] if verdict.allowed else sorted(str((p.get("metadata") or {}).get("name")) for p in isolating)
+
+
+def node_view(node: Mapping[str, Any]) -> planning.NodeView:
+    """Reduce a Node (a dict in the API's JSON shape) to what planning reads."""
+    meta = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    conditions = (node.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    taints = tuple(planning.Taint(str(t.get("key") or ""), t.get("value"), str(t.get("effect") or ""))
+                   for t in spec.get("taints") or [])
+    return planning.NodeView(name=str(meta.get("name") or ""), labels=dict(meta.get("labels") or {}), taints=taints,
+                             ready=ready, unschedulable=bool(spec.get("unschedulable")))
 
 
 def pod_view(pod: Mapping[str, Any]) -> runs.PodView:
@@ -184,14 +227,24 @@ def step(
     selector_addresses: list[str] = []
     selector_error = None
     inventory_nodes: dict[str, list[tuple[str, list[str]]]] = {}
+    nodes: list[planning.NodeView] = []
     status = job.get("status") or {}
     if not status.get("plan"):
         try:
             spec = scanjobs.ScanJobSpec.model_validate(job.get("spec") or {})
             if spec.targets.selectors:
                 selector_addresses = client.resolve_selectors(namespace, spec.targets.selectors)
-            if spec.inventory is not None and config.allow_node_inventory:
-                inventory_nodes = planning.inventory_nodes(spec, client.list_nodes())
+            inventory = spec.inventory is not None and config.allow_node_inventory
+            if inventory or "udp" in spec.protocols:  # a UDP spread and an inventory depend on the nodes
+                try:
+                    listed = client.list_nodes()
+                except errors.KubeError:
+                    if inventory:
+                        raise
+                    listed = []  # unread nodes: no spread, and UdpSpread says so
+                nodes = [node_view(n) for n in listed]
+                if inventory:
+                    inventory_nodes = planning.inventory_nodes(spec, listed)
         except pydantic.ValidationError:
             pass  # reconcile reports it
         except errors.KubeError as exc:
@@ -205,7 +258,7 @@ def step(
         if problem is not None:
             lost[node] = problem
     observed = runs.Observed(job, pods, None, now, selector_addresses, selector_error, lost,
-                             inventory_nodes=inventory_nodes)
+                             inventory_nodes=inventory_nodes, nodes=nodes)
     actions = reconcile(observed, config)
     if actions.needs_slots:  # a shard is due: how many slots of the namespace are taken?
         active = sum(1 for p in map(pod_view, client.shard_pods(namespace)) if p.active)

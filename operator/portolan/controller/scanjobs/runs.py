@@ -16,6 +16,7 @@ from typing import Any
 
 import pydantic.alias_generators
 
+from portolan.controller.scanjobs import planning
 from portolan.kube import builders, codecs
 from portolan.models import settings, statuses
 
@@ -62,6 +63,7 @@ class Observed:
     egress_policies: Sequence[str] | None = None  # policies isolating the shard pods' egress; None: not looked up
     inventory_nodes: Mapping[str, Sequence[tuple[str, Sequence[str]]]] = dataclasses.field(
         default_factory=dict)  # pool -> its Ready nodes and their addresses (looked up only before planning)
+    nodes: Sequence[planning.NodeView] = ()  # the cluster's nodes, read only while the job has no plan yet
 
 
 @dataclasses.dataclass
