@@ -63,3 +63,26 @@ def decode_pairs(text: str) -> list[tuple[str, int, str, bool | None, bool]]:
             raise ValueError(f"malformed pair {item!r}")
         found.append((address, int(port), protocol, None if expected == "?" else expected == "1", listener == "1"))
     return found
+
+
+# -- reachability audits: the full matrix, when it outgrew the status -------------------------------------
+
+MATRIX_KEY = "matrix.json.gz"
+
+
+def encode_matrix(run: int, columns: Sequence[str], matrix: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """The ConfigMap ``binaryData`` holding an audit run's full matrix (gzip'd JSON, base64)."""
+    document = {"run": run, "matrixColumns": list(columns), "matrix": {k: list(v) for k, v in matrix.items()}}
+    return {MATRIX_KEY: base64.b64encode(gzip.compress(json.dumps(document).encode())).decode()}
+
+
+def decode_matrix(binary_data: Mapping[str, str] | None) -> tuple[int, list[str], dict[str, list[str]]] | None:
+    """The inverse of :func:`encode_matrix` (None when the data holds no matrix); malformed data raises ValueError."""
+    blob = (binary_data or {}).get(MATRIX_KEY)
+    if not blob:
+        return None
+    try:
+        document = json.loads(gzip.decompress(base64.b64decode(blob)))
+        return int(document["run"]), list(document["matrixColumns"]), dict(document["matrix"])
+    except (OSError, EOFError, KeyError, TypeError, ValueError) as exc:  # bad base64 and JSON are ValueErrors
+        raise ValueError(f"not an audit matrix: {exc.__class__.__name__}: {exc}") from exc
