@@ -1,7 +1,9 @@
 """``portolan audit show``: a ReachabilityAudit's results in the terminal, as JSON, or as JUnit for CI gates.
 
-Reads the audit from the cluster (KUBECONFIG, or in-cluster) or from a file
-(``-f audit.json``, e.g. ``kubectl get reachabilityaudit NAME -o json``).  The
+Reads the audit from the cluster (KUBECONFIG, or in-cluster), with its full
+matrix from ``status.matrixConfigMap`` when it outgrew the status, or from a
+file (``-f audit.json``, e.g. ``kubectl get reachabilityaudit NAME -o json``):
+a file has only the port tables the status kept, and the table says so.  The
 table shows the mismatches first, then the truth table of each port like
 cyclonus's: a row per source, a column per destination, ``.`` reachable as
 expected, ``x`` blocked as expected, ``R`` unexpectedly reachable, ``B``

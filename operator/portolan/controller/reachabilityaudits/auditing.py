@@ -13,7 +13,10 @@ does the I/O.  The passes of one audit:
 4. each probe pod writes its verdicts into ``status.probes``; when all have,
    mismatches, totals and a matrix per port are reported, with conditions
    ``Complete`` and ``ReachabilityAsExpected`` and a Warning Event on a
-   mismatch, and every probe and canary pod is deleted.
+   mismatch, and every probe and canary pod is deleted.  The status keeps what
+   of the matrix fits 3/4 of ``statusByteBudget`` (:mod:`.matrices`); when that
+   is not all of it, the whole goes to a ConfigMap owned by the audit in the
+   first source's namespace, named in ``status.matrixConfigMap``.
 
 A probe pod that fails, or an audit past ``activeDeadlineSeconds``, ends the
 audit ``Failed`` with the reason; what was reported so far is kept.
