@@ -31,13 +31,18 @@ pytestmark = pytest.mark.cluster
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "portolan.dev", "v1alpha1", "reachabilityaudits"
 STATUS_BUDGET = 16 * 1024  # the smallest the settings allow: a few hundred ports' matrix outgrows it
-PROBE_RBAC = """
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: portolan-probe}
-rules:
-- {apiGroups: [portolan.dev], resources: [reachabilityaudits/status], verbs: [get, patch]}
-"""
+
+
+def probe_rbac(release: str, namespaces: list[str]) -> str:
+    """The chart's probe accounts, their role and the admission policy on what a probe pod may write."""
+    values = json.dumps({"settings": {"auditNamespaces": namespaces}})
+    rendered = [subprocess.run([str(clusters.BIN / "helm"), "template", release, str(ROOT / "charts/portolan"),
+                                "--set-json", f"operator={values}",
+                                "--show-only", f"templates/{template}"],
+                               capture_output=True, text=True, check=True, timeout=120).stdout
+                for template in ("serviceaccounts.yaml", "probe-rbac.yaml")]
+    accounts = [o for o in yaml.safe_load_all(rendered[0]) if o and o["metadata"]["name"] == "portolan-probe"]
+    return yaml.safe_dump_all(accounts) + "---\n" + rendered[1]
 
 
 class Operator:
@@ -77,11 +82,7 @@ def shop(cluster: clusters.Cluster, targets: dict[str, Any],
     shop_ns, db_ns = f"shop-{suffix}", f"db-{suffix}"
     podworld.ensure_namespace(cluster, shop_ns, {"team": "shop"})
     podworld.ensure_namespace(cluster, db_ns, {"team": "db"})
-    plane.kubectl("apply", "-f", "-", input=PROBE_RBAC)
-    for namespace in (shop_ns, db_ns):
-        plane.kubectl("create", "serviceaccount", "portolan-probe", "-n", namespace, check=False)
-    plane.kubectl("create", "clusterrolebinding", f"portolan-probe-{suffix}", "--clusterrole=portolan-probe",
-                  f"--serviceaccount={shop_ns}:portolan-probe", f"--serviceaccount={db_ns}:portolan-probe", check=False)
+    plane.kubectl("apply", "-f", "-", input=probe_rbac(f"audit-{suffix}", [shop_ns, db_ns]))
     ips = podworld.create(cluster, shop_ns, [podworld.server_pod("web", {"app": "web"}, "cloud-1", [("tcp", 8080)])])
     ips |= podworld.create(cluster, db_ns, [podworld.server_pod("pg", {"app": "pg"}, "cloud-2", [("tcp", 5432)],
                                                                 named={"pg": ("tcp", 5432)})])
