@@ -195,3 +195,18 @@ def test_an_audit_with_a_name_past_63_characters_labels_and_finds_its_pods_by_a_
     names = [p["metadata"]["name"] for p in probes]
     assert len(set(names)) == 2 and all(len(n) <= 63 and DNS_LABEL.match(n.replace(".", "-")) for n in names)
     assert {p["metadata"]["labels"][builders.LABEL_AUDIT] for p in probes} == {builders.bounded_name(name)}
+
+
+@pytest.mark.parametrize(("status", "reported"), [
+    ({}, False),
+    ({"phase": "Running", "run": 1, "sources": {}}, False),
+    ({"phase": "Running", "run": 1, "sources": {"a": {}, "b": {}}, "probes": {"a": {"run": 1, "phase": "Done"}}}, False),
+    ({"phase": "Running", "run": 1, "sources": {"a": {}, "b": {}},
+      "probes": {"a": {"run": 1, "phase": "Done"}, "b": {"run": 1, "phase": "Done"}}}, True),
+    ({"phase": "Running", "sources": {"a": {}}, "probes": {"a": {"verdicts": "o"}}}, True),  # the defaults: run 1, Done
+    ({"phase": "Running", "run": 2, "sources": {"a": {}}, "probes": {"a": {"run": 1, "phase": "Done"}}}, False),
+    ({"phase": "Running", "run": 1, "sources": {"a": {}}, "probes": {"a": {"run": 1, "phase": "Interrupted"}}}, False),
+    ({"phase": "Complete", "run": 1, "sources": {"a": {}}, "probes": {"a": {"run": 1, "phase": "Done"}}}, False),
+])
+def test_an_audit_is_concluded_as_soon_as_every_probe_of_its_run_reported(status: dict[str, Any], reported: bool) -> None:
+    assert auditing.all_reported({"status": status}) is reported

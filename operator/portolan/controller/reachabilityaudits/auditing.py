@@ -486,6 +486,21 @@ def reconcile(observed: Observed, config: settings.OperatorSettings, evaluate: E
     return _Pass(observed, config, evaluate).run()
 
 
+def all_reported(body: Mapping[str, Any]) -> bool:
+    """Whether every probe pod of a running audit's current run has written its verdicts (time to conclude).
+
+    The operator reacts to this at once instead of at its next tick: the watch event that
+    carries the last report is enough.
+    """
+    status = body.get("status") or {}
+    sources = status.get("sources") or {}
+    probes = status.get("probes") or {}
+    run = status.get("run", 1)
+    return (status.get("phase") == statuses.Phase.RUNNING.value and bool(sources)
+            and all((probes.get(name) or {}).get("phase", "Done") == "Done"
+                    and (probes.get(name) or {}).get("run", 1) == run and name in probes for name in sources))
+
+
 def pod_view(pod: Mapping[str, Any]) -> PodView | None:
     """A probe or canary pod of an audit (None for any other pod)."""
     meta = pod.get("metadata") or {}
