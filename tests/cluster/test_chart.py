@@ -25,7 +25,8 @@ RELEASE = "portolan"
 
 CUSTOM = {
     "operator": {"replicas": 1, "watchNamespaces": ["team-a"],
-                 "settings": {"scannerEgressPolicy": True, "allowedCidrs": ["198.18.0.0/15"], "livenessPort": 8081}},
+                 "settings": {"scannerEgressPolicy": True, "allowedCidrs": ["198.18.0.0/15"], "livenessPort": 8081,
+                              "auditNamespaces": ["team-a"]}},
     "shard": {"namespaces": ["team-a", "team-b"]},
     "monitoring": {"serviceMonitor": True, "prometheusRule": True},
 }
@@ -72,8 +73,10 @@ def test_every_rendered_object_validates_against_the_kubernetes_schemas(values: 
         checked += 1
     assert checked >= 9
     if values:
-        assert {"ServiceMonitor", "PrometheusRule"} <= kinds
-        rules = next(o for o in objects if o["kind"] == "ClusterRole")["rules"]
+        assert {"ServiceMonitor", "PrometheusRule", "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding"} <= kinds  # the audit namespaces' probe policy too
+        rules = next(o for o in objects if o["kind"] == "ClusterRole"
+                     and o["metadata"]["name"] == f"{RELEASE}-operator")["rules"]
         assert any("networkpolicies" in r["resources"] for r in rules)
 
 
