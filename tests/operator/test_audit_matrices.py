@@ -116,10 +116,23 @@ def _allow_even_ports(snapshot: resolving.Snapshot, labels: Any, namespace: str,
     return allowed, "db/even" if allowed else "db/default-deny"
 
 
-def _run(name: str, budget: int, sources: int = 3, destinations: int = 40, ports: int = 60) -> fakes.FakeKube:
+def _report_all(kube: fakes.FakeKube, name: str, run: int, flip: tuple[str, int] | None = None) -> None:
+    """Every probe pod of the run reports what the policies say, but the pair at ``flip`` (source, index) answers."""
+    for source, placed in kube.get_audit(name)["status"]["sources"].items():
+        pod = kube.objects[("Pod", placed["namespace"], placed["pod"])]
+        pairs = codecs.decode_pairs(next(e["value"] for e in pod["spec"]["containers"][0]["env"]
+                                         if e["name"] == "PORTOLAN_PAIRS"))
+        verdicts = ["o" if expected else "s" for _, _, _, expected, _ in pairs]
+        if flip is not None and flip[0] == source:
+            verdicts[flip[1]] = "o"
+        kube.patch_audit_status(name, {"probes": {source: {"run": run, "phase": "Done", "verdicts": "".join(verdicts)}}})
+
+
+def _run(name: str, budget: int, sources: int = 3, destinations: int = 40, ports: int = 60,
+         schedule: str | None = None) -> fakes.FakeKube:
     """An audit of sources x destinations x ports, every probe answering as the policies say."""
     kube = _cluster(destinations)
-    spec = {"sources": [{"name": f"src-{i}-" + "s" * 40, "namespace": "shop", "podLabels": {"app": f"s{i}"}}
+    spec = {**({"schedule": schedule} if schedule else {}),"sources": [{"name": f"src-{i}-" + "s" * 40, "namespace": "shop", "podLabels": {"app": f"s{i}"}}
                         for i in range(sources)],
             "destinations": [{"name": "pg", "namespace": "db", "podSelector": {"app": "pg"}}],
             "ports": [{"port": 8000, "endPort": 8000 + ports - 1}]}
@@ -127,14 +140,25 @@ def _run(name: str, budget: int, sources: int = 3, destinations: int = 40, ports
               "metadata": {"name": name, "namespace": "", "uid": "u-1"}, "spec": spec})
     config = settings.OperatorSettings(audit_namespaces=["shop", "db"], status_byte_budget=budget)
     auditing.step(kube, config, name, T0, _allow_even_ports)
-    for source, placed in kube.get_audit(name)["status"]["sources"].items():
-        pod = kube.objects[("Pod", placed["namespace"], placed["pod"])]
-        pairs = codecs.decode_pairs(next(e["value"] for e in pod["spec"]["containers"][0]["env"]
-                                         if e["name"] == "PORTOLAN_PAIRS"))
-        verdicts = "".join("o" if expected else "s" for _, _, _, expected, _ in pairs)
-        kube.patch_audit_status(name, {"probes": {source: {"phase": "Done", "verdicts": verdicts}}})
+    _report_all(kube, name, 1)
     auditing.step(kube, config, name, T0 + datetime.timedelta(seconds=1), _allow_even_ports)
     return kube
+
+
+def test_drift_compares_the_whole_spilled_matrix_of_the_previous_run_not_only_what_the_status_kept() -> None:
+    kube = _run("big", 16 * 1024, schedule="@every 10m")
+    config = settings.OperatorSettings(audit_namespaces=["shop", "db"], status_byte_budget=16 * 1024)
+    kept = len(kube.get_audit("big")["status"]["matrix"])
+    auditing.step(kube, config, "big", T0 + datetime.timedelta(minutes=10), _allow_even_ports)  # run 2 starts
+    auditing.step(kube, config, "big", T0 + datetime.timedelta(minutes=10, seconds=1), _allow_even_ports)
+    last = 3 * 40 * 60 // 3 - 1  # the last pair of the first source: port 8059 of pg-039, far past the kept tables
+    _report_all(kube, "big", 2, flip=("src-0-" + "s" * 40, last))
+    auditing.step(kube, config, "big", T0 + datetime.timedelta(minutes=10, seconds=2), _allow_even_ports)
+    status = kube.get_audit("big")["status"]
+    assert status["run"] == 2 and status["phase"] == "Complete" and status["totals"]["unexpectedlyReachable"] == 1
+    assert kept < 60 and status["matrixConfigMap"] == "shop/big-matrix"
+    assert status["drift"]["becameReachable"] == ["src-0-" + "s" * 40 + " -> db/pg-039 8059/TCP"]
+    assert codecs.decode_matrix(kube.objects[("ConfigMap", "shop", "big-matrix")]["binaryData"])[0] == 2
 
 
 def test_a_matrix_too_big_for_the_status_spills_whole_into_a_configmap_the_audit_owns() -> None:
