@@ -135,7 +135,8 @@ def _run(name: str, budget: int, sources: int = 3, destinations: int = 40, ports
     spec = {**({"schedule": schedule} if schedule else {}),"sources": [{"name": f"src-{i}-" + "s" * 40, "namespace": "shop", "podLabels": {"app": f"s{i}"}}
                         for i in range(sources)],
             "destinations": [{"name": "pg", "namespace": "db", "podSelector": {"app": "pg"}}],
-            "ports": [{"port": 8000, "endPort": 8000 + ports - 1}]}
+            "ports": [{"port": start, "endPort": min(start + 59, 8000 + ports - 1)}  # ranges: 64 ports at most
+                      for start in range(8000, 8000 + ports, 60)]}
     kube.add({"apiVersion": "portolan.dev/v1alpha1", "kind": "ReachabilityAudit",
               "metadata": {"name": name, "namespace": "", "uid": "u-1"}, "spec": spec})
     config = settings.OperatorSettings(audit_namespaces=["shop", "db"], status_byte_budget=budget)
@@ -234,3 +235,56 @@ def test_an_audit_with_a_name_past_63_characters_labels_and_finds_its_pods_by_a_
 ])
 def test_an_audit_is_concluded_as_soon_as_every_probe_of_its_run_reported(status: dict[str, Any], reported: bool) -> None:
     assert auditing.all_reported({"status": status}) is reported
+
+
+def test_a_source_with_twelve_thousand_pairs_fits_its_pod_environment_and_annotations() -> None:
+    kube = _cluster(100)
+    spec = {"sources": [{"name": "web", "namespace": "shop", "podLabels": {"app": "web"}}],
+            "destinations": [{"name": "pg", "namespace": "db", "podSelector": {"app": "pg"}}],
+            "ports": [{"port": start, "endPort": start + 59} for start in (8000, 8060)]}
+    kube.add({"apiVersion": "portolan.dev/v1alpha1", "kind": "ReachabilityAudit",
+              "metadata": {"name": "wide", "namespace": "", "uid": "u-3"}, "spec": spec})
+    config = settings.OperatorSettings(audit_namespaces=["shop", "db"], status_byte_budget=1024 * 1024)
+    auditing.step(kube, config, "wide", T0, _allow_even_ports)
+    placed = kube.get_audit("wide")["status"]["sources"]["web"]
+    pod = kube.objects[("Pod", placed["namespace"], placed["pod"])]
+    pairs = next(e["value"] for e in pod["spec"]["containers"][0]["env"] if e["name"] == "PORTOLAN_PAIRS")
+    assert placed["pairs"] == 100 * 120 and pairs.startswith(codecs.PACKED)
+    assert len(pairs.encode()) < 128 * 1024  # one environment variable's limit in execve
+    assert sum(len(k) + len(v) for k, v in pod["metadata"]["annotations"].items()) < 256 * 1024
+    _report_all(kube, "wide", 1)
+    auditing.step(kube, config, "wide", T0 + datetime.timedelta(seconds=1), _allow_even_ports)
+    status = kube.get_audit("wide")["status"]
+    assert status["phase"] == "Complete" and status["totals"]["agreeing"] == 12_000
+
+
+@pytest.mark.parametrize("text", ["", "10.0.0.1 80 TCP 1 0", "x" * codecs.PACK_ABOVE, "y" * (codecs.PACK_ABOVE + 1)])
+def test_packing_keeps_short_texts_readable_and_gives_back_long_ones(text: str) -> None:
+    packed = codecs.pack(text)
+    assert codecs.unpack(packed) == text
+    assert (packed == text) is (len(text) <= codecs.PACK_ABOVE)
+
+
+def test_a_damaged_packed_text_is_refused() -> None:
+    with pytest.raises(ValueError, match="damaged packed text"):
+        codecs.unpack(codecs.PACKED + "not base64!")
+
+
+def test_a_probe_pod_whose_legend_was_damaged_fails_the_audit_naming_it() -> None:
+    kube = _cluster(1)
+    kube.add({"apiVersion": "portolan.dev/v1alpha1", "kind": "ReachabilityAudit",
+              "metadata": {"name": "hurt", "namespace": "", "uid": "u-4"},
+              "spec": {"sources": [{"name": "web", "namespace": "shop", "podLabels": {"app": "web"}}],
+                       "destinations": [{"name": "pg", "namespace": "db", "podSelector": {"app": "pg"}}],
+                       "ports": [{"port": 80}]}})
+    config = settings.OperatorSettings(audit_namespaces=["shop", "db"])
+    auditing.step(kube, config, "hurt", T0, _allow_even_ports)
+    placed = kube.get_audit("hurt")["status"]["sources"]["web"]
+    pod = kube.objects[("Pod", placed["namespace"], placed["pod"])]
+    pod["metadata"]["annotations"][builders.ANNOTATION_LEGEND] = codecs.PACKED + "AAAA"
+    _report_all(kube, "hurt", 1)
+    auditing.step(kube, config, "hurt", T0 + datetime.timedelta(seconds=1), _allow_even_ports)
+    status = kube.get_audit("hurt")["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert status["phase"] == "Failed" and failed["reason"] == "ProbeFailed"
+    assert f"shop/{placed['pod']}: damaged packed text" in failed["message"]

@@ -330,7 +330,7 @@ LABEL_DESTINATION = f"{GROUP}/destination"
 LABEL_RUN = f"{GROUP}/run"  # the run of a (scheduled) audit a probe or canary pod belongs to
 LABEL_ROLE = f"{GROUP}/role"  # probe | canary; the workload's own labels are kept as they are
 NO_SIDECAR = {"sidecar.istio.io/inject": "false", "linkerd.io/inject": "disabled"}  # probe what the CNI does
-ANNOTATION_LEGEND = f"{GROUP}/legend"  # per pair: destination, endpoint, what decided the expectation (JSON)
+ANNOTATION_LEGEND = f"{GROUP}/legend"  # per pair: destination, endpoint, what decided it (codecs.encode_legend)
 
 
 def _restricted_container(name: str, image: str, command: list[str], env: list[dict[str, Any]]) -> dict[str, Any]:

@@ -215,8 +215,8 @@ class _Pass:
                       for pair in mine]
             encoded = codecs.encode_pairs([(p.endpoint.address, p.port, p.protocol, e.expected, p.endpoint.listener)
                                            for p, e in zip(mine, judged, strict=True)])
-            legend = json.dumps([[p.endpoint.destination, p.endpoint.label, e.decided_by, e.rule]
-                                 for p, e in zip(mine, judged, strict=True)], separators=(",", ":"))
+            legend = codecs.encode_legend([[p.endpoint.destination, p.endpoint.label, e.decided_by, e.rule]
+                                           for p, e in zip(mine, judged, strict=True)])
             assert source.namespace is not None
             manifest = builders.probe_pod(self.observed.body, source.name, source.namespace, labels[source.name],
                                           encoded, self.config, convergence_seconds=spec.convergence_seconds,
@@ -285,8 +285,11 @@ class _Pass:
             pod = probes.get(name)
             if pod is None:
                 return self.fail("ProbeFailed", f"probe pod of source {name} is gone; its pairs are unknown", spec)
-            pairs = codecs.decode_pairs(pod.pairs)
-            legend = json.loads(pod.legend or "[]")
+            try:
+                pairs = codecs.decode_pairs(pod.pairs)
+                legend = codecs.decode_legend(pod.legend)
+            except ValueError as exc:
+                return self.fail("ProbeFailed", f"probe pod {pod.namespace}/{pod.name}: {exc}", spec)
             verdicts = self.status.probes[name].verdicts
             if len(verdicts) != len(pairs) or len(legend) != len(pairs):
                 return self.fail("ProbeFailed", f"source {name} reported {len(verdicts)} verdicts for {len(pairs)} pairs",
