@@ -9,8 +9,10 @@ CNI that enforces, ignores (the common real failure) or rejects with resets.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import threading
@@ -28,13 +30,19 @@ pytestmark = pytest.mark.cluster
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "portolan.dev", "v1alpha1", "reachabilityaudits"
-PROBE_RBAC = """
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: portolan-probe}
-rules:
-- {apiGroups: [portolan.dev], resources: [reachabilityaudits/status], verbs: [get, patch]}
-"""
+STATUS_BUDGET = 16 * 1024  # the smallest the settings allow: a few hundred ports' matrix outgrows it
+
+
+def probe_rbac(release: str, namespaces: list[str]) -> str:
+    """The chart's probe accounts, their role and the admission policy on what a probe pod may write."""
+    values = json.dumps({"settings": {"auditNamespaces": namespaces}})
+    rendered = [subprocess.run([str(clusters.BIN / "helm"), "template", release, str(ROOT / "charts/portolan"),
+                                "--set-json", f"operator={values}",
+                                "--show-only", f"templates/{template}"],
+                               capture_output=True, text=True, check=True, timeout=120).stdout
+                for template in ("serviceaccounts.yaml", "probe-rbac.yaml")]
+    accounts = [o for o in yaml.safe_load_all(rendered[0]) if o and o["metadata"]["name"] == "portolan-probe"]
+    return yaml.safe_dump_all(accounts) + "---\n" + rendered[1]
 
 
 class Operator:
@@ -45,7 +53,7 @@ class Operator:
         settings.write_text(yaml.safe_dump({
             "shardCommand": [sys.executable, "-m", "portolan", "shard"], "reconcileIntervalSeconds": 1.0,
             "metricsPort": 0, "peering": None, "auditNamespaces": namespaces,
-            "allowedCidrs": ["198.18.64.0/24"],
+            "allowedCidrs": ["198.18.64.0/24"], "statusByteBudget": STATUS_BUDGET,
         }))
         env = dict(os.environ, KUBECONFIG=str(cluster.plane.admin_kubeconfig))
         with open(folder / "operator.log", "ab") as log:
@@ -74,11 +82,7 @@ def shop(cluster: clusters.Cluster, targets: dict[str, Any],
     shop_ns, db_ns = f"shop-{suffix}", f"db-{suffix}"
     podworld.ensure_namespace(cluster, shop_ns, {"team": "shop"})
     podworld.ensure_namespace(cluster, db_ns, {"team": "db"})
-    plane.kubectl("apply", "-f", "-", input=PROBE_RBAC)
-    for namespace in (shop_ns, db_ns):
-        plane.kubectl("create", "serviceaccount", "portolan-probe", "-n", namespace, check=False)
-    plane.kubectl("create", "clusterrolebinding", f"portolan-probe-{suffix}", "--clusterrole=portolan-probe",
-                  f"--serviceaccount={shop_ns}:portolan-probe", f"--serviceaccount={db_ns}:portolan-probe", check=False)
+    plane.kubectl("apply", "-f", "-", input=probe_rbac(f"audit-{suffix}", [shop_ns, db_ns]))
     ips = podworld.create(cluster, shop_ns, [podworld.server_pod("web", {"app": "web"}, "cloud-1", [("tcp", 8080)])])
     ips |= podworld.create(cluster, db_ns, [podworld.server_pod("pg", {"app": "pg"}, "cloud-2", [("tcp", 5432)],
                                                                 named={"pg": ("tcp", 5432)})])
@@ -257,3 +261,33 @@ def test_an_audit_outside_the_allowed_namespaces_is_rejected_with_an_event(clust
     assert _conditions(audit)["Accepted"] == ("False", "GuardrailViolated")
     events = cluster.core().list_namespaced_event("default", field_selector="involvedObject.name=outside").items
     assert [e.reason for e in events] == ["GuardrailViolated"]
+
+
+def test_a_matrix_too_big_for_the_status_spills_into_a_configmap_and_audit_show_renders_every_pair(
+        cluster: clusters.Cluster, shop: dict[str, Any]) -> None:
+    sources = [{"name": "web", "namespace": shop["shop"], "fromPodsMatching": {"app": "web"}},
+               {"name": "stranger", "namespace": shop["shop"], "podLabels": {"app": "stranger"}},
+               {"name": "third", "namespace": shop["shop"], "podLabels": {"app": "third"}}]
+    destinations = [{"name": "pg", "namespace": shop["db"], "podSelector": {"app": "pg"}},
+                    {"name": "web-pods", "namespace": shop["shop"], "podSelector": {"app": "web"}}]
+    audit = _audit(cluster, shop, "spilled", sources=sources, destinations=destinations,
+                   ports=[{"port": start, "endPort": start + 59} for start in range(8000, 8420, 60)])  # 64 a range at most
+    status = audit["status"]
+    assert status["phase"] == "Complete", status.get("conditions")
+    assert status["totals"]["pairs"] == 3 * 2 * 420 == status["totals"]["agreeing"]  # 840 a source: packed pairs
+    assert status["matrixConfigMap"] == f"{shop['shop']}/spilled-matrix"
+    assert status["matrixOmitted"] == 420 - len(status["matrix"]) > 0
+    assert len(json.dumps(status, separators=(",", ":"))) <= STATUS_BUDGET
+    configmap = cluster.core().read_namespaced_config_map("spilled-matrix", shop["shop"])
+    assert configmap.metadata.owner_references[0].uid == audit["metadata"]["uid"]
+    env = dict(os.environ, KUBECONFIG=str(cluster.plane.admin_kubeconfig))
+    shown = subprocess.run([sys.executable, "-m", "portolan", "audit", "show", "spilled"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    tables = re.findall(r"^(\d+)/TCP ", shown.stdout, re.MULTILINE)
+    assert [int(port) for port in tables] == list(range(8000, 8420))
+    rows = re.findall(r"^  (web|stranger|third) +(\S+)$", shown.stdout, re.MULTILINE)
+    assert len(rows) == 3 * 420
+    cells = "".join(found for _, found in rows)
+    assert len(cells) == 2520 and set(cells) == {".", "x"}  # pg's ports denied, web's open: every pair as expected
+    assert "more port table" not in shown.stdout

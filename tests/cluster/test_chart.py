@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import pathlib
+import ssl
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from typing import Any
 
 import kubernetes_validate
@@ -22,7 +25,8 @@ RELEASE = "portolan"
 
 CUSTOM = {
     "operator": {"replicas": 1, "watchNamespaces": ["team-a"],
-                 "settings": {"scannerEgressPolicy": True, "allowedCidrs": ["198.18.0.0/15"], "livenessPort": 8081}},
+                 "settings": {"scannerEgressPolicy": True, "allowedCidrs": ["198.18.0.0/15"], "livenessPort": 8081,
+                              "auditNamespaces": ["team-a"]}},
     "shard": {"namespaces": ["team-a", "team-b"]},
     "monitoring": {"serviceMonitor": True, "prometheusRule": True},
 }
@@ -69,8 +73,10 @@ def test_every_rendered_object_validates_against_the_kubernetes_schemas(values: 
         checked += 1
     assert checked >= 9
     if values:
-        assert {"ServiceMonitor", "PrometheusRule"} <= kinds
-        rules = next(o for o in objects if o["kind"] == "ClusterRole")["rules"]
+        assert {"ServiceMonitor", "PrometheusRule", "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding"} <= kinds  # the audit namespaces' probe policy too
+        rules = next(o for o in objects if o["kind"] == "ClusterRole"
+                     and o["metadata"]["name"] == f"{RELEASE}-operator")["rules"]
         assert any("networkpolicies" in r["resources"] for r in rules)
 
 
@@ -192,3 +198,184 @@ def test_a_single_replica_gets_no_lease_role(tmp_path: pathlib.Path) -> None:
     done = _helm("template", RELEASE, str(CHART), "-f", _values_file(tmp_path, {"operator": {"replicas": 1}}),
                  "--show-only", "templates/rbac.yaml")
     assert "leases" not in done.stdout
+
+
+# -- ReachabilityAudits: the operator's verbs for them, and what a probe pod may write ----------------------
+
+OPERATOR_RULES = {  # the operator's ClusterRole, rule by rule: growing it must change this table
+    ("portolan.dev", "scanjobs"): ["get", "list", "watch", "patch", "create", "delete"],
+    ("portolan.dev", "scanjobs/status"): ["get", "patch"],
+    ("portolan.dev", "scanschedules"): ["get", "list", "watch", "patch"],
+    ("portolan.dev", "scanschedules/status"): ["get", "patch"],
+    ("portolan.dev", "reachabilityaudits"): ["get", "list", "watch", "patch"],
+    ("portolan.dev", "reachabilityaudits/status"): ["get", "patch"],
+    ("", "pods"): ["get", "list", "create", "delete"],
+    ("networking.k8s.io", "networkpolicies"): ["list"],
+    ("", "configmaps"): ["get", "create", "update"],
+    ("", "events"): ["create"],
+    ("events.k8s.io", "events"): ["create"],
+    ("", "services"): ["list"],
+    ("", "nodes"): ["get", "list"],
+    ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
+    ("", "namespaces"): ["list", "watch"],
+}
+
+
+def _rules(rendered: str, kind: str, name: str) -> dict[tuple[str, str], list[str]]:
+    role = next(o for o in yaml.safe_load_all(rendered) if o and o["kind"] == kind and o["metadata"]["name"] == name)
+    found: dict[tuple[str, str], list[str]] = {}
+    for rule in role["rules"]:
+        assert "resourceNames" not in rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                found.setdefault((group, resource), []).extend(rule["verbs"])
+    return found
+
+
+def test_the_operator_role_is_exactly_the_verbs_its_kinds_need_and_the_probe_role_one_patch(
+        tmp_path: pathlib.Path) -> None:
+    values = {"operator": {"replicas": 1, "settings": {"auditNamespaces": ["shop"]}}}
+    rendered = _helm("template", RELEASE, str(CHART), "-f", _values_file(tmp_path, values)).stdout
+    assert _rules(rendered, "ClusterRole", f"{RELEASE}-operator") == OPERATOR_RULES
+    assert _rules(rendered, "ClusterRole", f"{RELEASE}-probe") == {
+        ("portolan.dev", "reachabilityaudits/status"): ["patch"]}
+    binding = next(o for o in yaml.safe_load_all(rendered) if o and o["kind"] == "ClusterRoleBinding"
+                   and o["metadata"]["name"] == f"{RELEASE}-probe")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "portolan-probe", "namespace": "shop"}]
+    without = _helm("template", RELEASE, str(CHART), "-f", _values_file(tmp_path, {"operator": {"replicas": 1}})).stdout
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in yaml.safe_load_all(without) if o}
+    assert not {k for k in kinds if k[1].endswith("-probe") or k[0].startswith("ValidatingAdmission")}  # no audits
+
+
+def test_the_probe_policy_guards_every_status_field_but_probes() -> None:
+    from portolan.models import audits
+
+    fields = {f.alias or name for name, f in audits.ReachabilityAuditStatus.model_fields.items()}
+    template = (CHART / "templates/probe-rbac.yaml").read_text()
+    guarded = set(template.split('list "run"', 1)[1].split("}}", 1)[0].replace('"', " ").split()) | {"run"}
+    assert guarded == fields - {"probes"}  # a status field added later must be added there too
+
+
+CHECK = "audit-rbac"
+AUDIT = "rbac-probe-check"
+
+
+@pytest.fixture(scope="module")
+def audit_rbac(cluster: clusters.Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The chart's operator and probe RBAC for one audit namespace, an audit placed two probe pods, their tokens."""
+    plane = cluster.plane
+    folder = tmp_path_factory.mktemp("audit-rbac")
+    plane.kubectl("apply", "-f", str(ROOT / "crds"))
+    plane.kubectl("wait", "--for=condition=Established", "crd/reachabilityaudits.portolan.dev", "--timeout=30s")
+    plane.kubectl("create", "namespace", CHECK, check=False)
+    values = {"operator": {"replicas": 1, "settings": {"auditNamespaces": [CHECK]}}, "shard": {"namespaces": [CHECK]}}
+    for template in ("serviceaccounts.yaml", "rbac.yaml", "probe-rbac.yaml"):
+        rendered = _helm("template", "auditrbac", str(CHART), "-n", CHECK, "-f", _values_file(folder, values),
+                         "--show-only", f"templates/{template}").stdout
+        applied = plane.kubectl("apply", "-n", CHECK, "-f", "-", input=rendered, check=False)
+        assert applied.returncode == 0, applied.stderr
+    for pod in ("probe-a", "probe-b", "bystander"):  # never scheduled: a token needs the pod object only
+        plane.kubectl("apply", "-f", "-", input=yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod, "namespace": CHECK},
+            "spec": {"serviceAccountName": "portolan-probe", "automountServiceAccountToken": False,
+                     "nodeSelector": {"portolan.dev/nowhere": "true"},
+                     "containers": [{"name": "c", "image": "portolan-none:0"}]}}))
+    audit = {"apiVersion": "portolan.dev/v1alpha1", "kind": "ReachabilityAudit", "metadata": {"name": AUDIT},
+             "spec": {"sources": [{"name": "a", "namespace": CHECK, "podLabels": {"app": "a"}},
+                                  {"name": "b", "namespace": CHECK, "podLabels": {"app": "b"}}],
+                      "destinations": [{"name": "d", "cidrs": ["198.18.64.1/32"]}], "ports": [{"port": 80}]}}
+    plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(audit))
+    status = {"status": {"phase": "Running", "sources": {"a": {"namespace": CHECK, "pod": "probe-a", "pairs": 1},
+                                                         "b": {"namespace": CHECK, "pod": "probe-b", "pairs": 1}}}}
+    plane.kubectl("patch", "reachabilityaudit", AUDIT, "--subresource=status", "--type=merge", "-p", json.dumps(status))
+    tokens = {pod: plane.kubectl("create", "token", "portolan-probe", "-n", CHECK, "--bound-object-kind=Pod",
+                                 f"--bound-object-name={pod}").stdout.strip() for pod in ("probe-a", "bystander")}
+    tokens["unbound"] = plane.kubectl("create", "token", "portolan-probe", "-n", CHECK).stdout.strip()
+    # the admission policy is live once it refuses a foreign write (until then every write would pass)
+    cluster.wait("the probe admission policy to be enforced", lambda: _as_probe(
+        cluster, tokens["probe-a"], "patch", {"probes": {"b": {"verdicts": "o"}}})[0] == 403, 60)
+    return tokens
+
+
+def _as_probe(cluster: clusters.Cluster, token: str, verb: str,
+              status: dict[str, Any] | None = None) -> tuple[int, str]:
+    """(HTTP status, body) of a GET or a merge PATCH of the audit's status, as a probe pod sends it (no GET first)."""
+    plane = cluster.plane
+    path = f"/apis/portolan.dev/v1alpha1/reachabilityaudits/{AUDIT}" + ("/status" if verb == "patch" else "")
+    request = urllib.request.Request(
+        plane.server + path, method=verb.upper(),
+        data=json.dumps({"status": status}).encode() if verb == "patch" else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/merge-patch+json"})
+    context = ssl.create_default_context(cafile=str(plane.pki.ca.cert))
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
+    ("who", "status", "refusal"),
+    [
+        ("probe-a", {"probes": {"a": {"run": 1, "phase": "Done", "verdicts": "o"}}}, None),
+        ("probe-a", {"probes": {"b": {"run": 1, "phase": "Done", "verdicts": "s"}}}, "of its own source only"),
+        ("probe-a", {"phase": "Complete"}, "may write status.probes only"),
+        ("probe-a", {"sources": {"a": {"namespace": CHECK, "pod": "bystander"}}}, "may write status.probes only"),
+        ("probe-a", {"probes": {"a": {"verdicts": "o"}}, "totals": {"pairs": 9}}, "may write status.probes only"),
+        ("bystander", {"probes": {"a": {"run": 1, "phase": "Done", "verdicts": "s"}}}, "bystander is none of them"),
+        ("unbound", {"probes": {"a": {"run": 1, "phase": "Done", "verdicts": "s"}}}, "bound to no pod"),
+    ],
+    ids=["own-source", "other-source", "phase", "sources", "totals", "pod-not-placed", "unbound-token"],
+)
+def test_a_probe_pod_may_write_its_own_sources_verdicts_and_nothing_else(
+        cluster: clusters.Cluster, audit_rbac: dict[str, str], who: str, status: dict[str, Any],
+        refusal: str | None) -> None:
+    code, body = _as_probe(cluster, audit_rbac[who], "patch", status)
+    if refusal is None:
+        assert code == 200, body
+        assert json.loads(body)["status"]["probes"]["a"]["verdicts"] == "o"
+    else:
+        assert code == 403 and refusal in body, body
+    code, body = _as_probe(cluster, audit_rbac[who], "get")  # not even its own audit: its results are not the pod's
+    assert code == 403, body
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(
+    ("account", "verb", "resource", "allowed"),
+    [
+        ("operator", "watch", "reachabilityaudits.portolan.dev", "yes"),
+        ("operator", "patch", "reachabilityaudits.portolan.dev/status", "yes"),
+        ("operator", "create", "pods", "yes"),
+        ("operator", "delete", "pods", "yes"),
+        ("operator", "list", "networkpolicies.networking.k8s.io", "yes"),
+        ("operator", "create", "configmaps", "yes"),
+        ("operator", "update", "configmaps", "yes"),
+        ("operator", "create", "reachabilityaudits.portolan.dev", "no"),
+        ("operator", "delete", "reachabilityaudits.portolan.dev", "no"),
+        ("operator", "update", "reachabilityaudits.portolan.dev/status", "no"),
+        ("operator", "delete", "configmaps", "no"),
+        ("operator", "update", "pods", "no"),
+        ("operator", "create", "pods/exec", "no"),
+        ("operator", "get", "pods/log", "no"),
+        ("operator", "create", "networkpolicies.networking.k8s.io", "no"),
+        ("operator", "create", "rolebindings.rbac.authorization.k8s.io", "no"),
+        ("probe", "patch", "reachabilityaudits.portolan.dev/status", "yes"),
+        ("probe", "get", "reachabilityaudits.portolan.dev/status", "no"),
+        ("probe", "get", "reachabilityaudits.portolan.dev", "no"),
+        ("probe", "patch", "reachabilityaudits.portolan.dev", "no"),
+        ("probe", "list", "pods", "no"),
+        ("probe", "get", "configmaps", "no"),
+        ("probe", "patch", "scanjobs.portolan.dev/status", "no"),
+        ("probe", "get", "secrets", "no"),
+    ],
+)
+def test_the_operator_and_probe_accounts_may_do_what_audits_need_and_no_more(
+        cluster: clusters.Cluster, audit_rbac: dict[str, str], account: str, verb: str, resource: str,
+        allowed: str) -> None:
+    subject = f"system:serviceaccount:{CHECK}:" + ("auditrbac-operator" if account == "operator" else "portolan-probe")
+    kind, _, subresource = resource.partition("/")
+    extra = [f"--subresource={subresource}"] if subresource else []  # pods/exec alone would read as a pod named exec
+    answer = cluster.plane.kubectl("auth", "can-i", verb, kind, *extra, "-n", CHECK, f"--as={subject}", check=False)
+    assert answer.stdout.strip() == allowed, answer.stderr

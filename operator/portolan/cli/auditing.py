@@ -1,7 +1,9 @@
 """``portolan audit show``: a ReachabilityAudit's results in the terminal, as JSON, or as JUnit for CI gates.
 
-Reads the audit from the cluster (KUBECONFIG, or in-cluster) or from a file
-(``-f audit.json``, e.g. ``kubectl get reachabilityaudit NAME -o json``).  The
+Reads the audit from the cluster (KUBECONFIG, or in-cluster), with its full
+matrix from ``status.matrixConfigMap`` when it outgrew the status, or from a
+file (``-f audit.json``, e.g. ``kubectl get reachabilityaudit NAME -o json``):
+a file has only the port tables the status kept, and the table says so.  The
 table shows the mismatches first, then the truth table of each port like
 cyclonus's: a row per source, a column per destination, ``.`` reachable as
 expected, ``x`` blocked as expected, ``R`` unexpectedly reachable, ``B``
@@ -30,6 +32,7 @@ FORMATS = ("table", "json", "junit")
 
 
 def _load(args: argparse.Namespace) -> dict[str, Any]:
+    """The audit's body; read from the cluster, with its full matrix when it was spilled into a ConfigMap."""
     if args.file:
         try:
             text = sys.stdin.read() if args.file == "-" else pathlib.Path(args.file).read_text(encoding="utf-8")
@@ -41,7 +44,16 @@ def _load(args: argparse.Namespace) -> dict[str, Any]:
         raise errors.SpecError("audit show needs NAME (read from the cluster) or -f FILE")
     from portolan.kube import clients
 
-    return clients.Kube(clients.client_from_environment()).get_audit(args.name)
+    kube = clients.Kube(clients.client_from_environment())
+    body = kube.get_audit(args.name)
+    status = body.get("status") or {}
+    if status.get("matrixConfigMap"):
+        try:
+            columns, matrix = kube.audit_matrix(body)
+        except ValueError as exc:
+            raise errors.SpecError(f"the audit's spilled matrix is unreadable: {exc}") from exc
+        body["status"] = {**status, "matrixColumns": columns, "matrix": matrix, "matrixOmitted": 0}
+    return body
 
 
 def render_table(name: str, status: audits.ReachabilityAuditStatus) -> str:
@@ -64,6 +76,9 @@ def render_table(name: str, status: audits.ReachabilityAuditStatus) -> str:
                  f"{t.unexpectedly_blocked} unexpectedly blocked, {t.inconclusive} inconclusive, {t.unjudged} unjudged "
                  f"({t.by_canary} verdicts from canaries)")
     columns = status.matrix_columns
+    if status.matrix_omitted:
+        lines.append(f"  ({status.matrix_omitted} more port table(s) in ConfigMap {status.matrix_config_map}; "
+                     "`portolan audit show NAME` reads them from the cluster)")
     if columns:
         lines.append("")
         lines.append("destinations: " + "  ".join(f"{rendering.column_letter(i)}={c}" for i, c in enumerate(columns)))

@@ -182,6 +182,13 @@ def build_registry(
     def audit_tick(name: str, **_: Any) -> None:
         run_audit(name)
 
+    @kopf.on.event(*audit_resource, registry=registry)
+    def audit_reported(name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
+        # kopf sees no status changes in its diffs; the raw watch event of the last probe's
+        # report concludes the audit now rather than at the next tick.
+        if type == "MODIFIED" and auditing.all_reported(body):
+            run_audit(name)
+
     @kopf.on.delete(*audit_resource, registry=registry, optional=True)
     def audit_deleted(name: str, **_: Any) -> None:
         gauges.forget_audit(name)

@@ -47,6 +47,18 @@ def results_configmap(job: Mapping[str, Any], name: str, binary_data: Mapping[st
     }
 
 
+def audit_configmap(audit: Mapping[str, Any], namespace: str, name: str,
+                    binary_data: Mapping[str, str]) -> dict[str, Any]:
+    """The ConfigMap holding what of a (cluster-scoped) ReachabilityAudit's results outgrew its status, owned by it."""
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {LABEL_AUDIT: bounded_name(audit["metadata"]["name"])},
+                     "ownerReferences": [owner_reference(audit, "ReachabilityAudit")]},
+        "binaryData": dict(binary_data),
+    }
+
+
 def event(involved: Mapping[str, Any], kind: str, reason: str, message: str, now: datetime.datetime) -> dict[str, Any]:
     """A core/v1 Event about ``involved`` (a Portolan object); the message is cut at 1 KiB."""
     meta = involved["metadata"]
@@ -84,6 +96,18 @@ def pod_name(job: str, shard_id: str, attempt: int) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[:50].rstrip('-')}-{digest}-{attempt}"[:63]
+
+
+def bounded_name(text: str, limit: int = 63) -> str:
+    """``text`` if it is at most ``limit`` characters, else a prefix and a hash of the whole (a label value, a DNS label).
+
+    Label values and DNS labels stop at 63 characters; a cut alone would make two long
+    names that share a prefix one, so the hash of the whole keeps them apart.
+    """
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{text[:limit - 9].rstrip('-._')}-{digest}"
 
 
 def open_ports_cap(config: settings.OperatorSettings, shard_count: int) -> int:
@@ -355,7 +379,7 @@ LABEL_SOURCE = f"{GROUP}/source"
 LABEL_DESTINATION = f"{GROUP}/destination"
 LABEL_RUN = f"{GROUP}/run"  # the run of a (scheduled) audit a probe or canary pod belongs to
 NO_SIDECAR = {"sidecar.istio.io/inject": "false", "linkerd.io/inject": "disabled"}  # probe what the CNI does
-ANNOTATION_LEGEND = f"{GROUP}/legend"  # per pair: destination, endpoint, what decided the expectation (JSON)
+ANNOTATION_LEGEND = f"{GROUP}/legend"  # per pair: destination, endpoint, what decided it (codecs.encode_legend)
 
 
 def _restricted_container(name: str, image: str, command: list[str], env: list[dict[str, Any]]) -> dict[str, Any]:
@@ -401,9 +425,9 @@ def probe_pod(audit: Mapping[str, Any], source: str, namespace: str, labels: Map
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
-            "name": f"{meta['name'][:36]}-{source[:15]}-r{run}".replace("--", "-")[:63],
+            "name": bounded_name(f"{meta['name']}-{source}-r{run}"),
             "namespace": namespace,
-            "labels": {**labels, LABEL_AUDIT: meta["name"], LABEL_SOURCE: source, LABEL_ROLE: "probe",
+            "labels": {**labels, LABEL_AUDIT: bounded_name(meta["name"]), LABEL_SOURCE: source, LABEL_ROLE: "probe",
                        LABEL_RUN: str(run)},
             "annotations": {ANNOTATION_LEGEND: legend, **NO_SIDECAR},
             "ownerReferences": [owner_reference(audit, "ReachabilityAudit")],
@@ -433,10 +457,10 @@ def canary_pod(audit: Mapping[str, Any], destination: str, namespace: str, label
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
-            "name": f"{meta['name'][:36]}-{destination[:15]}-canary-r{run}".replace("--", "-")[:63],
+            "name": bounded_name(f"{meta['name']}-{destination}-canary-r{run}"),
             "namespace": namespace,
-            "labels": {**labels, LABEL_AUDIT: meta["name"], LABEL_DESTINATION: destination, LABEL_ROLE: "canary",
-                       LABEL_RUN: str(run)},
+            "labels": {**labels, LABEL_AUDIT: bounded_name(meta["name"]), LABEL_DESTINATION: destination,
+                       LABEL_ROLE: "canary", LABEL_RUN: str(run)},
             "annotations": dict(NO_SIDECAR),
             "ownerReferences": [owner_reference(audit, "ReachabilityAudit")],
         },

@@ -94,6 +94,9 @@ class Client(Protocol):
     def patch_audit_status(self, name: str, status: dict[str, Any]) -> None:
         """A JSON merge patch of the ReachabilityAudit's status."""
 
+    def audit_matrix(self, audit: Mapping[str, Any]) -> tuple[list[str], dict[str, list[str]]]:
+        """An audit's full matrix (columns, tables): from status.matrixConfigMap when it was spilled, else the status."""
+
     def list_namespaces(self) -> list[dict[str, Any]]:
         """Every namespace (names and labels matter to policies)."""
 
@@ -351,6 +354,20 @@ class Kube:
             body: dict[str, Any] = self.custom.get_cluster_custom_object(GROUP, VERSION, audits.PLURAL, name)
             return body
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def audit_matrix(self, audit: Mapping[str, Any]) -> tuple[list[str], dict[str, list[str]]]:
+        """See :meth:`Client.audit_matrix`; a ConfigMap that holds no matrix raises ValueError."""
+        status = audit.get("status") or {}
+        ref = status.get("matrixConfigMap")
+        if not ref:
+            return list(status.get("matrixColumns") or []), dict(status.get("matrix") or {})
+        namespace, _, name = str(ref).partition("/")
+        with _mapped(f"reading ConfigMap {ref}"):
+            configmap = self.core.read_namespaced_config_map(name, namespace)
+        found = codecs.decode_matrix(configmap.binary_data)
+        if found is None:
+            raise ValueError(f"ConfigMap {ref} holds no audit matrix")
+        return found[1], found[2]
 
     def patch_audit_status(self, name: str, status: dict[str, Any]) -> None:
         """See :meth:`Client.patch_audit_status`."""

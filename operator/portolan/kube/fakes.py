@@ -193,6 +193,18 @@ class FakeKube:
         """See :meth:`portolan.kube.clients.Client.get_audit`."""
         return copy.deepcopy(self._object(audits.KIND, "", name, "reading"))
 
+    def audit_matrix(self, audit: Mapping[str, Any]) -> tuple[list[str], dict[str, list[str]]]:
+        """See :meth:`portolan.kube.clients.Client.audit_matrix`."""
+        status = audit.get("status") or {}
+        ref = status.get("matrixConfigMap")
+        if not ref:
+            return list(status.get("matrixColumns") or []), dict(status.get("matrix") or {})
+        namespace, _, name = str(ref).partition("/")
+        found = codecs.decode_matrix(self._object("ConfigMap", namespace, name, "reading").get("binaryData"))
+        if found is None:
+            raise ValueError(f"ConfigMap {ref} holds no audit matrix")
+        return found[1], found[2]
+
     def patch_audit_status(self, name: str, status: dict[str, Any]) -> None:
         """See :meth:`portolan.kube.clients.Client.patch_audit_status`."""
         body = self._object(audits.KIND, "", name, "patching")

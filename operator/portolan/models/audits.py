@@ -242,6 +242,12 @@ class ReachabilityAuditStatus(_Model):
         default_factory=dict, description="Per port/protocol, one row per source: a character per destination "
         "(. agrees reachable, x agrees blocked, R unexpectedly reachable, B unexpectedly blocked).")
     matrix_columns: list[str] = pydantic.Field(default_factory=list, description="The matrix's destinations, in order.")
+    matrix_omitted: int = pydantic.Field(
+        default=0, description="Port tables left out of status.matrix to keep the status within its byte budget; "
+        "the full matrix is in matrixConfigMap.")
+    matrix_config_map: str | None = pydantic.Field(
+        default=None, description="NAMESPACE/NAME of the ConfigMap (owned by the audit) holding the full matrix of "
+        "the latest run, when it did not fit the status (`portolan audit show` reads it).")
     sources: dict[str, SourceStatus] = pydantic.Field(default_factory=dict)
     probes: dict[str, ProbeResult] = pydantic.Field(
         default_factory=dict, description="Written by the probe pods: one verdict character per pair.")

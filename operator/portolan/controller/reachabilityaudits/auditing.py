@@ -13,7 +13,10 @@ does the I/O.  The passes of one audit:
 4. each probe pod writes its verdicts into ``status.probes``; when all have,
    mismatches, totals and a matrix per port are reported, with conditions
    ``Complete`` and ``ReachabilityAsExpected`` and a Warning Event on a
-   mismatch, and every probe and canary pod is deleted.
+   mismatch, and every probe and canary pod is deleted.  The status keeps what
+   of the matrix fits 3/4 of ``statusByteBudget`` (:mod:`.matrices`); when that
+   is not all of it, the whole goes to a ConfigMap owned by the audit in the
+   first source's namespace, named in ``status.matrixConfigMap``.
 
 A probe pod that fails, or an audit past ``activeDeadlineSeconds``, ends the
 audit ``Failed`` with the reason; what was reported so far is kept.
@@ -32,7 +35,7 @@ from typing import Any
 import pydantic
 
 from portolan import errors
-from portolan.controller.reachabilityaudits import expecting, resolving
+from portolan.controller.reachabilityaudits import expecting, matrices, resolving
 from portolan.controller.scanschedules import scheduling
 from portolan.kube import builders, clients, codecs
 from portolan.models import audits, problems, settings, statuses
@@ -62,6 +65,8 @@ class Observed:
     pods: Sequence[PodView]
     now: datetime.datetime
     snapshot: resolving.Snapshot | None = None
+    spilled: tuple[list[str], dict[str, list[str]]] | None = None  # the full matrix of status.matrixConfigMap
+
 
 
 @dataclasses.dataclass
@@ -72,6 +77,7 @@ class Actions:
     events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     needs_snapshot: bool = False  # the next pass must read the cluster (pods, policies) first
     mismatches: dict[str, int] = dataclasses.field(default_factory=dict)  # kind -> count, for the metrics
+    configmap: dict[str, Any] | None = None  # the full matrix, when it outgrew the status (written before it)
 
 
 class _Pass:
@@ -209,8 +215,8 @@ class _Pass:
                       for pair in mine]
             encoded = codecs.encode_pairs([(p.endpoint.address, p.port, p.protocol, e.expected, p.endpoint.listener)
                                            for p, e in zip(mine, judged, strict=True)])
-            legend = json.dumps([[p.endpoint.destination, p.endpoint.label, e.decided_by, e.rule]
-                                 for p, e in zip(mine, judged, strict=True)], separators=(",", ":"))
+            legend = codecs.encode_legend([[p.endpoint.destination, p.endpoint.label, e.decided_by, e.rule]
+                                           for p, e in zip(mine, judged, strict=True)])
             assert source.namespace is not None
             manifest = builders.probe_pod(self.observed.body, source.name, source.namespace, labels[source.name],
                                           encoded, self.config, convergence_seconds=spec.convergence_seconds,
@@ -279,8 +285,11 @@ class _Pass:
             pod = probes.get(name)
             if pod is None:
                 return self.fail("ProbeFailed", f"probe pod of source {name} is gone; its pairs are unknown", spec)
-            pairs = codecs.decode_pairs(pod.pairs)
-            legend = json.loads(pod.legend or "[]")
+            try:
+                pairs = codecs.decode_pairs(pod.pairs)
+                legend = codecs.decode_legend(pod.legend)
+            except ValueError as exc:
+                return self.fail("ProbeFailed", f"probe pod {pod.namespace}/{pod.name}: {exc}", spec)
             verdicts = self.status.probes[name].verdicts
             if len(verdicts) != len(pairs) or len(legend) != len(pairs):
                 return self.fail("ProbeFailed", f"source {name} reported {len(verdicts)} verdicts for {len(pairs)} pairs",
@@ -322,12 +331,10 @@ class _Pass:
         self.status.totals = totals
         self.status.mismatches = found[:MISMATCHES_LISTED]
         self.status.mismatches_truncated = max(0, len(found) - MISMATCHES_LISTED)
-        previous = (self.status.matrix_columns, self.status.matrix)
+        previous = self.observed.spilled or (self.status.matrix_columns, self.status.matrix)
         self.stale_matrix = set(self.status.matrix)
-        self.status.matrix_columns = columns
-        self.status.matrix = {key: [f"{source} " + "".join(cells.get(c, " ") for c in columns)
-                                    for source, cells in by_source.items()]
-                              for key, by_source in sorted(rows.items(), key=lambda kv: _port_key(kv[0]))}
+        matrix = matrices.build(rows, columns)
+        self.status.matrix_columns, self.status.matrix = columns, matrix  # whole, for drift; fitted below
         self.status.phase = statuses.Phase.COMPLETE
         self.status.completion_time = builders.timestamp(self.observed.now)
         self.condition("Progressing", False, "Completed", f"{totals.pairs} pairs probed")
@@ -355,12 +362,31 @@ class _Pass:
                            f"{totals.rule_disagreements} declared rule verdict(s) contradict the policies")
         elif spec.expect.rules and spec.expect.from_network_policies:
             self.condition("RulesMatchPolicies", True, "AsDeclared", "every declared rule agrees with the policies")
-        self.stale_matrix -= set(self.status.matrix)
         if spec.schedule is not None and any(h.phase == statuses.Phase.COMPLETE for h in self.status.history):
             self.drift(previous)
+        self.fit_matrix(spec, columns, matrix)
+        self.stale_matrix -= set(self.status.matrix)
         self.cleanup()
         self.ended(spec)
         return self.finish()
+
+    def fit_matrix(self, spec: audits.ReachabilityAuditSpec, columns: list[str], matrix: dict[str, list[str]]) -> None:
+        """Keep in the status what of the matrix fits 3/4 of the byte budget; spill the whole into a ConfigMap."""
+        self.status.matrix_columns, self.status.matrix = [], {}
+        self.status.matrix_config_map = None
+        rest = self.status.model_dump(by_alias=True, mode="json", exclude_none=True)  # probes included: they are there
+        room = self.config.status_byte_budget * 3 // 4 - len(json.dumps(rest, separators=(",", ":")).encode())
+        fitted = matrices.fit(columns, matrix, room)
+        self.status.matrix_columns, self.status.matrix, self.status.matrix_omitted = (
+            fitted.columns, fitted.matrix, fitted.omitted)
+        if fitted.spilled:
+            namespace = str(spec.sources[0].namespace)  # within auditNamespaces: the guardrail saw to it
+            name = matrices.configmap_name(self.meta["name"])
+            self.actions.configmap = builders.audit_configmap(self.observed.body, namespace, name,
+                                                              codecs.encode_matrix(self.status.run, columns, matrix))
+            self.status.matrix_config_map = f"{namespace}/{name}"
+        elif (self.observed.body.get("status") or {}).get("matrixConfigMap"):
+            self.reset.append("matrixConfigMap")  # an earlier run spilled; this one fits
 
     def drift(self, previous: tuple[list[str], dict[str, list[str]]]) -> None:
         """The observed verdicts that changed since the last completed run, from the two matrices."""
@@ -414,11 +440,6 @@ def _evidence(char: str, listener: bool) -> str:
     return f"{what}, {'canary listener' if listener else 'real endpoint'}"
 
 
-def _port_key(key: str) -> tuple[int, str]:
-    port, _, protocol = key.partition("/")
-    return int(port), protocol
-
-
 def _canary_ports(spec: audits.ReachabilityAuditSpec, declared: Sequence[tuple[int, str, str | None]]) -> tuple[str, str]:
     """The ports a canary listens on: the audit's numbered ports, or the destination's declared ones."""
     tcp: set[int] = set()
@@ -466,6 +487,21 @@ def guardrail(spec: audits.ReachabilityAuditSpec, config: settings.OperatorSetti
 def reconcile(observed: Observed, config: settings.OperatorSettings, evaluate: Evaluator) -> Actions:
     """Decide what to do next for one audit."""
     return _Pass(observed, config, evaluate).run()
+
+
+def all_reported(body: Mapping[str, Any]) -> bool:
+    """Whether every probe pod of a running audit's current run has written its verdicts (time to conclude).
+
+    The operator reacts to this at once instead of at its next tick: the watch event that
+    carries the last report is enough.
+    """
+    status = body.get("status") or {}
+    sources = status.get("sources") or {}
+    probes = status.get("probes") or {}
+    run = status.get("run", 1)
+    return (status.get("phase") == statuses.Phase.RUNNING.value and bool(sources)
+            and all((probes.get(name) or {}).get("phase", "Done") == "Done"
+                    and (probes.get(name) or {}).get("run", 1) == run and name in probes for name in sources))
 
 
 def pod_view(pod: Mapping[str, Any]) -> PodView | None:
@@ -521,15 +557,23 @@ def step(client: clients.Client, config: settings.OperatorSettings, name: str, n
          evaluate: Evaluator) -> Actions:
     """One reconciliation of one audit against the API: observe, decide, act."""
     body = client.get_audit(name)
-    pods = [view for view in (pod_view(p) for p in client.list_pods(None, f"{builders.LABEL_AUDIT}={name}"))
-            if view is not None]
-    observed = Observed(body, pods, now)
+    selector = f"{builders.LABEL_AUDIT}={builders.bounded_name(name)}"  # label values stop at 63 characters
+    pods = [view for view in (pod_view(p) for p in client.list_pods(None, selector)) if view is not None]
+    status = body.get("status") or {}
+    spilled = None
+    scheduled = bool((body.get("spec") or {}).get("schedule"))
+    if scheduled and status.get("matrixConfigMap") and status.get("phase") == statuses.Phase.RUNNING.value:
+        with contextlib.suppress(errors.KubeError, ValueError):  # without it, drift compares what the status kept
+            spilled = client.audit_matrix(body)  # the previous run's full matrix, for drift
+    observed = Observed(body, pods, now, spilled=spilled)
     actions = reconcile(observed, config, evaluate)
     if actions.needs_snapshot:
         spec = audits.ReachabilityAuditSpec.model_validate(body["spec"])
         namespaces = {n for n in [*(s.namespace for s in spec.sources), *(d.namespace for d in spec.destinations)] if n}
-        observed = Observed(body, pods, now, snapshot(client, sorted(namespaces)))
+        observed = Observed(body, pods, now, snapshot(client, sorted(namespaces)), spilled)
         actions = reconcile(observed, config, evaluate)
+    if actions.configmap is not None:
+        client.write_configmap(actions.configmap)  # before the status names it
     if actions.status:
         client.patch_audit_status(name, actions.status)
     for manifest in actions.create:
