@@ -253,48 +253,108 @@ class OwnerScan:
         self.unreadable = unreadable  # processes whose descriptors could not be read (privileges)
 
 
-def find_holders(proc: str = "/proc") -> OwnerScan:
+def _walker_count() -> int:
+    """How many threads walk ``/proc``: one per usable core, at most :data:`_MOST_WALKERS`."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _MOST_WALKERS))
+
+
+_MOST_WALKERS = 2  # measured on 2 cores only (bench/listeners.py); more threads would mostly wait for the GIL
+
+
+def _socket_links(proc: str, name: str) -> list[str] | None:
+    """The ``socket:[INODE]`` links among the descriptors of process ``name``; None when they are unreadable.
+
+    An empty list when the process exited meanwhile.  One ``readlink`` per
+    descriptor, in a C-level loop while the process stays put.
+    """
+    readlink = os.readlink
+    try:
+        directory = os.open(f"{proc}/{name}/fd", os.O_RDONLY | os.O_DIRECTORY)
+    except PermissionError:
+        return None
+    except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+        return []  # exited meanwhile
+    try:
+        try:
+            entries = os.listdir(directory)
+        except PermissionError:
+            return None
+        except (FileNotFoundError, ProcessLookupError):
+            return []
+        try:  # the fast path: one C-level loop over the descriptors
+            links = list(map(functools.partial(readlink, dir_fd=directory), entries))
+        except OSError:  # a descriptor closed meanwhile, or the process exited: one by one
+            links = []
+            for entry in entries:
+                try:
+                    links.append(readlink(entry, dir_fd=directory))
+                except OSError:
+                    continue
+    finally:
+        os.close(directory)
+    return [link for link in links if link.startswith("socket:[")]
+
+
+def find_holders(proc: str = "/proc", walkers: int | None = None) -> OwnerScan:
     """Walk ``/proc/*/fd`` once and record which processes hold which socket inodes.
 
-    Every socket is recorded, not only listeners.  Processes that exit during
-    the walk are skipped; processes whose descriptors are unreadable are counted.
+    Every socket is recorded, not only listeners, and every process holding
+    it (in ``/proc`` order, pid ascending).  Processes that exit during the
+    walk are skipped; processes whose descriptors are unreadable are counted.
+
+    ``walkers`` threads (default: one per core, at most two) share the
+    processes: ``readlink`` releases the GIL, so on two cores the syscalls of
+    one thread overlap the other's Python work (bench/listeners.py measures it).
     """
+    names = [name for name in os.listdir(proc) if name.isdigit()]
+    found: dict[str, list[str] | None] = {}
+    count = _walker_count() if walkers is None else walkers
+    if count <= 1 or len(names) < 2:
+        for name in names:
+            found[name] = _socket_links(proc, name)
+    else:
+        import threading  # only when walking in threads
+
+        pending = iter(names)  # shared: each next() hands one process to one walker (atomic under the GIL)
+        failures: list[BaseException] = []
+
+        def walk() -> None:
+            try:
+                for name in pending:
+                    found[name] = _socket_links(proc, name)
+            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread below
+                failures.append(exc)
+
+        helpers = [threading.Thread(target=walk, name=f"portolan-walk-{index}", daemon=True)
+                   for index in range(1, count)]
+        for helper in helpers:
+            helper.start()
+        walk()
+        for helper in helpers:
+            helper.join()
+        if failures:
+            raise failures[0]
     scan = OwnerScan(holders={})
     holders = scan.holders
-    flags = os.O_RDONLY | os.O_DIRECTORY
-    readlink = os.readlink
-    for name in os.listdir(proc):
-        if not name.isdigit():
-            continue
-        try:
-            directory = os.open(f"{proc}/{name}/fd", flags)
-        except PermissionError:
+    for name in names:  # in /proc order, whichever thread walked the process
+        links = found.get(name, [])
+        if links is None:
             scan.unreadable += 1
             continue
-        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
-            continue  # exited meanwhile
-        try:
-            try:
-                entries = os.listdir(directory)
-            except PermissionError:
-                scan.unreadable += 1
-                continue
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            try:  # the fast path: one C-level loop over the descriptors
-                links = list(map(functools.partial(readlink, dir_fd=directory), entries))
-            except OSError:  # a descriptor closed meanwhile, or the process exited: one by one
-                links = []
-                for entry in entries:
-                    try:
-                        links.append(readlink(entry, dir_fd=directory))
-                    except OSError:
-                        continue
-            pid = int(name)
-            for link in {link for link in links if link[:8] == "socket:["}:  # each socket once per process
-                holders.setdefault(int(link[8:-1]), []).append(pid)
-        finally:
-            os.close(directory)
+        if not links:
+            continue
+        pid = int(name)
+        for link in set(links):  # each socket once per process
+            inode = int(link[8:-1])
+            held = holders.get(inode)
+            if held is None:
+                holders[inode] = [pid]
+            else:
+                held.append(pid)
     return scan
 
 
