@@ -326,7 +326,7 @@ def find_holders(proc: str = "/proc", walkers: int | None = None) -> OwnerScan:
             try:
                 for name in pending:
                     found[name] = _socket_links(proc, name)
-            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread below
+            except BaseException as exc:  # handed to the calling thread below
                 failures.append(exc)
 
         helpers = [threading.Thread(target=walk, name=f"portolan-walk-{index}", daemon=True)
@@ -466,40 +466,55 @@ _UNSEEN = ("no owner found: no process visible here held it when the descriptors
            "a process outside this PID namespace, or a socket opened during the listing)")
 
 
+def _owners_of(pids: Sequence[int], owners: dict[int, Owner | None], users: _Users, netns: str,
+               proc: str) -> tuple[Owner, ...]:
+    """The owner records of these holders that still run (each process described once, in ``owners``)."""
+    for pid in pids:
+        if pid not in owners:
+            owners[pid] = describe(pid, users, netns, proc)
+    return tuple(owner for pid in pids if (owner := owners[pid]) is not None)
+
+
 def assemble(sockets: Sequence[Socket], scan: OwnerScan, method: str, netns: str,
              proc: str = "/proc") -> Inventory:
     """Join a socket table with an earlier walk of ``/proc`` (see :func:`take`): owners, notes, closed sockets."""
     users = _Users()
     owners: dict[int, Owner | None] = {}
-    joined: dict[tuple[int, ...], tuple[Owner, ...]] = {}  # many sockets share one set of holders
+    alone: dict[int, tuple[Owner, ...]] = {}  # the owners of sockets held by one process, by pid
+    joined: dict[tuple[int, ...], tuple[Owner, ...]] = {}  # of sockets held by several, by their pids
     holders = scan.holders
     user_names = users.names
     unseen = _UNREADABLE.format(scan.unreadable) if scan.unreadable else _UNSEEN
     listeners: list[Listener] = []
+    append = listeners.append
     new = _new_listener
     closed = 0
-    for item in sockets:
-        pids = holders.get(item.inode)
+    for protocol, address, port, inode, uid in sockets:
+        pids = holders.get(inode)
         note: str | None = None
         if pids is None:
             held: tuple[Owner, ...] = ()
-            note = _KERNEL if item.inode == 0 else unseen
+            note = _KERNEL if inode == 0 else unseen
         else:
-            key = (pids[0],) if len(pids) == 1 else tuple(pids)
-            found = joined.get(key)
-            if found is None:
-                for pid in pids:
-                    if pid not in owners:
-                        owners[pid] = describe(pid, users, netns, proc)
-                found = joined[key] = tuple(owner for pid in pids if (owner := owners[pid]) is not None)
+            if len(pids) == 1:
+                found = alone.get(pids[0])
+                if found is None:
+                    found = alone[pids[0]] = _owners_of(pids, owners, users, netns, proc)
+            else:
+                key = tuple(pids)
+                found = joined.get(key)
+                if found is None:
+                    found = joined[key] = _owners_of(pids, owners, users, netns, proc)
             held = found
             if not held:  # every holder exited after the walk: the socket closed with the last one
                 closed += 1
                 continue
-        user = user_names.get(item.uid)
-        listeners.append(new((item.protocol, item.address, item.port, item.inode,
-                              user if user is not None else users.name(item.uid), held, note)))
-    listeners.sort(key=operator.itemgetter(0, 2, 1))  # protocol, port, address
+        user = user_names.get(uid)
+        append(new((protocol, address, port, inode, user if user is not None else users.name(uid), held, note)))
+    # by protocol, port and address: three stable sorts on one field each are twice as fast as one on a tuple
+    listeners.sort(key=operator.itemgetter(1))
+    listeners.sort(key=operator.itemgetter(2))
+    listeners.sort(key=operator.itemgetter(0))
     notes: list[str] = []
     if closed:
         notes.append(f"{closed} sockets closed during the listing (their processes exited); not listed")
