@@ -8,7 +8,6 @@ namespace this command runs in (use ``ip netns exec`` for another).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
@@ -48,6 +47,8 @@ def listener_dict(listener: listening.Listener) -> dict[str, object]:
 
 def _jsonl(listeners: Sequence[listening.Listener]) -> str:
     """One JSON line per listener, as ``json.dumps(listener_dict(...))`` writes it, the owner part formatted once."""
+    import json  # here and below, on first use: the table needs no JSON, and start-up counts
+
     dumps = json.dumps
     owner_parts: dict[tuple[listening.Owner, ...], str] = {}
     user_parts: dict[str, str] = {}
@@ -155,6 +156,8 @@ def render_inventory(inventory: listening.Inventory, fmt: str, out: TextIO, port
                     "listeners": [listener_dict(item) for item in inventory.listeners],
                     "unreadable_processes": inventory.unreadable_processes,
                     "closed_during_listing": inventory.closed_during_listing, "notes": inventory.notes}
+        import json
+
         out.write(json.dumps(document, indent=2) + "\n")
         return
     if fmt == "jsonl":
@@ -183,6 +186,8 @@ def _footnotes(listeners: Sequence[listening.Listener], notes: Sequence[str], ou
 def render_exposures(judged: Sequence[exposure.Exposure], fmt: str, out: TextIO) -> None:
     """The ``--listeners`` part of a scan: a table section or JSON Lines (JSON is merged by :func:`merge_json`)."""
     if fmt == "jsonl":
+        import json
+
         for item in judged:
             out.write(json.dumps({"kind": "listener", **exposure_dict(item)}) + "\n")
         return
@@ -196,6 +201,8 @@ def render_exposures(judged: Sequence[exposure.Exposure], fmt: str, out: TextIO)
 
 def merge_json(report_json: str, judged: Sequence[exposure.Exposure]) -> str:
     """The JSON report with a ``listeners`` array added."""
+    import json
+
     document = json.loads(report_json)
     document["listeners"] = [exposure_dict(item) for item in judged]
     return json.dumps(document, indent=2) + "\n"

@@ -25,12 +25,12 @@ listed (they are not waiting for anyone).
 
 from __future__ import annotations
 
+import _socket  # the C module: ``socket`` adds 2.5 ms of enum building to start-up, for nothing used here
 import functools
 import operator
 import os
 import pwd
 import re
-import socket
 import struct
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -127,9 +127,9 @@ class Inventory(NamedTuple):
 def _proc_address(text: str) -> str:
     raw = bytes.fromhex(text)
     if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+        return _socket.inet_ntop(_socket.AF_INET, raw[::-1])
     words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
-    return socket.inet_ntop(socket.AF_INET6, words)
+    return _socket.inet_ntop(_socket.AF_INET6, words)
 
 
 def parse_proc_table(protocol: str, text: str) -> list[Socket]:
@@ -166,22 +166,24 @@ def read_netlink(protocols: Sequence[str] = PROTOCOLS) -> list[Socket]:
     """Read the socket table with netlink ``sock_diag`` (the calling thread's namespace)."""
     found: list[Socket] = []
     try:
-        channel = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG)
+        channel = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _NETLINK_SOCK_DIAG)
     except OSError as exc:
         raise errors.ScanError(f"cannot open a sock_diag netlink socket: {exc.strerror} "
                                "(--method proc reads /proc/net instead)") from exc
-    with channel:
+    try:
         channel.bind((0, 0))
         sequence = 0
         for protocol in protocols:
-            number = socket.IPPROTO_TCP if protocol == "tcp" else socket.IPPROTO_UDP
-            for family in (socket.AF_INET, socket.AF_INET6):
+            number = _socket.IPPROTO_TCP if protocol == "tcp" else _socket.IPPROTO_UDP
+            for family in (_socket.AF_INET, _socket.AF_INET6):
                 sequence += 1
                 body = _REQUEST.pack(family, number, 0, 1 << _STATE[protocol])
                 header = _NLMSG.pack(_NLMSG.size + len(body), _SOCK_DIAG_BY_FAMILY,
                                      _NLM_F_REQUEST | _NLM_F_DUMP, sequence, 0)
                 channel.sendto(header + body, (0, 0))
                 _receive_dump(channel, protocol, found)
+    finally:
+        channel.close()
     return found
 
 
@@ -191,15 +193,15 @@ def _uniform(length: int) -> struct.Struct:
     return struct.Struct(f"=4xH10xB3xH2x16s28x12xII{length - _NLMSG.size - _MESSAGE.size}x")
 
 
-def _receive_dump(channel: socket.socket, protocol: str, found: list[Socket]) -> None:
+def _receive_dump(channel: _socket.socket, protocol: str, found: list[Socket]) -> None:
     names: dict[tuple[int, bytes], str] = {}  # addresses repeat: format each once (per family: 0.0.0.0 and :: look alike)
     new = _new_socket
-    ntohs = socket.ntohs
+    ntohs = _socket.ntohs
     append = found.append
 
     def named(family: int, source: bytes) -> str:
-        address = names[family, source] = (socket.inet_ntop(socket.AF_INET, source[:4]) if family == socket.AF_INET
-                                   else socket.inet_ntop(socket.AF_INET6, source))
+        address = names[family, source] = (_socket.inet_ntop(_socket.AF_INET, source[:4]) if family == _socket.AF_INET
+                                   else _socket.inet_ntop(_socket.AF_INET6, source))
         return address
 
     while True:
@@ -317,25 +319,33 @@ def find_holders(proc: str = "/proc", walkers: int | None = None) -> OwnerScan:
         for name in names:
             found[name] = _socket_links(proc, name)
     else:
-        import threading  # only when walking in threads
+        import _thread  # the low-level threads: ``threading`` would add a millisecond of imports to start-up
 
         pending = iter(names)  # shared: each next() hands one process to one walker (atomic under the GIL)
         failures: list[BaseException] = []
 
-        def walk() -> None:
+        def walk(done: _thread.LockType | None = None) -> None:
             try:
                 for name in pending:
                     found[name] = _socket_links(proc, name)
             except BaseException as exc:  # handed to the calling thread below
                 failures.append(exc)
+            finally:
+                if done is not None:
+                    done.release()
 
-        helpers = [threading.Thread(target=walk, name=f"portolan-walk-{index}", daemon=True)
-                   for index in range(1, count)]
-        for helper in helpers:
-            helper.start()
+        helpers = []
+        for _ in range(1, count):
+            done = _thread.allocate_lock()
+            done.acquire()
+            try:
+                _thread.start_new_thread(walk, (done,))
+            except RuntimeError:  # no thread to be had: this thread walks the rest alone
+                break
+            helpers.append(done)
         walk()
-        for helper in helpers:
-            helper.join()
+        for done in helpers:  # each helper releases its lock when it has no process left
+            done.acquire()
         if failures:
             raise failures[0]
     scan = OwnerScan(holders={})
@@ -373,8 +383,13 @@ def _patterns() -> tuple[tuple[tuple[re.Pattern[str], str | None], ...], re.Patt
     return containers, pod
 
 
+_CONTAINER_WORDS = ("docker", "containerd", "crio", "libpod", "kubepods")  # one is in every pattern of _patterns
+
+
 def containment(cgroup_text: str) -> Containment:
     """The container and pod a ``/proc/PID/cgroup`` text names (systemd and cgroupfs drivers, v1 and v2)."""
+    if not any(word in cgroup_text for word in _CONTAINER_WORDS):  # a host process: no pattern can match
+        return Containment()
     runtime: str | None = None
     container: str | None = None
     pod_uid: str | None = None
