@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import _socket  # the C module: ``socket`` adds 2.5 ms of enum building to start-up, for nothing used here
 import functools
+import marshal
 import operator
 import os
 import pwd
@@ -256,7 +257,7 @@ class OwnerScan:
 
 
 def _walker_count() -> int:
-    """How many threads walk ``/proc``: one per usable core, at most :data:`_MOST_WALKERS`."""
+    """How many processes walk ``/proc``: one per usable core, at most :data:`_MOST_WALKERS`."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -264,7 +265,7 @@ def _walker_count() -> int:
     return max(1, min(cores, _MOST_WALKERS))
 
 
-_MOST_WALKERS = 2  # measured on 2 cores only (bench/listeners.py); more threads would mostly wait for the GIL
+_MOST_WALKERS = 2  # measured on 2 cores only (bench/listeners.py)
 
 
 def _socket_links(proc: str, name: str) -> list[str] | None:
@@ -301,6 +302,53 @@ def _socket_links(proc: str, name: str) -> list[str] | None:
     return [link for link in links if link.startswith("socket:[")]
 
 
+def _walk_share(proc: str, names: Sequence[str]) -> dict[str, list[str] | None]:
+    return {name: _socket_links(proc, name) for name in names}
+
+
+def _forked_share(proc: str, names: Sequence[str]) -> tuple[int, int] | None:
+    """Walk ``names`` in a forked child that writes its findings (marshal) to a pipe; (pid, read end), or None.
+
+    The child only makes ``os`` calls, marshals and leaves with ``os._exit``
+    (no buffers flushed twice, no exit handlers run twice).
+    """
+    reading, writing = os.pipe()
+    try:
+        child = os.fork()
+    except OSError:  # no process to be had: the caller walks this share itself
+        os.close(reading)
+        os.close(writing)
+        return None
+    if child == 0:  # pragma: no cover - the child's own lines are not traced
+        try:
+            os.close(reading)
+            view = memoryview(marshal.dumps(_walk_share(proc, names)))
+            while view:
+                view = view[os.write(writing, view):]
+        finally:
+            os._exit(0)
+    os.close(writing)
+    return child, reading
+
+
+def _collect(proc: str, names: Sequence[str], child: int, reading: int) -> dict[str, list[str] | None]:
+    """A forked walker's findings; its share walked here if it failed to deliver them."""
+    chunks = []
+    try:
+        while chunk := os.read(reading, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(reading)
+        os.waitpid(child, 0)
+    try:
+        found = marshal.loads(b"".join(chunks))
+    except (EOFError, ValueError, TypeError):
+        found = None
+    if not isinstance(found, dict):  # the child died before it wrote (killed, out of memory)
+        return _walk_share(proc, names)
+    return found
+
+
 def find_holders(proc: str = "/proc", walkers: int | None = None) -> OwnerScan:
     """Walk ``/proc/*/fd`` once and record which processes hold which socket inodes.
 
@@ -308,49 +356,25 @@ def find_holders(proc: str = "/proc", walkers: int | None = None) -> OwnerScan:
     it (in ``/proc`` order, pid ascending).  Processes that exit during the
     walk are skipped; processes whose descriptors are unreadable are counted.
 
-    ``walkers`` threads (default: one per core, at most two) share the
-    processes: ``readlink`` releases the GIL, so on two cores the syscalls of
-    one thread overlap the other's Python work (bench/listeners.py measures it).
+    ``walkers`` processes (default: one per core, at most two) share the
+    processes to walk, every ``walkers``-th each: this one and forked children
+    that hand their findings back through a pipe.  The walk is one
+    ``readlink`` syscall per descriptor; threads would share the GIL between
+    syscalls and overlap far less (bench/listeners.py measures one walker
+    against the default).
     """
     names = [name for name in os.listdir(proc) if name.isdigit()]
-    found: dict[str, list[str] | None] = {}
-    count = _walker_count() if walkers is None else walkers
-    if count <= 1 or len(names) < 2:
-        for name in names:
-            found[name] = _socket_links(proc, name)
-    else:
-        import _thread  # the low-level threads: ``threading`` would add a millisecond of imports to start-up
-
-        pending = iter(names)  # shared: each next() hands one process to one walker (atomic under the GIL)
-        failures: list[BaseException] = []
-
-        def walk(done: _thread.LockType | None = None) -> None:
-            try:
-                for name in pending:
-                    found[name] = _socket_links(proc, name)
-            except BaseException as exc:  # handed to the calling thread below
-                failures.append(exc)
-            finally:
-                if done is not None:
-                    done.release()
-
-        helpers = []
-        for _ in range(1, count):
-            done = _thread.allocate_lock()
-            done.acquire()
-            try:
-                _thread.start_new_thread(walk, (done,))
-            except RuntimeError:  # no thread to be had: this thread walks the rest alone
-                break
-            helpers.append(done)
-        walk()
-        for done in helpers:  # each helper releases its lock when it has no process left
-            done.acquire()
-        if failures:
-            raise failures[0]
+    count = max(1, min(_walker_count() if walkers is None else walkers, len(names)))
+    if count > 1 and len(os.listdir("/proc/self/task")) > 1:
+        count = 1  # never fork a process with other threads (a lock one of them holds would stay held in the child)
+    forked = [(index, _forked_share(proc, names[index::count])) for index in range(1, count)]
+    found = _walk_share(proc, names[0::count])
+    for index, child in forked:
+        share = names[index::count]
+        found.update(_walk_share(proc, share) if child is None else _collect(proc, share, *child))
     scan = OwnerScan(holders={})
     holders = scan.holders
-    for name in names:  # in /proc order, whichever thread walked the process
+    for name in names:  # in /proc order, whichever walker walked the process
         links = found.get(name, [])
         if links is None:
             scan.unreadable += 1
@@ -463,8 +487,7 @@ def take(port: int | None = None, protocols: Sequence[str] = PROTOCOLS, method: 
     the kernel or to a process this PID namespace does not show); a socket
     whose holders all exited before they could be described closed during the
     listing and is only counted.  No second read of the table is needed.
-    (Walking half of ``/proc`` in a forked child was measured too: on two busy
-    cores it was slower, so the walk stays in one process.)
+    The walk is shared by one process per core (:func:`find_holders`).
     """
     netns = current_netns()
     scan = find_holders(proc)
