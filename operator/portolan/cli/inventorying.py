@@ -46,27 +46,30 @@ def listener_dict(listener: listening.Listener) -> dict[str, object]:
 
 
 def _jsonl(listeners: Sequence[listening.Listener]) -> str:
-    """One JSON line per listener, as ``json.dumps(listener_dict(...))`` writes it, the owner part formatted once."""
+    """One JSON line per listener, as ``json.dumps(listener_dict(...))`` writes it.
+
+    Only the port and inode differ from line to line: the start (protocol and
+    address) and the end (user, owners, note) are formatted once each.
+    """
     import json  # here and below, on first use: the table needs no JSON, and start-up counts
 
     dumps = json.dumps
-    owner_parts: dict[tuple[listening.Owner, ...], str] = {}
-    user_parts: dict[str, str] = {}
-    notes: dict[str, str] = {}
+    starts: dict[tuple[str, str], str] = {}
+    ends: dict[tuple[str, tuple[listening.Owner, ...], str | None], str] = {}
     lines: list[str] = []
-    last: tuple[listening.Owner, ...] | None = None  # neighbours often share one owners tuple: no hashing then
-    owners = ""
+    append = lines.append
+    last: tuple[str, tuple[listening.Owner, ...], str | None] | None = None
+    end = ""
     for protocol, address, port, inode, user, held, note in listeners:
-        if held is not last:
-            last = held
-            owners = owner_parts.get(held) or owner_parts.setdefault(
-                held, dumps([_owner_dict(owner) for owner in held]))
-        user_part = user_parts.get(user)
-        if user_part is None:
-            user_part = user_parts[user] = dumps(user)
-        note_part = "" if note is None else notes.get(note) or notes.setdefault(note, f", \"note\": {dumps(note)}")
-        lines.append(f'{{"protocol": "{protocol}", "address": "{address}", "port": {port}, '
-                     f'"inode": {inode}, "user": {user_part}, "owners": {owners}{note_part}}}\n')
+        start = starts.get((protocol, address))
+        if start is None:
+            start = starts[protocol, address] = f'{{"protocol": {dumps(protocol)}, "address": {dumps(address)}, "port": '
+        if last is None or held is not last[1] or user != last[0] or note != last[2]:  # neighbours share one, mostly
+            last = (user, held, note)
+            end = ends.get(last) or ends.setdefault(last, (
+                f', "user": {dumps(user)}, "owners": {dumps([_owner_dict(owner) for owner in held])}'
+                + ("" if note is None else f', "note": {dumps(note)}') + "}\n"))
+        append(f'{start}{port}, "inode": {inode}{end}')
     return "".join(lines)
 
 
