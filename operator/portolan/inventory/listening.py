@@ -33,6 +33,7 @@ import os
 import pwd
 import re
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -302,12 +303,39 @@ def _socket_links(proc: str, name: str) -> list[str] | None:
     return [link for link in links if link.startswith("socket:[")]
 
 
-def _walk_share(proc: str, names: Sequence[str]) -> dict[str, list[str] | None]:
-    return {name: _socket_links(proc, name) for name in names}
+def _turns(count: int) -> int | None:
+    """A pipe holding the numbers 0 to ``count - 1`` (4 bytes each) and no writer: its read end, or None.
+
+    Walkers take turns reading one number at a time (each read of 4 bytes
+    takes one whole number), so a walker that drew a process with many
+    descriptors simply draws fewer.  None when the pipe cannot hold them all.
+    """
+    reading, writing = os.pipe()
+    numbers = struct.pack(f"={count}I", *range(count))
+    try:
+        os.set_blocking(writing, False)
+        written = os.write(writing, numbers)
+    except OSError:
+        written = 0
+    finally:
+        os.close(writing)
+    if written != len(numbers):
+        os.close(reading)
+        return None
+    return reading
 
 
-def _forked_share(proc: str, names: Sequence[str]) -> tuple[int, int] | None:
-    """Walk ``names`` in a forked child that writes its findings (marshal) to a pipe; (pid, read end), or None.
+def _walk_turns(proc: str, names: Sequence[str], turns: int) -> dict[str, list[str] | None]:
+    """Walk the processes whose numbers this walker draws from ``turns``, until none is left."""
+    found: dict[str, list[str] | None] = {}
+    while number := os.read(turns, 4):
+        name = names[int.from_bytes(number, sys.byteorder)]
+        found[name] = _socket_links(proc, name)
+    return found
+
+
+def _forked_walker(proc: str, names: Sequence[str], turns: int) -> tuple[int, int] | None:
+    """A forked child walking its turns and writing its findings (marshal) to a pipe: (pid, read end), or None.
 
     The child only makes ``os`` calls, marshals and leaves with ``os._exit``
     (no buffers flushed twice, no exit handlers run twice).
@@ -315,14 +343,14 @@ def _forked_share(proc: str, names: Sequence[str]) -> tuple[int, int] | None:
     reading, writing = os.pipe()
     try:
         child = os.fork()
-    except OSError:  # no process to be had: the caller walks this share itself
+    except OSError:  # no process to be had: the other walkers take its turns
         os.close(reading)
         os.close(writing)
         return None
     if child == 0:  # pragma: no cover - the child's own lines are not traced
         try:
             os.close(reading)
-            view = memoryview(marshal.dumps(_walk_share(proc, names)))
+            view = memoryview(marshal.dumps(_walk_turns(proc, names, turns)))
             while view:
                 view = view[os.write(writing, view):]
         finally:
@@ -331,8 +359,8 @@ def _forked_share(proc: str, names: Sequence[str]) -> tuple[int, int] | None:
     return child, reading
 
 
-def _collect(proc: str, names: Sequence[str], child: int, reading: int) -> dict[str, list[str] | None]:
-    """A forked walker's findings; its share walked here if it failed to deliver them."""
+def _collect(child: int, reading: int) -> dict[str, list[str] | None]:
+    """A forked walker's findings; nothing if it died before it wrote them (killed, out of memory)."""
     chunks = []
     try:
         while chunk := os.read(reading, 1 << 20):
@@ -343,10 +371,8 @@ def _collect(proc: str, names: Sequence[str], child: int, reading: int) -> dict[
     try:
         found = marshal.loads(b"".join(chunks))
     except (EOFError, ValueError, TypeError):
-        found = None
-    if not isinstance(found, dict):  # the child died before it wrote (killed, out of memory)
-        return _walk_share(proc, names)
-    return found
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def find_holders(proc: str = "/proc", walkers: int | None = None) -> OwnerScan:
@@ -357,21 +383,33 @@ def find_holders(proc: str = "/proc", walkers: int | None = None) -> OwnerScan:
     walk are skipped; processes whose descriptors are unreadable are counted.
 
     ``walkers`` processes (default: one per core, at most two) share the
-    processes to walk, every ``walkers``-th each: this one and forked children
-    that hand their findings back through a pipe.  The walk is one
-    ``readlink`` syscall per descriptor; threads would share the GIL between
-    syscalls and overlap far less (bench/listeners.py measures one walker
-    against the default).
+    walk: this one and forked children, taking turns at drawing the next
+    process from a pipe (:func:`_turns`); the children hand their findings
+    back through a pipe of their own.  The walk is one ``readlink`` syscall
+    per descriptor; threads would share the GIL between syscalls and overlap
+    far less (bench/listeners.py measures one walker against the default).
+    A process whose walker failed is walked here afterwards.  One walker
+    alone when the turns do not fit in a pipe (some 16,000 processes).
     """
     names = [name for name in os.listdir(proc) if name.isdigit()]
     count = max(1, min(_walker_count() if walkers is None else walkers, len(names)))
     if count > 1 and len(os.listdir("/proc/self/task")) > 1:
         count = 1  # never fork a process with other threads (a lock one of them holds would stay held in the child)
-    forked = [(index, _forked_share(proc, names[index::count])) for index in range(1, count)]
-    found = _walk_share(proc, names[0::count])
-    for index, child in forked:
-        share = names[index::count]
-        found.update(_walk_share(proc, share) if child is None else _collect(proc, share, *child))
+    turns = _turns(len(names)) if count > 1 else None
+    if turns is None:
+        found = {name: _socket_links(proc, name) for name in names}
+    else:
+        try:
+            forked = [_forked_walker(proc, names, turns) for _ in range(1, count)]
+            found = _walk_turns(proc, names, turns)
+        finally:
+            os.close(turns)
+        for child in forked:
+            if child is not None:
+                found.update(_collect(*child))
+        for name in names:
+            if name not in found:  # drawn by a walker that died
+                found[name] = _socket_links(proc, name)
     scan = OwnerScan(holders={})
     holders = scan.holders
     for name in names:  # in /proc order, whichever walker walked the process
