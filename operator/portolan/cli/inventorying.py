@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from portolan import errors
@@ -45,8 +45,11 @@ def listener_dict(listener: listening.Listener) -> dict[str, object]:
     return found
 
 
-def _jsonl(listeners: Sequence[listening.Listener]) -> str:
-    """One JSON line per listener, as ``json.dumps(listener_dict(...))`` writes it.
+_CHUNK = 2048  # lines per write: the reader takes the first ones while the next are formatted
+
+
+def _jsonl(listeners: Sequence[listening.Listener]) -> Iterator[str]:
+    """One JSON line per listener, as ``json.dumps(listener_dict(...))`` writes it, in chunks of lines.
 
     Only the port and inode differ from line to line: the start (protocol and
     address) and the end (user, owners, note) are formatted once each.
@@ -70,7 +73,10 @@ def _jsonl(listeners: Sequence[listening.Listener]) -> str:
                 f', "user": {dumps(user)}, "owners": {dumps([_owner_dict(owner) for owner in held])}'
                 + ("" if note is None else f', "note": {dumps(note)}') + "}\n"))
         append(f'{start}{port}, "inode": {inode}{end}')
-    return "".join(lines)
+        if len(lines) == _CHUNK:
+            yield "".join(lines)
+            lines.clear()
+    yield "".join(lines)
 
 
 def exposure_dict(judged: exposure.Exposure) -> dict[str, object]:
@@ -164,7 +170,8 @@ def render_inventory(inventory: listening.Inventory, fmt: str, out: TextIO, port
         out.write(json.dumps(document, indent=2) + "\n")
         return
     if fmt == "jsonl":
-        out.write(_jsonl(inventory.listeners))
+        for chunk in _jsonl(inventory.listeners):
+            out.write(chunk)
         for note in inventory.notes:
             print(f"note: {note}", file=sys.stderr)
         return
