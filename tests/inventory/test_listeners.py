@@ -137,6 +137,32 @@ def test_a_socket_opened_during_the_listing_is_listed_with_a_note_saying_so(host
     assert item.note is not None and "a socket opened during the listing" in item.note
 
 
+def test_the_walk_shared_by_forked_walkers_finds_every_holder_a_single_walker_finds(host: str) -> None:
+    with holding(host, "tcp:0.0.0.0:8080", "udp:0.0.0.0:5000") as first, holding(host, "tcp:0.0.0.0:8090") as second:
+        with netns.entered(host):
+            inodes = {s.inode for s in listening.read_sockets()}
+            alone = listening.find_holders(walkers=1)
+            shared = listening.find_holders(walkers=3)
+        assert len(inodes) == 3
+        for scan in (alone, shared):
+            assert sorted(pid for inode in inodes for pid in scan.holders[inode]) == sorted([first.pid] * 2 + [second.pid])
+
+
+def test_a_process_with_other_threads_walks_alone_and_still_finds_every_holder(host: str) -> None:
+    import threading
+
+    release = threading.Event()
+    waiting = threading.Thread(target=release.wait)
+    waiting.start()
+    try:
+        with holding(host, "tcp:0.0.0.0:8080") as holder, netns.entered(host):
+            [inode] = [s.inode for s in listening.read_sockets()]
+            assert listening.find_holders(walkers=2).holders[inode] == [holder.pid]
+    finally:
+        release.set()
+        waiting.join()
+
+
 def test_listing_while_processes_come_and_go_never_fails_and_always_finds_the_stable_owner(host: str) -> None:
     with holding(host, "tcp:0.0.0.0:8080") as stays:
         churn = [netns.popen(host, [sys.executable, "-c",

@@ -8,9 +8,8 @@ namespace this command runs in (use ``ip netns exec`` for another).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from portolan import errors
@@ -46,23 +45,38 @@ def listener_dict(listener: listening.Listener) -> dict[str, object]:
     return found
 
 
-def _jsonl(listeners: Sequence[listening.Listener]) -> str:
-    """One JSON line per listener, as ``json.dumps(listener_dict(...))`` writes it, the owner part formatted once."""
+_CHUNK = 2048  # lines per write: the reader takes the first ones while the next are formatted
+
+
+def _jsonl(listeners: Sequence[listening.Listener]) -> Iterator[str]:
+    """One JSON line per listener, as ``json.dumps(listener_dict(...))`` writes it, in chunks of lines.
+
+    Only the port and inode differ from line to line: the start (protocol and
+    address) and the end (user, owners, note) are formatted once each.
+    """
+    import json  # here and below, on first use: the table needs no JSON, and start-up counts
+
     dumps = json.dumps
-    owner_parts: dict[tuple[listening.Owner, ...], str] = {}
-    user_parts: dict[str, str] = {}
+    starts: dict[tuple[str, str], str] = {}
+    ends: dict[tuple[str, tuple[listening.Owner, ...], str | None], str] = {}
     lines: list[str] = []
-    for item in listeners:
-        owners = owner_parts.get(item.owners)
-        if owners is None:
-            owners = owner_parts[item.owners] = dumps([_owner_dict(owner) for owner in item.owners])
-        user = user_parts.get(item.user)
-        if user is None:
-            user = user_parts[item.user] = dumps(item.user)
-        note = "" if item.note is None else f", \"note\": {dumps(item.note)}"
-        lines.append(f'{{"protocol": "{item.protocol}", "address": "{item.address}", "port": {item.port}, '
-                     f'"inode": {item.inode}, "user": {user}, "owners": {owners}{note}}}\n')
-    return "".join(lines)
+    append = lines.append
+    last: tuple[str, tuple[listening.Owner, ...], str | None] | None = None
+    end = ""
+    for protocol, address, port, inode, user, held, note in listeners:
+        start = starts.get((protocol, address))
+        if start is None:
+            start = starts[protocol, address] = f'{{"protocol": {dumps(protocol)}, "address": {dumps(address)}, "port": '
+        if last is None or held is not last[1] or user != last[0] or note != last[2]:  # neighbours share one, mostly
+            last = (user, held, note)
+            end = ends.get(last) or ends.setdefault(last, (
+                f', "user": {dumps(user)}, "owners": {dumps([_owner_dict(owner) for owner in held])}'
+                + ("" if note is None else f', "note": {dumps(note)}') + "}\n"))
+        append(f'{start}{port}, "inode": {inode}{end}')
+        if len(lines) == _CHUNK:
+            yield "".join(lines)
+            lines.clear()
+    yield "".join(lines)
 
 
 def exposure_dict(judged: exposure.Exposure) -> dict[str, object]:
@@ -87,28 +101,61 @@ def _where(owner: listening.Owner) -> str:
 
 
 def _listener_rows(listeners: Sequence[listening.Listener], verdicts: Sequence[str] | None) -> str:
-    """The listeners as an aligned table; a listener held by several processes takes one row per process."""
+    """The listeners as an aligned table; a listener held by several processes takes one row per process.
+
+    Each column is as wide as its widest cell, the last one unpadded.  Built
+    for 10,000 rows: the widths come from the distinct cells, and the owner
+    part of a row is formatted once per owner.
+    """
     head = ("PROTO", "ADDRESS", "PORT", *(("EXPOSURE",) if verdicts is not None else ()),
             "PID", "COMMAND", "USER", "WHERE")
-    rows: list[tuple[str, ...]] = [head]
-    append = rows.append
+    lead = len(head) - 4  # the listener's own columns; the owner's follow
     owner_cells: dict[listening.Owner, tuple[str, str, str, str]] = {}
-    for index, listener in enumerate(listeners):
-        first: tuple[str, ...] = (listener.protocol, listener.address, str(listener.port))
-        if verdicts is not None:
-            first = (*first, verdicts[index])
+    unowned_users: set[str] = set()
+    for listener in listeners:
         if not listener.owners:
-            append((*first, "-", "-", listener.user, "owner unknown *"))
-            continue
+            unowned_users.add(listener.user)
         for owner in listener.owners:
-            cells = owner_cells.get(owner)
-            if cells is None:
-                cells = owner_cells[owner] = (str(owner.pid), owner.command, owner.user, _where(owner))
-            append((*first, *cells))
-            first = ("",) * len(first)
-    widths = [max(map(len, column)) for column in list(zip(*rows, strict=True))[:-1]]
-    template = "  ".join(f"{{:<{width}}}" for width in widths) + "  {}"
-    return "".join(template.format(*row).rstrip() + "\n" for row in rows)
+            if owner not in owner_cells:
+                owner_cells[owner] = (str(owner.pid), owner.command, owner.user, _where(owner))
+    unowned_cells = {user: ("-", "-", user, "owner unknown *") for user in unowned_users}
+    tails = [*owner_cells.values(), *unowned_cells.values()]
+    starts = {(listener.protocol, listener.address) for listener in listeners}
+    widths = [max([len(head[0]), *(len(protocol) for protocol, _ in starts)]),
+              max([len(head[1]), *(len(address) for _, address in starts)]),
+              max(len(head[2]), len(str(max((listener.port for listener in listeners), default=0))))]
+    if verdicts is not None:
+        widths.append(max([len(head[3]), *map(len, set(verdicts))]))
+    tail_widths = [max([len(head[lead + column]), *(len(cells[column]) for cells in tails)]) for column in range(3)]
+
+    def tail(cells: Sequence[str]) -> str:
+        return ("  ".join(cell.ljust(width) for cell, width in zip(cells, tail_widths, strict=False))
+                + "  " + cells[3]).rstrip() + "\n"
+
+    owner_tail = {owner: tail(cells) for owner, cells in owner_cells.items()}
+    unowned_tail = {user: tail(cells) for user, cells in unowned_cells.items()}
+    template = "".join(f"{{:<{width}}}  " for width in widths)
+    blank = template.format(*("",) * len(widths))  # the listener's cells on an owner's second row
+    starts_text = {start: template.format(*start, "", "")[:widths[0] + widths[1] + 4] for start in starts}
+    port_width = widths[2] + 2
+    verdict_width = widths[-1] + 2
+    lines = [template.format(*head[:lead]) + tail(head[lead:])]
+    append = lines.append
+    last: tuple[listening.Owner, ...] | None = None  # neighbours often share one owners tuple: no hashing then
+    tails_of_last: list[str] = []
+    for index, (protocol, address, port, _inode, user, owners, _note) in enumerate(listeners):
+        first = starts_text[protocol, address] + str(port).ljust(port_width)
+        if verdicts is not None:
+            first += verdicts[index].ljust(verdict_width)
+        if not owners:
+            append(first + unowned_tail[user])
+            continue
+        if owners is not last:
+            last, tails_of_last = owners, [owner_tail[owner] for owner in owners]
+        for text in tails_of_last:
+            append(first + text)
+            first = blank
+    return "".join(lines)
 
 
 def render_inventory(inventory: listening.Inventory, fmt: str, out: TextIO, port: int | None = None) -> None:
@@ -118,10 +165,13 @@ def render_inventory(inventory: listening.Inventory, fmt: str, out: TextIO, port
                     "listeners": [listener_dict(item) for item in inventory.listeners],
                     "unreadable_processes": inventory.unreadable_processes,
                     "closed_during_listing": inventory.closed_during_listing, "notes": inventory.notes}
+        import json
+
         out.write(json.dumps(document, indent=2) + "\n")
         return
     if fmt == "jsonl":
-        out.write(_jsonl(inventory.listeners))
+        for chunk in _jsonl(inventory.listeners):
+            out.write(chunk)
         for note in inventory.notes:
             print(f"note: {note}", file=sys.stderr)
         return
@@ -146,6 +196,8 @@ def _footnotes(listeners: Sequence[listening.Listener], notes: Sequence[str], ou
 def render_exposures(judged: Sequence[exposure.Exposure], fmt: str, out: TextIO) -> None:
     """The ``--listeners`` part of a scan: a table section or JSON Lines (JSON is merged by :func:`merge_json`)."""
     if fmt == "jsonl":
+        import json
+
         for item in judged:
             out.write(json.dumps({"kind": "listener", **exposure_dict(item)}) + "\n")
         return
@@ -159,6 +211,8 @@ def render_exposures(judged: Sequence[exposure.Exposure], fmt: str, out: TextIO)
 
 def merge_json(report_json: str, judged: Sequence[exposure.Exposure]) -> str:
     """The JSON report with a ``listeners`` array added."""
+    import json
+
     document = json.loads(report_json)
     document["listeners"] = [exposure_dict(item) for item in judged]
     return json.dumps(document, indent=2) + "\n"

@@ -28,15 +28,52 @@ Limits: a local scan is capped at 2,097,152 probes (targets x ports) unless
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import portolan
 from portolan import errors
 from portolan.cli import exits
 
 
+def _columns() -> int:
+    """The terminal's width, found as ``shutil.get_terminal_size`` finds it ($COLUMNS, stdout's terminal, 80)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ is not None else 0
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, sized without importing shutil.
+
+    argparse makes one for every argument added (to check its metavar), and its
+    own width lookup imports shutil: 2 ms of every command's start-up, for help
+    that is rarely printed.
+    """
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, _columns() - 2 if width is None else width)
+
+
+class _RawFormatter(_Formatter, argparse.RawDescriptionHelpFormatter):
+    """The description as written (the ``scan`` help), sized as :class:`_Formatter`."""
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, **options: Any) -> None:
+        options.setdefault("formatter_class", _Formatter)  # subcommands' parsers too (argparse makes them)
+        super().__init__(**options)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         raise errors.SpecError(message)
@@ -49,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     scan = commands.add_parser(
         "scan", help="scan from this machine", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawFormatter,
     )
     scan.add_argument("targets", nargs="*", help="addresses, CIDRs, ranges or hostnames")
     scan.add_argument("-f", "--file", help="a ScanJob manifest to run")

@@ -25,13 +25,15 @@ listed (they are not waiting for anyone).
 
 from __future__ import annotations
 
+import _socket  # the C module: ``socket`` adds 2.5 ms of enum building to start-up, for nothing used here
 import functools
+import marshal
 import operator
 import os
 import pwd
 import re
-import socket
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -127,9 +129,9 @@ class Inventory(NamedTuple):
 def _proc_address(text: str) -> str:
     raw = bytes.fromhex(text)
     if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+        return _socket.inet_ntop(_socket.AF_INET, raw[::-1])
     words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
-    return socket.inet_ntop(socket.AF_INET6, words)
+    return _socket.inet_ntop(_socket.AF_INET6, words)
 
 
 def parse_proc_table(protocol: str, text: str) -> list[Socket]:
@@ -166,22 +168,24 @@ def read_netlink(protocols: Sequence[str] = PROTOCOLS) -> list[Socket]:
     """Read the socket table with netlink ``sock_diag`` (the calling thread's namespace)."""
     found: list[Socket] = []
     try:
-        channel = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG)
+        channel = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _NETLINK_SOCK_DIAG)
     except OSError as exc:
         raise errors.ScanError(f"cannot open a sock_diag netlink socket: {exc.strerror} "
                                "(--method proc reads /proc/net instead)") from exc
-    with channel:
+    try:
         channel.bind((0, 0))
         sequence = 0
         for protocol in protocols:
-            number = socket.IPPROTO_TCP if protocol == "tcp" else socket.IPPROTO_UDP
-            for family in (socket.AF_INET, socket.AF_INET6):
+            number = _socket.IPPROTO_TCP if protocol == "tcp" else _socket.IPPROTO_UDP
+            for family in (_socket.AF_INET, _socket.AF_INET6):
                 sequence += 1
                 body = _REQUEST.pack(family, number, 0, 1 << _STATE[protocol])
                 header = _NLMSG.pack(_NLMSG.size + len(body), _SOCK_DIAG_BY_FAMILY,
                                      _NLM_F_REQUEST | _NLM_F_DUMP, sequence, 0)
                 channel.sendto(header + body, (0, 0))
                 _receive_dump(channel, protocol, found)
+    finally:
+        channel.close()
     return found
 
 
@@ -191,15 +195,15 @@ def _uniform(length: int) -> struct.Struct:
     return struct.Struct(f"=4xH10xB3xH2x16s28x12xII{length - _NLMSG.size - _MESSAGE.size}x")
 
 
-def _receive_dump(channel: socket.socket, protocol: str, found: list[Socket]) -> None:
+def _receive_dump(channel: _socket.socket, protocol: str, found: list[Socket]) -> None:
     names: dict[tuple[int, bytes], str] = {}  # addresses repeat: format each once (per family: 0.0.0.0 and :: look alike)
     new = _new_socket
-    ntohs = socket.ntohs
+    ntohs = _socket.ntohs
     append = found.append
 
     def named(family: int, source: bytes) -> str:
-        address = names[family, source] = (socket.inet_ntop(socket.AF_INET, source[:4]) if family == socket.AF_INET
-                                   else socket.inet_ntop(socket.AF_INET6, source))
+        address = names[family, source] = (_socket.inet_ntop(_socket.AF_INET, source[:4]) if family == _socket.AF_INET
+                                   else _socket.inet_ntop(_socket.AF_INET6, source))
         return address
 
     while True:
@@ -253,48 +257,176 @@ class OwnerScan:
         self.unreadable = unreadable  # processes whose descriptors could not be read (privileges)
 
 
-def find_holders(proc: str = "/proc") -> OwnerScan:
+def _walker_count() -> int:
+    """How many processes walk ``/proc``: one per usable core, at most :data:`_MOST_WALKERS`."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, _MOST_WALKERS))
+
+
+_MOST_WALKERS = 2  # measured on 2 cores only (bench/listeners.py)
+
+
+def _socket_links(proc: str, name: str) -> list[str] | None:
+    """The ``socket:[INODE]`` links among the descriptors of process ``name``; None when they are unreadable.
+
+    An empty list when the process exited meanwhile.  One ``readlink`` per
+    descriptor, in a C-level loop while the process stays put.
+    """
+    readlink = os.readlink
+    try:
+        directory = os.open(f"{proc}/{name}/fd", os.O_RDONLY | os.O_DIRECTORY)
+    except PermissionError:
+        return None
+    except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+        return []  # exited meanwhile
+    try:
+        try:
+            entries = os.listdir(directory)
+        except PermissionError:
+            return None
+        except (FileNotFoundError, ProcessLookupError):
+            return []
+        try:  # the fast path: one C-level loop over the descriptors
+            links = list(map(functools.partial(readlink, dir_fd=directory), entries))
+        except OSError:  # a descriptor closed meanwhile, or the process exited: one by one
+            links = []
+            for entry in entries:
+                try:
+                    links.append(readlink(entry, dir_fd=directory))
+                except OSError:
+                    continue
+    finally:
+        os.close(directory)
+    return [link for link in links if link.startswith("socket:[")]
+
+
+def _turns(count: int) -> int | None:
+    """A pipe holding the numbers 0 to ``count - 1`` (4 bytes each) and no writer: its read end, or None.
+
+    Walkers take turns reading one number at a time (each read of 4 bytes
+    takes one whole number), so a walker that drew a process with many
+    descriptors simply draws fewer.  None when the pipe cannot hold them all.
+    """
+    reading, writing = os.pipe()
+    numbers = struct.pack(f"={count}I", *range(count))
+    try:
+        os.set_blocking(writing, False)
+        written = os.write(writing, numbers)
+    except OSError:
+        written = 0
+    finally:
+        os.close(writing)
+    if written != len(numbers):
+        os.close(reading)
+        return None
+    return reading
+
+
+def _walk_turns(proc: str, names: Sequence[str], turns: int) -> dict[str, list[str] | None]:
+    """Walk the processes whose numbers this walker draws from ``turns``, until none is left."""
+    found: dict[str, list[str] | None] = {}
+    while number := os.read(turns, 4):
+        name = names[int.from_bytes(number, sys.byteorder)]
+        found[name] = _socket_links(proc, name)
+    return found
+
+
+def _forked_walker(proc: str, names: Sequence[str], turns: int) -> tuple[int, int] | None:
+    """A forked child walking its turns and writing its findings (marshal) to a pipe: (pid, read end), or None.
+
+    The child only makes ``os`` calls, marshals and leaves with ``os._exit``
+    (no buffers flushed twice, no exit handlers run twice).
+    """
+    reading, writing = os.pipe()
+    try:
+        child = os.fork()
+    except OSError:  # no process to be had: the other walkers take its turns
+        os.close(reading)
+        os.close(writing)
+        return None
+    if child == 0:  # pragma: no cover - the child's own lines are not traced
+        try:
+            os.close(reading)
+            view = memoryview(marshal.dumps(_walk_turns(proc, names, turns)))
+            while view:
+                view = view[os.write(writing, view):]
+        finally:
+            os._exit(0)
+    os.close(writing)
+    return child, reading
+
+
+def _collect(child: int, reading: int) -> dict[str, list[str] | None]:
+    """A forked walker's findings; nothing if it died before it wrote them (killed, out of memory)."""
+    chunks = []
+    try:
+        while chunk := os.read(reading, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(reading)
+        os.waitpid(child, 0)
+    try:
+        found = marshal.loads(b"".join(chunks))
+    except (EOFError, ValueError, TypeError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def find_holders(proc: str = "/proc", walkers: int | None = None) -> OwnerScan:
     """Walk ``/proc/*/fd`` once and record which processes hold which socket inodes.
 
-    Every socket is recorded, not only listeners.  Processes that exit during
-    the walk are skipped; processes whose descriptors are unreadable are counted.
+    Every socket is recorded, not only listeners, and every process holding
+    it (in ``/proc`` order, pid ascending).  Processes that exit during the
+    walk are skipped; processes whose descriptors are unreadable are counted.
+
+    ``walkers`` processes (default: one per core, at most two) share the
+    walk: this one and forked children, taking turns at drawing the next
+    process from a pipe (:func:`_turns`); the children hand their findings
+    back through a pipe of their own.  The walk is one ``readlink`` syscall
+    per descriptor; threads would share the GIL between syscalls and overlap
+    far less (bench/listeners.py measures one walker against the default).
+    A process whose walker failed is walked here afterwards.  One walker
+    alone when the turns do not fit in a pipe (some 16,000 processes).
     """
+    names = [name for name in os.listdir(proc) if name.isdigit()]
+    count = max(1, min(_walker_count() if walkers is None else walkers, len(names)))
+    if count > 1 and len(os.listdir("/proc/self/task")) > 1:
+        count = 1  # never fork a process with other threads (a lock one of them holds would stay held in the child)
+    turns = _turns(len(names)) if count > 1 else None
+    if turns is None:
+        found = {name: _socket_links(proc, name) for name in names}
+    else:
+        try:
+            forked = [_forked_walker(proc, names, turns) for _ in range(1, count)]
+            found = _walk_turns(proc, names, turns)
+        finally:
+            os.close(turns)
+        for child in forked:
+            if child is not None:
+                found.update(_collect(*child))
+        for name in names:
+            if name not in found:  # drawn by a walker that died
+                found[name] = _socket_links(proc, name)
     scan = OwnerScan(holders={})
     holders = scan.holders
-    flags = os.O_RDONLY | os.O_DIRECTORY
-    readlink = os.readlink
-    for name in os.listdir(proc):
-        if not name.isdigit():
-            continue
-        try:
-            directory = os.open(f"{proc}/{name}/fd", flags)
-        except PermissionError:
+    for name in names:  # in /proc order, whichever walker walked the process
+        links = found.get(name, [])
+        if links is None:
             scan.unreadable += 1
             continue
-        except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
-            continue  # exited meanwhile
-        try:
-            try:
-                entries = os.listdir(directory)
-            except PermissionError:
-                scan.unreadable += 1
-                continue
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            try:  # the fast path: one C-level loop over the descriptors
-                links = list(map(functools.partial(readlink, dir_fd=directory), entries))
-            except OSError:  # a descriptor closed meanwhile, or the process exited: one by one
-                links = []
-                for entry in entries:
-                    try:
-                        links.append(readlink(entry, dir_fd=directory))
-                    except OSError:
-                        continue
-            pid = int(name)
-            for link in {link for link in links if link[:8] == "socket:["}:  # each socket once per process
-                holders.setdefault(int(link[8:-1]), []).append(pid)
-        finally:
-            os.close(directory)
+        if not links:
+            continue
+        pid = int(name)
+        for link in set(links):  # each socket once per process
+            inode = int(link[8:-1])
+            held = holders.get(inode)
+            if held is None:
+                holders[inode] = [pid]
+            else:
+                held.append(pid)
     return scan
 
 
@@ -313,8 +445,13 @@ def _patterns() -> tuple[tuple[tuple[re.Pattern[str], str | None], ...], re.Patt
     return containers, pod
 
 
+_CONTAINER_WORDS = ("docker", "containerd", "crio", "libpod", "kubepods")  # one is in every pattern of _patterns
+
+
 def containment(cgroup_text: str) -> Containment:
     """The container and pod a ``/proc/PID/cgroup`` text names (systemd and cgroupfs drivers, v1 and v2)."""
+    if not any(word in cgroup_text for word in _CONTAINER_WORDS):  # a host process: no pattern can match
+        return Containment()
     runtime: str | None = None
     container: str | None = None
     pod_uid: str | None = None
@@ -388,8 +525,7 @@ def take(port: int | None = None, protocols: Sequence[str] = PROTOCOLS, method: 
     the kernel or to a process this PID namespace does not show); a socket
     whose holders all exited before they could be described closed during the
     listing and is only counted.  No second read of the table is needed.
-    (Walking half of ``/proc`` in a forked child was measured too: on two busy
-    cores it was slower, so the walk stays in one process.)
+    The walk is shared by one process per core (:func:`find_holders`).
     """
     netns = current_netns()
     scan = find_holders(proc)
@@ -406,40 +542,55 @@ _UNSEEN = ("no owner found: no process visible here held it when the descriptors
            "a process outside this PID namespace, or a socket opened during the listing)")
 
 
+def _owners_of(pids: Sequence[int], owners: dict[int, Owner | None], users: _Users, netns: str,
+               proc: str) -> tuple[Owner, ...]:
+    """The owner records of these holders that still run (each process described once, in ``owners``)."""
+    for pid in pids:
+        if pid not in owners:
+            owners[pid] = describe(pid, users, netns, proc)
+    return tuple(owner for pid in pids if (owner := owners[pid]) is not None)
+
+
 def assemble(sockets: Sequence[Socket], scan: OwnerScan, method: str, netns: str,
              proc: str = "/proc") -> Inventory:
     """Join a socket table with an earlier walk of ``/proc`` (see :func:`take`): owners, notes, closed sockets."""
     users = _Users()
     owners: dict[int, Owner | None] = {}
-    joined: dict[tuple[int, ...], tuple[Owner, ...]] = {}  # many sockets share one set of holders
+    alone: dict[int, tuple[Owner, ...]] = {}  # the owners of sockets held by one process, by pid
+    joined: dict[tuple[int, ...], tuple[Owner, ...]] = {}  # of sockets held by several, by their pids
     holders = scan.holders
     user_names = users.names
     unseen = _UNREADABLE.format(scan.unreadable) if scan.unreadable else _UNSEEN
     listeners: list[Listener] = []
+    append = listeners.append
     new = _new_listener
     closed = 0
-    for item in sockets:
-        pids = holders.get(item.inode)
+    for protocol, address, port, inode, uid in sockets:
+        pids = holders.get(inode)
         note: str | None = None
         if pids is None:
             held: tuple[Owner, ...] = ()
-            note = _KERNEL if item.inode == 0 else unseen
+            note = _KERNEL if inode == 0 else unseen
         else:
-            key = (pids[0],) if len(pids) == 1 else tuple(pids)
-            found = joined.get(key)
-            if found is None:
-                for pid in pids:
-                    if pid not in owners:
-                        owners[pid] = describe(pid, users, netns, proc)
-                found = joined[key] = tuple(owner for pid in pids if (owner := owners[pid]) is not None)
+            if len(pids) == 1:
+                found = alone.get(pids[0])
+                if found is None:
+                    found = alone[pids[0]] = _owners_of(pids, owners, users, netns, proc)
+            else:
+                key = tuple(pids)
+                found = joined.get(key)
+                if found is None:
+                    found = joined[key] = _owners_of(pids, owners, users, netns, proc)
             held = found
             if not held:  # every holder exited after the walk: the socket closed with the last one
                 closed += 1
                 continue
-        user = user_names.get(item.uid)
-        listeners.append(new((item.protocol, item.address, item.port, item.inode,
-                              user if user is not None else users.name(item.uid), held, note)))
-    listeners.sort(key=operator.itemgetter(0, 2, 1))  # protocol, port, address
+        user = user_names.get(uid)
+        append(new((protocol, address, port, inode, user if user is not None else users.name(uid), held, note)))
+    # by protocol, port and address: three stable sorts on one field each are twice as fast as one on a tuple
+    listeners.sort(key=operator.itemgetter(1))
+    listeners.sort(key=operator.itemgetter(2))
+    listeners.sort(key=operator.itemgetter(0))
     notes: list[str] = []
     if closed:
         notes.append(f"{closed} sockets closed during the listing (their processes exited); not listed")
