@@ -58,6 +58,24 @@ def test_each_ready_node_of_an_inventoried_pool_gets_one_inventory_shard_with_it
         ("edge-n0", "inventory", "edge-1", ["198.18.64.11"], 0), ("edge-n1", "inventory", "edge-2", ["198.18.64.12"], 0)]
 
 
+def test_an_inventory_skips_nodes_its_pod_could_never_be_placed_on() -> None:
+    cordoned = _node("edge-4", "edge", "198.18.64.14")
+    cordoned["spec"] = {"unschedulable": True}
+    tainted = _node("edge-5", "edge", "198.18.64.15")
+    tainted["spec"] = {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}
+    tolerated = _node("edge-6", "edge", "198.18.64.16")
+    tolerated["spec"] = {"taints": [{"key": "portolan.dev/edge", "value": "true", "effect": "NoSchedule"}]}
+    spec = _spec(pools=[{**EDGE, "tolerations": [{"key": "portolan.dev/edge", "operator": "Exists"}]}, CLOUD])
+    nodes = planning.inventory_nodes(spec, [*NODES, cordoned, tainted, tolerated])
+    assert [name for name, _ in nodes["edge"]] == ["edge-1", "edge-2", "edge-6"]
+
+
+def test_inventory_shards_are_not_counted_as_a_udp_spread() -> None:
+    spec = _spec()
+    plan = planning.plan(spec, ALLOWING, ["198.18.64.11"], inventory_nodes=planning.inventory_nodes(spec, NODES))
+    assert planning.udp_spread(plan) == {}
+
+
 @pytest.mark.parametrize(("config", "nodes", "reason", "words"), [
     (settings.OperatorSettings(), {"edge": [("edge-1", ["198.18.64.11"])]}, "GuardrailViolated", "allowNodeInventory"),
     (ALLOWING, {"edge": []}, "NoInventoryNodes", "inventory pool edge has no Ready node"),

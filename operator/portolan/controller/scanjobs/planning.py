@@ -67,6 +67,18 @@ class NodeView:
     unschedulable: bool = False
 
 
+def node_view(node: Mapping[str, Any]) -> NodeView:
+    """Reduce a Node (a dict in the API's JSON shape) to what planning reads."""
+    meta = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    conditions = (node.get("status") or {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    taints = tuple(Taint(str(t.get("key") or ""), t.get("value"), str(t.get("effect") or ""))
+                   for t in spec.get("taints") or [])
+    return NodeView(name=str(meta.get("name") or ""), labels=dict(meta.get("labels") or {}), taints=taints,
+                             ready=ready, unschedulable=bool(spec.get("unschedulable")))
+
+
 def pools(spec: scanjobs.ScanJobSpec) -> list[scanjobs.Pool]:
     """The pools a job runs from: its own, or one default pool with no placement."""
     return spec.pools or [scanjobs.Pool(name=DEFAULT_POOL)]
@@ -143,6 +155,8 @@ def udp_spread(plan: Sequence[statuses.ShardPlan]) -> dict[str, list[str]]:
     """Per pool, the nodes its UDP shards are pinned to (pools without a UDP spread are left out)."""
     spread: dict[str, list[str]] = {}
     for shard in plan:
+        if shard.kind != statuses.ShardKind.SCAN:
+            continue  # an inventory shard is pinned to the node it lists, not one slice of a spread
         if shard.node is not None and shard.node not in spread.setdefault(shard.pool, []):
             spread[shard.pool].append(shard.node)
     return {pool: names for pool, names in spread.items() if names}
@@ -235,35 +249,24 @@ def _check_cidrs(found: Sequence[targets_.Target], config: settings.OperatorSett
 NodeAddresses = Mapping[str, Sequence[tuple[str, Sequence[str]]]]  # pool -> [(node, its addresses)]
 
 
-def _ready(node: Mapping[str, Any]) -> bool:
-    conditions = (node.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
 def inventory_nodes(spec: scanjobs.ScanJobSpec,
                     nodes: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[str, list[str]]]]:
-    """The Ready nodes of each pool in ``spec.inventory`` (by the pool's nodeSelector), with their addresses.
+    """The nodes each pool in ``spec.inventory`` can place pods on (:func:`pool_nodes`), with their addresses.
 
-    A node's addresses are its InternalIPs and ExternalIPs.  A pool's ``affinity`` is not
-    evaluated here: its nodeSelector alone decides (an empty one selects every node).
+    The same choice as for shard pods: Ready, schedulable, the pool's nodeSelector and required
+    node affinity, every NoSchedule/NoExecute taint tolerated — an inventory pod pinned to a node
+    it may not run on would wait, unscheduled, for ever.  A node's addresses are its InternalIPs
+    and ExternalIPs.
     """
     if spec.inventory is None:
         return {}
     by_name = {pool.name: pool for pool in pools(spec)}
-    found: dict[str, list[tuple[str, list[str]]]] = {}
-    for name in spec.inventory.pools:
-        wanted = by_name[name].node_selector
-        chosen = []
-        for node in sorted(nodes, key=lambda n: str((n.get("metadata") or {}).get("name"))):
-            meta = node.get("metadata") or {}
-            labels = meta.get("labels") or {}
-            if not _ready(node) or any(labels.get(key) != value for key, value in wanted.items()):
-                continue
-            addresses = [a["address"] for a in (node.get("status") or {}).get("addresses") or []
-                         if a.get("type") in ("InternalIP", "ExternalIP") and a.get("address")]
-            chosen.append((str(meta.get("name")), addresses))
-        found[name] = chosen
-    return found
+    addresses = {str((n.get("metadata") or {}).get("name")): [
+        a["address"] for a in (n.get("status") or {}).get("addresses") or []
+        if a.get("type") in ("InternalIP", "ExternalIP") and a.get("address")] for n in nodes}
+    views = [node_view(n) for n in nodes]
+    return {name: [(node, addresses[node]) for node in pool_nodes(by_name[name], views)]
+            for name in spec.inventory.pools}
 
 
 def inventory_plan(spec: scanjobs.ScanJobSpec, nodes: NodeAddresses) -> list[statuses.ShardPlan]:

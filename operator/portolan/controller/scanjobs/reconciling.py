@@ -176,18 +176,6 @@ def egress_policies(policies: Sequence[Mapping[str, Any]], job: Mapping[str, Any
     return [] if verdict.allowed else sorted(str((p.get("metadata") or {}).get("name")) for p in isolating)
 
 
-def node_view(node: Mapping[str, Any]) -> planning.NodeView:
-    """Reduce a Node (a dict in the API's JSON shape) to what planning reads."""
-    meta = node.get("metadata") or {}
-    spec = node.get("spec") or {}
-    conditions = (node.get("status") or {}).get("conditions") or []
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    taints = tuple(planning.Taint(str(t.get("key") or ""), t.get("value"), str(t.get("effect") or ""))
-                   for t in spec.get("taints") or [])
-    return planning.NodeView(name=str(meta.get("name") or ""), labels=dict(meta.get("labels") or {}), taints=taints,
-                             ready=ready, unschedulable=bool(spec.get("unschedulable")))
-
-
 def pod_view(pod: Mapping[str, Any]) -> runs.PodView:
     """Reduce a Pod (a dict in the API's JSON shape) to what reconciliation reads."""
     meta = pod.get("metadata") or {}
@@ -242,7 +230,7 @@ def step(
                     if inventory:
                         raise
                     listed = []  # unread nodes: no spread, and UdpSpread says so
-                nodes = [node_view(n) for n in listed]
+                nodes = [planning.node_view(n) for n in listed]
                 if inventory:
                     inventory_nodes = planning.inventory_nodes(spec, listed)
         except pydantic.ValidationError:
