@@ -225,3 +225,28 @@ def test_an_inventory_pod_waiting_for_a_node_that_is_gone_is_retried_and_then_fa
         ("edge-1", "shielded", ["edge", "cloud"])]
     condition = next(c for c in status["conditions"] if c["type"] == "ListenersExposed")
     assert condition["message"].endswith("; not inventoried (shard failed): edge-2")
+
+
+def test_a_vantage_whose_scan_shard_failed_judges_nothing_shielded() -> None:
+    kube = fakes.FakeKube()
+    for node in NODES:
+        kube.add(node)
+    kube.add(_job(retries=0))
+    gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
+    reconciling.step(kube, ALLOWING, gauges, "team", "inv", T0)
+    pods = {p["metadata"]["labels"][builders.LABEL_SHARD]: p for p in kube.pods("team")}
+    for shard, node in (("edge-n0", "edge-1"), ("edge-n1", "edge-2")):
+        env = running.ShardEnv(namespace="team", job="inv", shard=shard, attempt=1, open_cap=200,
+                               heartbeat_seconds=60.0, pod=pods[shard]["metadata"]["name"], node=node, listener_cap=10)
+        found = listening.Inventory([_listener("198.18.64.11", 18082)] if node == "edge-1" else [], "netlink", "net:[1]")
+        assert running.ShardRunner(kube, env, stop=threading.Event(), now=lambda: T0, take=lambda f=found: f).run() == 0
+    kube.patch_job_status("team", "inv", {"shards": {"edge-0": {  # edge saw 18082 filtered; cloud's shard died
+        "phase": "Succeeded", "finishedAttempt": 1, "done": 3, "states": {"closed": 2, "filtered": 1}}}})
+    for pod in kube.pods("team"):
+        failed = pod["metadata"]["labels"][builders.LABEL_SHARD] == "cloud-0"
+        kube.set_pod_phase("team", pod["metadata"]["name"], "Failed" if failed else "Succeeded", exit_code=1 if failed else 0)
+    reconciling.step(kube, ALLOWING, gauges, "team", "inv", T0 + datetime.timedelta(seconds=5))
+    status = kube.get_job("team", "inv")["status"]
+    assert status["shards"]["cloud-0"]["phase"] == "Failed"
+    [item] = status["inventory"]["listed"]
+    assert (item["exposure"], item.get("shieldedFrom", [])) == ("shielded", ["edge"])  # not from cloud: it never probed

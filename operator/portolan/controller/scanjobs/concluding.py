@@ -182,7 +182,10 @@ def check_inventory(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
         return
     vantages = []
     for result in run.status.results:
-        shards = [s for s in run.status.plan if s.kind == statuses.ShardKind.SCAN and s.pool == result.pool]
+        # Only shards that finished probed what they planned: a failed or unfinished shard's ports
+        # are not-scanned, never "shielded" (silence it never listened for is no verdict).
+        shards = [s for s in run.status.plan if s.kind == statuses.ShardKind.SCAN and s.pool == result.pool
+                  and (run.status.shards.get(s.id) or statuses.ShardStatus()).phase == statuses.ShardPhase.SUCCEEDED]
         vantages.append(exposure.Vantage(
             result.pool, _scanned(shards), frozenset((o.host, o.port, o.protocol) for o in result.open),
             complete=result.open_truncated == 0))
