@@ -250,3 +250,41 @@ def test_a_vantage_whose_scan_shard_failed_judges_nothing_shielded() -> None:
     assert status["shards"]["cloud-0"]["phase"] == "Failed"
     [item] = status["inventory"]["listed"]
     assert (item["exposure"], item.get("shieldedFrom", [])) == ("shielded", ["edge"])  # not from cloud: it never probed
+
+
+def test_a_node_list_that_fails_leaves_an_inventory_job_to_be_retried_not_rejected() -> None:
+    kube = fakes.FakeKube()
+    kube.add(_job())
+    kube.failing["list-nodes"] = errors.KubeError("listing nodes: 503 Service Unavailable", 503)
+    gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
+    with pytest.raises(errors.KubeError):
+        reconciling.step(kube, ALLOWING, gauges, "team", "inv", T0)
+    assert "phase" not in (kube.get_job("team", "inv").get("status") or {})
+    del kube.failing["list-nodes"]
+    for node in NODES:
+        kube.add(node)
+    reconciling.step(kube, ALLOWING, gauges, "team", "inv", T0 + datetime.timedelta(seconds=5))
+    assert kube.get_job("team", "inv")["status"]["phase"] == "Running"
+
+
+def test_a_udp_slice_waiting_for_its_lost_node_is_retried_elsewhere_in_its_pool() -> None:
+    kube = fakes.FakeKube()
+    for node in NODES:
+        kube.add(node)
+    kube.add({"apiVersion": "portolan.dev/v1alpha1", "kind": "ScanJob", "metadata": {"name": "udp", "namespace": "team"},
+              "spec": {"targets": {"addresses": ["198.18.64.11"]}, "protocols": ["udp"], "udpPorts": "1-10",
+                       "pools": [EDGE], "retries": 1, "backoffSeconds": 0}})
+    gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
+    reconciling.step(kube, ALLOWING, gauges, "team", "udp", T0)
+    plan = kube.get_job("team", "udp")["status"]["plan"]
+    assert [s["node"] for s in plan] == ["edge-1", "edge-2"]
+    kube.node_problems["edge-2"] = "is gone"
+    for second in range(1, 4):  # edge-2's slice stays Pending with no node
+        reconciling.step(kube, ALLOWING, gauges, "team", "udp", T0 + datetime.timedelta(seconds=second))
+    entry = kube.get_job("team", "udp")["status"]["shards"]["edge-1"]
+    assert (entry["attempt"], entry["avoidNodes"]) == (2, ["edge-2"])
+    retry = next(p for p in kube.pods("team") if p["metadata"]["labels"][builders.LABEL_SHARD] == "edge-1"
+                 and p["metadata"]["labels"][builders.LABEL_ATTEMPT] == "2")
+    terms = retry["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert all({"key": "metadata.name", "operator": "NotIn", "values": ["edge-2"]} in t["matchFields"] for t in terms)
+    assert not any(f.get("operator") == "In" for t in terms for f in t["matchFields"])

@@ -113,8 +113,11 @@ def drive(run: runs.Run, spec: scanjobs.ScanJobSpec) -> None:
             fail(run, spec, shard.id, entry,
                       f"NodeLost: node {current.node} {run.observed.lost_nodes[current.node]}")
         elif current.active and current.node is None and shard.node and shard.node in run.observed.lost_nodes:
-            # An inventory pod pinned to a node that is gone or not Ready would wait unscheduled forever.
+            # A pod pinned to a node that is gone or not Ready would wait unscheduled for ever. A slice
+            # of a UDP spread is retried elsewhere in its pool; an inventory belongs to its node.
             run.actions.force_delete.append(current.name)
+            if shard.kind == statuses.ShardKind.SCAN:
+                run.touch(shard.id, avoid_nodes=sorted({*entry.avoid_nodes, shard.node}))
             fail(run, spec, shard.id, entry, f"NodeLost: node {shard.node} {run.observed.lost_nodes[shard.node]}")
         elif current.phase == "Running" and entry.phase == statuses.ShardPhase.PENDING:
             run.touch(shard.id, node=current.node)

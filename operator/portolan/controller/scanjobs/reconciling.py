@@ -218,28 +218,31 @@ def step(
     nodes: list[planning.NodeView] = []
     status = job.get("status") or {}
     if not status.get("plan"):
+        spec: scanjobs.ScanJobSpec | None = None
         try:
             spec = scanjobs.ScanJobSpec.model_validate(job.get("spec") or {})
             if spec.targets.selectors:
                 selector_addresses = client.resolve_selectors(namespace, spec.targets.selectors)
-            inventory = spec.inventory is not None and config.allow_node_inventory
-            if inventory or "udp" in spec.protocols:  # a UDP spread and an inventory depend on the nodes
-                try:
-                    listed = client.list_nodes()
-                except errors.KubeError:
-                    if inventory:
-                        raise
-                    listed = []  # unread nodes: no spread, and UdpSpread says so
-                nodes = [planning.node_view(n) for n in listed]
-                if inventory:
-                    inventory_nodes = planning.inventory_nodes(spec, listed)
         except pydantic.ValidationError:
             pass  # reconcile reports it
         except errors.KubeError as exc:
             selector_error = str(exc)
+        inventory = spec is not None and spec.inventory is not None and config.allow_node_inventory
+        if spec is not None and (inventory or "udp" in spec.protocols):  # both depend on the nodes
+            try:
+                listed = client.list_nodes()
+            except errors.KubeError:
+                if inventory:
+                    raise  # out of the step: retried later, never a rejection for a passing API error
+                listed = []  # unread nodes: no spread, and UdpSpread says so
+            nodes = [planning.node_view(n) for n in listed]
+            if inventory:
+                inventory_nodes = planning.inventory_nodes(spec, listed)
     lost: dict[str, str] = {}
-    # An inventory pod is pinned to its node: if that node is gone it stays Pending, unscheduled, forever.
-    pinned = {s.get("id"): s.get("node") for s in status.get("plan") or [] if s.get("kind") == "inventory"}
+    # A pinned pod (an inventory, a slice of a UDP spread) whose node is gone stays Pending, unscheduled, for ever.
+    entries = status.get("shards") or {}
+    pinned = {s.get("id"): s.get("node") for s in status.get("plan") or []  # a retry avoiding it is not pinned
+              if s.get("node") and s.get("node") not in ((entries.get(s.get("id")) or {}).get("avoidNodes") or [])}
     waiting = {pinned[p.shard] for p in pods if p.active and not p.node and pinned.get(p.shard)}
     for node in sorted({p.node for p in pods if p.active and p.node} | waiting):
         problem = client.node_problem(node)
