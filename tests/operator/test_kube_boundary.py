@@ -66,3 +66,38 @@ def test_the_fake_releases_only_the_finalizers_of_the_kind_and_namespaces_asked(
     assert kube.objects[("ScanJob", "other", "b")]["metadata"]["finalizers"] == [marker]
     assert kube.objects[("ScanSchedule", "team", "c")]["metadata"]["finalizers"] == [marker]
     assert fakes.Call("release-finalizer", "ScanJob", "a") in kube.calls
+
+
+class _ConfigMaps:
+    """The two calls of CoreV1Api that write_configmap makes, over one stored ConfigMap."""
+
+    def __init__(self, owner_uid: str | None) -> None:
+        owners = [kubernetes.client.V1OwnerReference(api_version="v1", kind="X", name="x", uid=owner_uid)] \
+            if owner_uid else None
+        self.stored = kubernetes.client.V1ConfigMap(metadata=kubernetes.client.V1ObjectMeta(
+            name="audit-matrix", namespace="team", owner_references=owners))
+        self.replaced: list[dict[str, Any]] = []
+
+    def create_namespaced_config_map(self, namespace: str, body: dict[str, Any]) -> None:
+        raise kubernetes.client.ApiException(status=409, reason="AlreadyExists")
+
+    def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
+        return self.stored
+
+    def replace_namespaced_config_map(self, name: str, namespace: str, body: dict[str, Any]) -> None:
+        self.replaced.append(body)
+
+
+@pytest.mark.parametrize(("owner", "replaced"), [("uid-audit", True), ("uid-other", False), (None, False)])
+def test_a_configmap_of_that_name_is_replaced_only_when_the_same_object_owns_it(owner: str | None, replaced: bool) -> None:
+    kube = clients.Kube(kubernetes.client.ApiClient())
+    core = _ConfigMaps(owner)
+    kube.core = core  # type: ignore[assignment]
+    manifest = {"metadata": {"name": "audit-matrix", "namespace": "team",
+                             "ownerReferences": [{"uid": "uid-audit", "kind": "ReachabilityAudit", "name": "a"}]}}
+    if replaced:
+        kube.write_configmap(manifest)
+    else:
+        with pytest.raises(errors.KubeError, match="already exists and is not this object's to replace"):
+            kube.write_configmap(manifest)
+    assert core.replaced == ([manifest] if replaced else [])

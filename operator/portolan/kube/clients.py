@@ -70,7 +70,7 @@ class Client(Protocol):
         """Create a NetworkPolicy (an existing one is fine)."""
 
     def write_configmap(self, manifest: dict[str, Any]) -> None:
-        """Create the ConfigMap, or replace the one of that name."""
+        """Create the ConfigMap, or replace the one of that name if the same object owns it."""
 
     def node_problem(self, name: str) -> str | None:
         """None if the Node exists and is Ready, else what is wrong with it."""
@@ -293,7 +293,7 @@ class Kube:
                 manifest["metadata"]["namespace"], manifest)
 
     def write_configmap(self, manifest: dict[str, Any]) -> None:
-        """Create the ConfigMap, or replace the one of that name."""
+        """Create the ConfigMap, or replace the one of that name if it has the same owner (never a user's)."""
         meta = manifest["metadata"]
         with _mapped(f"writing ConfigMap {meta['namespace']}/{meta['name']}"):
             try:
@@ -301,6 +301,13 @@ class Kube:
             except kubernetes.client.ApiException as exc:
                 if exc.status != 409:
                     raise
+                existing = self.core.read_namespaced_config_map(meta["name"], meta["namespace"])
+                owners = {o.uid for o in existing.metadata.owner_references or []}
+                wanted = {o["uid"] for o in meta.get("ownerReferences") or []}
+                if not wanted or not owners & wanted:
+                    raise errors.KubeError(
+                        f"ConfigMap {meta['namespace']}/{meta['name']} already exists and is not this object's "
+                        "to replace (another owner, or none): rename or remove it", 409) from exc
                 self.core.replace_namespaced_config_map(meta["name"], meta["namespace"], manifest)
 
     def node_problem(self, name: str) -> str | None:

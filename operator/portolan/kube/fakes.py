@@ -156,8 +156,14 @@ class FakeKube:
 
     def write_configmap(self, manifest: dict[str, Any]) -> None:
         self._write("write", "ConfigMap", manifest["metadata"]["name"])
-        self.objects[("ConfigMap", manifest["metadata"]["namespace"], manifest["metadata"]["name"])] = \
-            copy.deepcopy(manifest)
+        key = ("ConfigMap", manifest["metadata"]["namespace"], manifest["metadata"]["name"])
+        existing = self.objects.get(key)
+        if existing is not None:  # as the real client: only the same owner's is replaced
+            owners = {o.get("uid") for o in existing["metadata"].get("ownerReferences") or []}
+            if not owners & {o.get("uid") for o in manifest["metadata"].get("ownerReferences") or []}:
+                raise errors.KubeError(f"ConfigMap {key[1]}/{key[2]} already exists and is not this object's "
+                                       "to replace (another owner, or none): rename or remove it", 409)
+        self.objects[key] = copy.deepcopy(manifest)
 
     def node_problem(self, name: str) -> str | None:
         return self.node_problems.get(name)
