@@ -288,3 +288,19 @@ def test_a_udp_slice_waiting_for_its_lost_node_is_retried_elsewhere_in_its_pool(
     terms = retry["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert all({"key": "metadata.name", "operator": "NotIn", "values": ["edge-2"]} in t["matchFields"] for t in terms)
     assert not any(f.get("operator") == "In" for t in terms for f in t["matchFields"])
+
+
+@pytest.mark.parametrize(("allowed", "phase"), [(["team"], "Running"), (["ops"], "Rejected"), ([], "Running")])
+def test_inventory_namespaces_narrow_where_inventories_may_run(allowed: list[str], phase: str) -> None:
+    kube = fakes.FakeKube()
+    for node in NODES:
+        kube.add(node)
+    kube.add(_job())
+    config = ALLOWING.model_copy(update={"inventory_namespaces": allowed})
+    reconciling.step(kube, config, metrics.Metrics(prometheus_client.CollectorRegistry()), "team", "inv", T0)
+    status = kube.get_job("team", "inv")["status"]
+    assert status["phase"] == phase
+    if phase == "Rejected":
+        accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
+        assert accepted["reason"] == "GuardrailViolated" and "inventoryNamespaces: ops" in accepted["message"]
+        assert kube.pods("team") == []

@@ -38,6 +38,11 @@ class OperatorSettings(pydantic.BaseModel):
         description="Allow jobs with spec.inventory, whose pods use the node's network and PID namespaces "
         "(hostNetwork, hostPID, CAP_SYS_PTRACE: Pod Security privileged); false refuses them with GuardrailViolated.",
     )
+    inventory_namespaces: list[str] = pydantic.Field(
+        default_factory=list,
+        description="With allowNodeInventory, the namespaces whose ScanJobs may ask for node inventories; a job "
+        "elsewhere is Rejected with GuardrailViolated (empty: every namespace the operator watches).",
+    )
     status_byte_budget: int = pydantic.Field(default=256 * 1024, ge=16 * 1024, le=1024 * 1024)
     shard_open_ports_cap: int = pydantic.Field(
         default=200, ge=1, description="Open ports a shard lists in status; more are counted."

@@ -61,6 +61,12 @@ def _decide(run: runs.Run) -> runs.Actions:
     except pydantic.ValidationError as exc:
         return reject(run, errors.SpecError.reason, problems.describe(exc, prefix="spec."))
     if not run.status.plan:
+        namespace = str((run.observed.body.get("metadata") or {}).get("namespace") or "")
+        if spec.inventory is not None and run.config.inventory_namespaces \
+                and namespace not in run.config.inventory_namespaces:
+            return reject(run, errors.GuardrailError.reason,
+                          f"node inventories are not allowed in namespace {namespace} (inventoryNamespaces: "
+                          f"{', '.join(run.config.inventory_namespaces)})")
         if run.observed.selector_error:
             return reject(run, "SelectorFailed", run.observed.selector_error)
         addresses = [*spec.targets.addresses, *run.observed.selector_addresses]
