@@ -20,7 +20,10 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 libpcap0.8 \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log \
- && useradd --uid 65532 --user-group --no-create-home --shell /usr/sbin/nologin portolan
+ && useradd --uid 65532 --user-group --no-create-home --shell /usr/sbin/nologin portolan \
+ && mkdir -p /var/run/portolan/capture
+# /var/run/portolan/capture: where a shard pod of a capture job mounts its evidence claim; made
+# here so that a read-only root file system needs no runtime to create the mount point.
 COPY --from=build /opt/portolan /opt/portolan
 ENV PATH=/opt/portolan/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

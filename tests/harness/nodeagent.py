@@ -441,7 +441,19 @@ class NodeAgent:
                 self._final_delete(pod.metadata.namespace, pod.metadata.name, key)
             return
         if running is None and pod.status.phase in (None, "Pending"):
-            self._run(pod)
+            self._run_or_fail(pod)
+
+    def _run_or_fail(self, pod: Any, sandbox: RunningPod | None = None) -> None:
+        """Start a pod; a start that raises fails the pod with the error, never leaves it Pending unseen."""
+        try:
+            self._run(pod, sandbox)
+        except Exception as exc:
+            with self.lock:
+                running = self.pods.get(pod.metadata.uid)
+            if running is None:
+                raise
+            self._release(running)
+            self._status(running, "Failed", exit_code=128, reason="StartError", message=f"{type(exc).__name__}: {exc}")
 
     def _pod_address(self, pod: Any) -> str:
         with self.lock:
@@ -826,7 +838,7 @@ class NodeAgent:
             if current is not pod or pod.deleting:
                 return  # deleted during the back-off
             self.restart_counts[pod.uid] = restarts + 1
-            self._run(source, sandbox=pod)  # the API server refuses a pod IP that changes
+            self._run_or_fail(source, sandbox=pod)  # the API server refuses a pod IP that changes
 
         thread = threading.Thread(target=restart, daemon=True, name=f"restart-{pod.name}")
         thread.start()

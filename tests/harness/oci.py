@@ -60,6 +60,31 @@ class Image:
     def config(self) -> dict[str, Any]:
         return json.loads((self.folder / "image.json").read_text())["OCIv1"]["config"]  # type: ignore[no-any-return]
 
+    def inside(self, path: pathlib.PurePosixPath) -> pathlib.Path:
+        """``path`` as the container sees it: symbolic links resolved within the root file system.
+
+        An image's absolute links (Debian's ``/var/run -> /run``) point into the image, never
+        at this machine's own directories.
+        """
+        parts = list(path.relative_to("/").parts)
+        here = pathlib.PurePosixPath("/")
+        for _ in range(64):  # bounded, as the kernel bounds link chains
+            if not parts:
+                return self.rootfs / here.relative_to("/")
+            part = parts.pop(0)
+            if part == "..":
+                here = here.parent
+                continue
+            candidate = self.rootfs / (here / part).relative_to("/")
+            if candidate.is_symlink():
+                target = pathlib.PurePosixPath(os.readlink(candidate))
+                parts = [*target.parts[1:], *parts] if target.is_absolute() else [*target.parts, *parts]
+                if target.is_absolute():
+                    here = pathlib.PurePosixPath("/")
+                continue
+            here = here / part
+        raise ValueError(f"{path}: too many symbolic links in the image")
+
     @property
     def size(self) -> tuple[int, int]:
         """Bytes: the unpacked file system, and its layers compressed as a registry would store them."""
@@ -107,7 +132,7 @@ class Image:
         for mount in mounts:
             # runc would create a missing mount point in the shared, cached root file system.
             inside = pathlib.PurePosixPath(mount.destination)
-            if not (inside.is_relative_to("/tmp") or (self.rootfs / inside.relative_to("/")).is_dir()):
+            if not (inside.is_relative_to("/tmp") or self.inside(inside).is_dir()):
                 raise ValueError(f"mount {mount.destination} outside /tmp and not in the image")
             spec["mounts"].append({"destination": mount.destination, "type": "bind", "source": str(mount.source),
                                    "options": ["rbind", "rw" if mount.writable else "ro"]})

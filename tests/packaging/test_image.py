@@ -88,6 +88,15 @@ def test_as_uid_65532_a_loopback_scan_finds_the_listener_started_in_the_same_con
     assert report["summary"]["states"] == {"open": 1, "closed": 1023}
 
 
+def test_the_mount_point_of_a_shard_pods_evidence_claim_is_a_directory_in_the_image(image: oci.Image) -> None:
+    from portolan.kube import builders
+
+    # Resolved inside the image (Debian's /var/run is a link to /run), never through this
+    # machine's own directories: a read-only root needs the mount point made at build time.
+    assert image.inside(pathlib.PurePosixPath(builders.CAPTURE_MOUNT)).is_dir()
+    assert image.inside(pathlib.PurePosixPath("/var/run")) == image.rootfs / "run"
+
+
 def test_as_uid_65532_capture_reads_a_mounted_pcapng(image: oci.Image, tmp_path: pathlib.Path) -> None:
     from portolan.capture import pcapfiles
 
