@@ -66,24 +66,27 @@ class Image:
         An image's absolute links (Debian's ``/var/run -> /run``) point into the image, never
         at this machine's own directories.
         """
-        parts = list(path.relative_to("/").parts)
-        here = pathlib.PurePosixPath("/")
-        for _ in range(64):  # bounded, as the kernel bounds link chains
-            if not parts:
-                return self.rootfs / here.relative_to("/")
+        root = pathlib.PurePosixPath("/")
+        parts = list(path.relative_to(root).parts)
+        here = root
+        links = 0
+        while parts:
             part = parts.pop(0)
             if part == "..":
                 here = here.parent
                 continue
-            candidate = self.rootfs / (here / part).relative_to("/")
-            if candidate.is_symlink():
-                target = pathlib.PurePosixPath(os.readlink(candidate))
-                parts = [*target.parts[1:], *parts] if target.is_absolute() else [*target.parts, *parts]
-                if target.is_absolute():
-                    here = pathlib.PurePosixPath("/")
+            candidate = self.rootfs / (here / part).relative_to(root)
+            if not candidate.is_symlink():
+                here = here / part
                 continue
-            here = here / part
-        raise ValueError(f"{path}: too many symbolic links in the image")
+            links += 1
+            if links > 40:  # the kernel's MAXSYMLINKS
+                raise ValueError(f"{path}: too many symbolic links in the image")
+            target = pathlib.PurePosixPath(os.readlink(candidate))
+            if target.is_absolute():
+                here = root
+            parts = [*target.relative_to(root).parts, *parts] if target.is_absolute() else [*target.parts, *parts]
+        return self.rootfs / here.relative_to(root)
 
     @property
     def size(self) -> tuple[int, int]:
