@@ -38,12 +38,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def writes(plane: clusters.ControlPlane) -> dict[str, tuple[float, float]]:
-    """verb -> (count, bytes) of requests to scanjobs (and scanjobs/status) with a body."""
+def writes(plane: clusters.ControlPlane, resource: str = "scanjobs") -> dict[str, tuple[float, float]]:
+    """verb -> (count, bytes) of requests to ``resource`` (and its status) with a body."""
     text = plane.kubectl("get", "--raw", "/metrics", timeout=60).stdout
     found: dict[str, list[float]] = {}
     for line in text.splitlines():
-        if not line.startswith("apiserver_request_body_size_bytes_") or 'resource="scanjobs"' not in line:
+        if not line.startswith("apiserver_request_body_size_bytes_") or f'resource="{resource}"' not in line:
             continue
         kind = "count" if line.startswith("apiserver_request_body_size_bytes_count") else "sum"
         if kind not in ("count", "sum") or "_bucket" in line:
@@ -82,8 +82,9 @@ def main() -> None:
     agent.start()
     lines = ["", "## Scale (issue 14)", "",
              f"`bench/run_scale.py`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, shared 2-core machine:", "",
-             "| shards | apply→Complete | operator CPU | CPU per shard | scanjob writes | request bytes | "
-             "final object | etcd bytes (writes × final size, upper bound) |", "|---|---|---|---|---|---|---|---|"]
+             "| shards | apply→Complete | operator CPU | CPU per shard | scanjob writes | scanshard writes | "
+             "request bytes | final objects (job; mean shard) | etcd bytes (writes × final size, upper bound) | "
+             "etcd bytes per shard |", "|---|---|---|---|---|---|---|---|---|---|"]
     operator = None
     try:
         plane.kubectl("apply", "-f", str(ROOT / "crds"))
@@ -102,6 +103,7 @@ def main() -> None:
         for shards in args.shards:
             name = f"scale-{shards}"
             before, cpu = writes(plane), cpu_seconds(operator.pid)
+            before_shards = writes(plane, "scanshards")
             start = time.monotonic()
             plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(job(name, shards)))
             done = plane.kubectl("wait", "--for=condition=Complete", f"scanjob/{name}", "-n", NS,
@@ -109,14 +111,21 @@ def main() -> None:
             assert done.returncode == 0, done.stderr
             wall = time.monotonic() - start
             used = cpu_seconds(operator.pid) - cpu
-            after = writes(plane)
-            mutating = [v for v in after if v != "create"]
+            after, after_shards = writes(plane), writes(plane, "scanshards")
+            mutating = [v for v in after if v != "create"]  # the job's own create is the user's
             count = sum(after[v][0] - before.get(v, (0, 0))[0] for v in mutating)
             size = sum(after[v][1] - before.get(v, (0, 0))[1] for v in mutating)
+            shard_count = sum(after_shards[v][0] - before_shards.get(v, (0, 0))[0] for v in after_shards)
+            size += sum(after_shards[v][1] - before_shards.get(v, (0, 0))[1] for v in after_shards)
             final = len(plane.kubectl("get", "scanjob", name, "-n", NS, "-o", "json").stdout)
+            listed = json.loads(plane.kubectl("get", "scanshards", "-n", NS, "-l", f"portolan.dev/job={name}",
+                                              "-o", "json", timeout=120).stdout)["items"]
+            mean_shard = sum(len(json.dumps(o)) for o in listed) / max(1, len(listed))
+            etcd = count * final + shard_count * mean_shard
             lines.append(f"| {shards} | {wall:.1f} s | {used:.1f} s | {used / shards * 1000:.0f} ms | {count:.0f} "
-                         f"({count / shards:.1f}/shard) | {size / 1024:.0f} KiB | {final / 1024:.0f} KiB | "
-                         f"{count * final / 1024 / 1024:.1f} MiB |")
+                         f"({count / shards:.2f}/shard) | {shard_count:.0f} ({shard_count / shards:.1f}/shard) | "
+                         f"{size / 1024:.0f} KiB | {final / 1024:.1f} KiB; {mean_shard / 1024:.1f} KiB | "
+                         f"{etcd / 1024 / 1024:.1f} MiB | {etcd / shards / 1024:.1f} KiB |")
         cpu = cpu_seconds(operator.pid)
         if not args.jobs:
             return  # the lines are printed (and appended) below

@@ -62,13 +62,11 @@ def job(name: str, pool: dict[str, Any], shards: int | None) -> str:
 
 
 def run_job(cluster: clusters.Cluster, name: str, pool: dict[str, Any], shards: int | None) -> dict[str, Any]:
-    custom = kubernetes.client.CustomObjectsApi(cluster.api)
     start = time.monotonic()
     cluster.plane.kubectl("apply", "-f", "-", input=job(name, pool, shards))
     seen: dict[tuple[str, str], float] = {}  # (shard, phase) -> first seen, seconds after apply
     while True:
-        body = custom.get_namespaced_custom_object("portolan.dev", "v1alpha1", NS, "scanjobs", name)
-        status = body.get("status") or {}
+        status = cluster.plane.scanjob(NS, name).get("status") or {}  # with its ScanShards' plan and entries
         now = time.monotonic() - start
         for shard, entry in (status.get("shards") or {}).items():
             seen.setdefault((shard, entry.get("phase") or ""), now)

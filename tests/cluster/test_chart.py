@@ -146,7 +146,10 @@ def test_helm_install_runs_the_operator_as_its_own_account_and_completes_a_scanj
     ("verb", "resource", "allowed"),
     [
         ("get", "scanjobs", "yes"),
-        ("patch", "scanjobs/status", "yes"),
+        ("get", "scanshards", "yes"),
+        ("patch", "scanshards/status", "yes"),
+        ("patch", "scanshards", "no"),
+        ("patch", "scanjobs/status", "no"),
         ("patch", "scanjobs", "no"),
         ("get", "secrets", "no"),
         ("list", "pods", "no"),
@@ -205,6 +208,8 @@ def test_a_single_replica_gets_no_lease_role(tmp_path: pathlib.Path) -> None:
 OPERATOR_RULES = {  # the operator's ClusterRole, rule by rule: growing it must change this table
     ("portolan.dev", "scanjobs"): ["get", "list", "watch", "patch", "create", "delete"],
     ("portolan.dev", "scanjobs/status"): ["get", "patch"],
+    ("portolan.dev", "scanshards"): ["get", "list", "create", "patch"],
+    ("portolan.dev", "scanshards/status"): ["get", "patch"],
     ("portolan.dev", "scanschedules"): ["get", "list", "watch", "patch"],
     ("portolan.dev", "scanschedules/status"): ["get", "patch"],
     ("portolan.dev", "reachabilityaudits"): ["get", "list", "watch", "patch"],

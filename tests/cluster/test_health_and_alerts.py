@@ -135,7 +135,8 @@ def _tell(teller: Teller, cluster: clusters.Cluster) -> None:
         assert pod is not None
         cluster.agent.kill_pod(NAMESPACE, pod)
     done = teller.until("the retried job to complete", "scanjob", "retried", phase("Complete", "Failed"), timeout=180)
-    assert done["status"]["phase"] == "Complete" and done["status"]["shards"]["default-0"]["attempt"] == 7
+    shards = teller.cluster.plane.scanjob(NAMESPACE, "retried")["status"]["shards"]
+    assert done["status"]["phase"] == "Complete" and shards["default-0"]["attempt"] == 7
     teller.scrape("shards retrying")
 
     # Stage 3: a job that runs out of time fails.

@@ -50,8 +50,7 @@ def _job(name: str, **extra: Any) -> str:
 
 def _complete(cluster: clusters.Cluster, operator: operators.Operator, name: str) -> dict[str, Any]:
     def get() -> dict[str, Any]:
-        out = cluster.plane.kubectl("get", "scanjob", name, "-n", NAMESPACE, "-o", "json").stdout
-        return json.loads(out)  # type: ignore[no-any-return]
+        return cluster.plane.scanjob(NAMESPACE, name)
 
     def logs() -> str:
         return "\n".join(f"{p.name}: {(p.folder / 'log').read_text()[-2000:]}" for p in list(cluster.agent.pods.values())

@@ -13,7 +13,6 @@ both, local-only.  An operator left at
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -115,7 +114,7 @@ def _job(name: str, namespace: str) -> str:
 def _wait(cluster: clusters.Cluster, namespace: str, name: str, condition: str, timeout: int = 180) -> dict[str, Any]:
     done = cluster.plane.kubectl("wait", f"--for=condition={condition}", f"scanjob/{name}", "-n", namespace,
                                  f"--timeout={timeout}s", check=False, timeout=timeout + 30)
-    job: dict[str, Any] = json.loads(cluster.plane.kubectl("get", "scanjob", name, "-n", namespace, "-o", "json").stdout)
+    job: dict[str, Any] = cluster.plane.scanjob(namespace, name)
     if done.returncode != 0:
         events = cluster.core().list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
         shards = {k: (v.get("phase"), v.get("lastError")) for k, v in (job.get("status") or {}).get("shards", {}).items()}

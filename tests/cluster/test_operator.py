@@ -63,7 +63,7 @@ def _job(name: str, *, addresses: list[str], ports: str, shards: int, pools: boo
 
 
 def _get(cluster: clusters.Cluster, name: str) -> dict[str, Any]:
-    return json.loads(cluster.plane.kubectl("get", "scanjob", name, "-n", NAMESPACE, "-o", "json").stdout)  # type: ignore[no-any-return]
+    return cluster.plane.scanjob(NAMESPACE, name)
 
 
 def _wait_condition(cluster: clusters.Cluster, name: str, condition: str, timeout: int = 180) -> dict[str, Any]:

@@ -51,16 +51,31 @@ def test_a_kubeconfig_with_a_client_certificate_reads_the_same_job_as_the_offici
     assert ours == theirs and ours["metadata"]["name"] == job[1]
 
 
-def test_a_merge_patch_of_the_status_changes_only_the_keys_given(
+def test_a_merge_patch_of_a_scanshards_status_changes_only_the_keys_given(
+    both: tuple[rest.Rest, clients.Kube], job: tuple[str, str], control_plane: clusters.ControlPlane
+) -> None:
+    ours, official = both
+    namespace, name = job
+    control_plane.kubectl("wait", "--for=condition=Established", "crd/scanshards.portolan.dev", "--timeout=30s")
+    shard = {"apiVersion": "portolan.dev/v1alpha1", "kind": "ScanShard",
+             "metadata": {"name": f"{name}-s0", "namespace": namespace, "labels": {"portolan.dev/job": name}},
+             "spec": {"id": "s0", "pool": "default", "index": 0, "targets": ["198.18.0.10"], "ports": "22", "probes": 1}}
+    official.create_scan_shard(shard)
+    ours.patch_scan_shard_status(namespace, f"{name}-s0", {"attempt": 1, "phase": "Running"})
+    ours.patch_scan_shard_status(namespace, f"{name}-s0", {"done": 1, "states": {"closed": 1}})
+    status = official.get_scan_shard(namespace, f"{name}-s0")["status"]
+    assert (status["attempt"], status["phase"], status["done"], status["states"]) == (1, "Running", 1, {"closed": 1})
+    assert ours.get_scan_shard(namespace, f"{name}-s0") == official.get_scan_shard(namespace, f"{name}-s0")
+    assert [o["spec"]["id"] for o in official.list_scan_shards(namespace, name)] == ["s0"]
+
+
+def test_the_api_server_keeps_shard_entries_out_of_the_scanjob_so_it_stays_small(
     both: tuple[rest.Rest, clients.Kube], job: tuple[str, str]
 ) -> None:
     ours, official = both
-    ours.patch_job_status(*job, {"shards": {"s0": {"attempt": 1, "phase": "Running"}}})
-    ours.patch_job_status(*job, {"shards": {"s1": {"attempt": 2, "phase": "Running"}}})
-    shards = official.get_job(*job)["status"]["shards"]
-    assert {key: (entry["attempt"], entry["phase"]) for key, entry in shards.items()} == {
-        "s0": (1, "Running"), "s1": (2, "Running"),
-    }
+    ours.patch_job_status(*job, {"shardCount": 1, "shards": {"s0": {"attempt": 1}}, "plan": [{"id": "s0"}]})
+    status = official.get_job(*job)["status"]
+    assert status["shardCount"] == 1 and "shards" not in status and "plan" not in status  # pruned: not in the schema
 
 
 def test_api_errors_become_the_same_kube_errors_as_the_official_clients(

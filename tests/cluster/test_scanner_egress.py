@@ -7,7 +7,6 @@ policy lets the shards reach exactly their targets and the scan finds the open p
 
 from __future__ import annotations
 
-import json
 import pathlib
 from collections.abc import Iterator
 from typing import Any
@@ -50,7 +49,7 @@ def _scan(cluster: clusters.Cluster, folder: pathlib.Path, name: str, *, egress_
         cluster.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(job))
         done = cluster.plane.kubectl("wait", "--for=condition=Complete", f"scanjob/{name}", "-n", NAMESPACE,
                                      "--timeout=120s", check=False, timeout=150)
-        body: dict[str, Any] = json.loads(cluster.plane.kubectl("get", "scanjob", name, "-n", NAMESPACE, "-o", "json").stdout)
+        body: dict[str, Any] = cluster.plane.scanjob(NAMESPACE, name)
         assert done.returncode == 0, (done.stderr, body.get("status"))
         return body
     finally:

@@ -11,7 +11,6 @@ bench/run_udp_spread.py.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,7 +58,7 @@ def _job(name: str) -> str:
 def _complete(cluster: clusters.Cluster, name: str, timeout: int = 300) -> dict[str, Any]:
     done = cluster.plane.kubectl("wait", "--for=condition=Complete", f"scanjob/{name}", "-n", NAMESPACE,
                                  f"--timeout={timeout}s", check=False, timeout=timeout + 30)
-    job: dict[str, Any] = json.loads(cluster.plane.kubectl("get", "scanjob", name, "-n", NAMESPACE, "-o", "json").stdout)
+    job: dict[str, Any] = cluster.plane.scanjob(NAMESPACE, name)
     assert done.returncode == 0, (done.stderr, (job.get("status") or {}).get("shards"))
     return job
 

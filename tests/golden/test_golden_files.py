@@ -57,6 +57,17 @@ def test_the_shard_pod_matches_its_golden_file(name: str, update: dict[str, Any]
     golden.check(name, _yaml(pod))
 
 
+def test_a_scanshard_object_matches_its_golden_file_and_the_view_reads_it_back_in_plan_order() -> None:
+    objects = [builders.scan_shard(JOB, shard, ordinal) for ordinal, shard in enumerate(SHARDS)]
+    golden.check("scanshard.yaml", _yaml(objects[1]))
+    objects[0]["status"] = {"attempt": 1, "phase": "Succeeded"}
+    view = builders.job_view({**JOB, "status": {"shardCount": 2, "phase": "Running"}}, objects[::-1])
+    assert [statuses.ShardPlan.model_validate(s) for s in view["status"]["plan"]] == SHARDS
+    assert view["status"]["shards"] == {"s0": {"attempt": 1, "phase": "Succeeded"}}
+    other = {**objects[1], "metadata": {**objects[1]["metadata"], "ownerReferences": [{"uid": "someone-else"}]}}
+    assert builders.job_view(JOB, [other])["status"]["plan"] == []  # another job's object of the same name is ignored
+
+
 def test_the_node_inventory_pod_matches_its_golden_file() -> None:
     spec = scanjobs.ScanJobSpec.model_validate(SPEC.model_dump(by_alias=True) | {"inventory": {"pools": ["edge"]}})
     shard = statuses.ShardPlan(id="edge-n0", index=0, pool="edge", targets=["198.18.64.11"], ports="", probes=0,

@@ -75,6 +75,25 @@ class ControlPlane:
             input=input, capture_output=True, text=True, check=check, timeout=timeout,
         )
 
+    def scanjob(self, namespace: str, name: str) -> dict[str, Any]:
+        """A ScanJob as ``kubectl`` shows it, with ``status.plan`` and ``status.shards`` filled in from its ScanShards.
+
+        Shards live in their own objects (``kubectl get scanshards -l portolan.dev/job=NAME``);
+        tests read them beside the job.  Read here with kubectl alone, not the product's code.
+        """
+        import json
+
+        job: dict[str, Any] = json.loads(self.kubectl("get", "scanjob", name, "-n", namespace, "-o", "json").stdout)
+        listed = json.loads(self.kubectl("get", "scanshards", "-n", namespace, "-l", f"portolan.dev/job={name}",
+                                         "-o", "json").stdout)["items"]
+        uid = job["metadata"]["uid"]
+        mine = [o for o in listed if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])]
+        mine.sort(key=lambda o: int(o["metadata"].get("annotations", {}).get("portolan.dev/ordinal", "0")))
+        status = job.setdefault("status", {})
+        status["plan"] = [o["spec"] for o in mine]
+        status["shards"] = {o["spec"]["id"]: o.get("status") or {} for o in mine}
+        return job
+
     def rss_mib(self) -> dict[str, float]:
         found = {}
         for name, process in self.processes.items():

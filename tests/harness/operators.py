@@ -35,7 +35,8 @@ kind: Role
 metadata: {name: portolan-shard}
 rules:
 - {apiGroups: [portolan.dev], resources: [scanjobs], verbs: [get]}
-- {apiGroups: [portolan.dev], resources: [scanjobs/status], verbs: [get, patch]}
+- {apiGroups: [portolan.dev], resources: [scanshards], verbs: [get]}
+- {apiGroups: [portolan.dev], resources: [scanshards/status], verbs: [get, patch]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -64,7 +65,7 @@ def prepare(cluster: clusters.Cluster, namespace: str) -> None:
     """CRDs established, the namespace, and the shard ServiceAccount with its Role."""
     plane = cluster.plane
     plane.kubectl("apply", "-f", str(ROOT / "crds"))
-    for crd in ("scanjobs", "scanschedules"):
+    for crd in ("scanjobs", "scanshards", "scanschedules"):
         plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}.portolan.dev", "--timeout=30s")
     plane.kubectl("create", "namespace", namespace, check=False)
     plane.kubectl("apply", "-n", namespace, "-f", "-", input=SHARD_RBAC)

@@ -97,7 +97,7 @@ def test_the_default_operator_rejects_an_inventory_job_with_guardrail_violated_a
     kube.add(_job())
     reconciling.step(kube, settings.OperatorSettings(), metrics.Metrics(prometheus_client.CollectorRegistry()),
                      "team", "inv", T0)
-    status = kube.get_job("team", "inv")["status"]
+    status = kube.view("team", "inv")["status"]
     accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")
     assert (status["phase"], accepted["reason"]) == ("Rejected", "GuardrailViolated")
     assert [e["reason"] for e in kube.events] == ["GuardrailViolated"] and kube.pods("team") == []
@@ -160,13 +160,13 @@ def test_an_inventory_job_runs_its_shards_then_judges_each_listener_and_names_th
         found = listening.Inventory(listened[node], "netlink", "net:[1]")
         assert running.ShardRunner(kube, env, stop=threading.Event(), now=lambda: T0, take=lambda f=found: f).run() == 0
     for shard in ("edge-0", "cloud-0"):  # both vantages found 18080 open and 18082 filtered
-        kube.patch_job_status("team", "inv", {"shards": {shard: {
+        kube.report("team", "inv", shard, {
             "phase": "Succeeded", "finishedAttempt": 1, "done": 3, "states": {"open": 1, "closed": 1, "filtered": 1},
-            "open": [{"host": "198.18.64.11", "port": 18080, "protocol": "tcp"}]}}})
+            "open": [{"host": "198.18.64.11", "port": 18080, "protocol": "tcp"}]})
     for pod in kube.pods("team"):
         kube.set_pod_phase("team", pod["metadata"]["name"], "Succeeded", exit_code=0)
     actions = reconciling.step(kube, ALLOWING, gauges, "team", "inv", T0 + datetime.timedelta(seconds=5))
-    status = kube.get_job("team", "inv")["status"]
+    status = kube.view("team", "inv")["status"]
     assert status["phase"] == "Complete"
     judged = [(i["node"], i["address"], i["port"], i["exposure"], i.get("exposedFrom", []), i.get("shieldedFrom", []),
                i.get("allowed")) for i in status["inventory"]["listed"]]
@@ -202,23 +202,23 @@ def test_an_inventory_pod_waiting_for_a_node_that_is_gone_is_retried_and_then_fa
     kube.node_problems["edge-2"] = "is gone"
     for second in range(1, 6):  # the pod stays Pending with no node: the scheduler cannot place it
         reconciling.step(kube, ALLOWING, gauges, "team", "inv", T0 + datetime.timedelta(seconds=second))
-    entry = kube.get_job("team", "inv")["status"]["shards"]["edge-n1"]
+    entry = kube.view("team", "inv")["status"]["shards"]["edge-n1"]
     assert (entry["phase"], entry["attempt"]) == ("Failed", 2)
     assert "NodeLost: node edge-2 is gone" in (entry["lastError"] or "")
     assert [c.verb for c in kube.calls if c.verb == "force-delete"] == ["force-delete", "force-delete"]
-    assert kube.get_job("team", "inv")["status"]["shards"]["edge-n0"]["phase"] == "Pending"  # edge-1 is fine
+    assert kube.view("team", "inv")["status"]["shards"]["edge-n0"]["phase"] == "Pending"  # edge-1 is fine
     pod = next(p for p in kube.pods("team") if p["metadata"]["labels"][builders.LABEL_SHARD] == "edge-n0")
     env = running.ShardEnv(namespace="team", job="inv", shard="edge-n0", attempt=1, open_cap=200,
                            heartbeat_seconds=60.0, pod=pod["metadata"]["name"], node="edge-1")
     found = listening.Inventory([_listener("0.0.0.0", 18080)], "netlink", "net:[1]")
     assert running.ShardRunner(kube, env, stop=threading.Event(), now=lambda: T0, take=lambda: found).run() == 0
     for shard in ("edge-0", "cloud-0"):
-        kube.patch_job_status("team", "inv", {"shards": {shard: {"phase": "Succeeded", "finishedAttempt": 1, "done": 3,
-                                                                  "open": [], "states": {"closed": 3}}}})
+        kube.report("team", "inv", shard, {"phase": "Succeeded", "finishedAttempt": 1, "done": 3,
+                                                                  "open": [], "states": {"closed": 3}})
     for item in kube.pods("team"):
         kube.set_pod_phase("team", item["metadata"]["name"], "Succeeded", exit_code=0)
     reconciling.step(kube, ALLOWING, gauges, "team", "inv", T0 + datetime.timedelta(seconds=10))
-    status = kube.get_job("team", "inv")["status"]
+    status = kube.view("team", "inv")["status"]
     assert status["phase"] == "Failed"  # partial results kept: edge-1's listener is judged, edge-2 is named missing
     assert status["inventory"]["missing"] == ["edge-2"]
     assert [(i["node"], i["exposure"], i["shieldedFrom"]) for i in status["inventory"]["listed"]] == [
@@ -240,13 +240,13 @@ def test_a_vantage_whose_scan_shard_failed_judges_nothing_shielded() -> None:
                                heartbeat_seconds=60.0, pod=pods[shard]["metadata"]["name"], node=node, listener_cap=10)
         found = listening.Inventory([_listener("198.18.64.11", 18082)] if node == "edge-1" else [], "netlink", "net:[1]")
         assert running.ShardRunner(kube, env, stop=threading.Event(), now=lambda: T0, take=lambda f=found: f).run() == 0
-    kube.patch_job_status("team", "inv", {"shards": {"edge-0": {  # edge saw 18082 filtered; cloud's shard died
-        "phase": "Succeeded", "finishedAttempt": 1, "done": 3, "states": {"closed": 2, "filtered": 1}}}})
+    kube.report("team", "inv", "edge-0", {  # edge saw 18082 filtered; cloud's shard died
+        "phase": "Succeeded", "finishedAttempt": 1, "done": 3, "states": {"closed": 2, "filtered": 1}})
     for pod in kube.pods("team"):
         failed = pod["metadata"]["labels"][builders.LABEL_SHARD] == "cloud-0"
         kube.set_pod_phase("team", pod["metadata"]["name"], "Failed" if failed else "Succeeded", exit_code=1 if failed else 0)
     reconciling.step(kube, ALLOWING, gauges, "team", "inv", T0 + datetime.timedelta(seconds=5))
-    status = kube.get_job("team", "inv")["status"]
+    status = kube.view("team", "inv")["status"]
     assert status["shards"]["cloud-0"]["phase"] == "Failed"
     [item] = status["inventory"]["listed"]
     assert (item["exposure"], item.get("shieldedFrom", [])) == ("shielded", ["edge"])  # not from cloud: it never probed
@@ -259,12 +259,12 @@ def test_a_node_list_that_fails_leaves_an_inventory_job_to_be_retried_not_reject
     gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
     with pytest.raises(errors.KubeError):
         reconciling.step(kube, ALLOWING, gauges, "team", "inv", T0)
-    assert "phase" not in (kube.get_job("team", "inv").get("status") or {})
+    assert "phase" not in (kube.view("team", "inv").get("status") or {})
     del kube.failing["list-nodes"]
     for node in NODES:
         kube.add(node)
     reconciling.step(kube, ALLOWING, gauges, "team", "inv", T0 + datetime.timedelta(seconds=5))
-    assert kube.get_job("team", "inv")["status"]["phase"] == "Running"
+    assert kube.view("team", "inv")["status"]["phase"] == "Running"
 
 
 def test_a_udp_slice_waiting_for_its_lost_node_is_retried_elsewhere_in_its_pool() -> None:
@@ -276,12 +276,12 @@ def test_a_udp_slice_waiting_for_its_lost_node_is_retried_elsewhere_in_its_pool(
                        "pools": [EDGE], "retries": 1, "backoffSeconds": 0}})
     gauges = metrics.Metrics(prometheus_client.CollectorRegistry())
     reconciling.step(kube, ALLOWING, gauges, "team", "udp", T0)
-    plan = kube.get_job("team", "udp")["status"]["plan"]
+    plan = kube.view("team", "udp")["status"]["plan"]
     assert [s["node"] for s in plan] == ["edge-1", "edge-2"]
     kube.node_problems["edge-2"] = "is gone"
     for second in range(1, 4):  # edge-2's slice stays Pending with no node
         reconciling.step(kube, ALLOWING, gauges, "team", "udp", T0 + datetime.timedelta(seconds=second))
-    entry = kube.get_job("team", "udp")["status"]["shards"]["edge-1"]
+    entry = kube.view("team", "udp")["status"]["shards"]["edge-1"]
     assert (entry["attempt"], entry["avoidNodes"]) == (2, ["edge-2"])
     retry = next(p for p in kube.pods("team") if p["metadata"]["labels"][builders.LABEL_SHARD] == "edge-1"
                  and p["metadata"]["labels"][builders.LABEL_ATTEMPT] == "2")
@@ -298,7 +298,7 @@ def test_inventory_namespaces_narrow_where_inventories_may_run(allowed: list[str
     kube.add(_job())
     config = ALLOWING.model_copy(update={"inventory_namespaces": allowed})
     reconciling.step(kube, config, metrics.Metrics(prometheus_client.CollectorRegistry()), "team", "inv", T0)
-    status = kube.get_job("team", "inv")["status"]
+    status = kube.view("team", "inv")["status"]
     assert status["phase"] == phase
     if phase == "Rejected":
         accepted = next(c for c in status["conditions"] if c["type"] == "Accepted")

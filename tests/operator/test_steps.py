@@ -44,14 +44,17 @@ def _value(gauges: metrics.Metrics, name: str) -> float:
     return gauges.registry.get_sample_value(name) or 0.0
 
 
-def test_a_new_job_gets_its_plan_written_before_one_pod_per_shard_is_created() -> None:
+def test_a_new_job_gets_its_plan_written_as_scanshards_before_one_pod_per_shard_is_created() -> None:
     kube = fakes.FakeKube()
     kube.add(_job())
     gauges = _gauges()
     reconciling.step(kube, CONFIG, gauges, "team", "audit", T0)
     writes = [(c.verb, c.kind) for c in kube.calls if c.verb != "event"]
-    assert writes == [("patch-status", "ScanJob"), ("create", "Pod"), ("create", "Pod")]
-    status = kube.get_job("team", "audit")["status"]
+    assert writes == [("create", "ScanShard"), ("create", "ScanShard"), ("patch-status", "ScanJob"),
+                      ("patch-status", "ScanShard"), ("patch-status", "ScanShard"), ("create", "Pod"), ("create", "Pod")]
+    stored = kube.get_job("team", "audit")["status"]
+    assert stored["shardCount"] == 2 and "plan" not in stored and "shards" not in stored
+    status = kube.view("team", "audit")["status"]
     assert [s["id"] for s in status["plan"]] == [p["metadata"]["labels"][builders.LABEL_SHARD]
                                                  for p in kube.pods("team")]
     assert _value(gauges, "portolan_shards_started_total") == 2
@@ -66,7 +69,7 @@ def test_a_failed_shard_pod_counts_one_retry_in_the_metrics_and_the_status() -> 
     first = kube.pods("team")[0]["metadata"]["name"]
     kube.set_pod_phase("team", first, "Failed", node="cloud-1", exit_code=3)
     reconciling.step(kube, CONFIG, gauges, "team", "audit", T0 + datetime.timedelta(seconds=5))
-    shards = kube.get_job("team", "audit")["status"]["shards"]
+    shards = kube.view("team", "audit")["status"]["shards"]
     retrying = [shard for shard in shards.values() if shard["phase"] == "Retrying"]
     assert len(retrying) == 1 and "exit code 3" in retrying[0]["lastError"]
     assert _value(gauges, "portolan_shard_retries_total") == 1
@@ -103,7 +106,7 @@ def test_a_pod_on_a_lost_node_is_force_deleted_through_the_client() -> None:
     reconciling.step(kube, CONFIG, _gauges(), "team", "audit", T0 + datetime.timedelta(seconds=5))
     assert fakes.Call("force-delete", "Pod", pod) in kube.calls
     assert ("Pod", "team", pod) not in kube.objects
-    entry = next(e for e in kube.get_job("team", "audit")["status"]["shards"].values() if e.get("avoidNodes"))
+    entry = next(e for e in kube.view("team", "audit")["status"]["shards"].values() if e.get("avoidNodes"))
     assert entry["avoidNodes"] == ["edge-2"] and entry["phase"] == "Retrying"
     assert entry["lastError"] == "NodeLost: node edge-2 is not Ready (NodeStatusUnknown)"
 
@@ -113,14 +116,14 @@ def test_spilled_results_are_written_to_an_owned_configmap_and_read_back_through
     kube.add(_job(sharding={"shards": 1}))
     tight = settings.OperatorSettings(status_byte_budget=16 * 1024, shard_open_ports_cap=400)
     reconciling.step(kube, tight, _gauges(), "team", "audit", T0)
-    shard = next(iter(kube.get_job("team", "audit")["status"]["shards"]))
+    shard = next(iter(kube.view("team", "audit")["status"]["shards"]))
     opened = [{"host": f"198.18.{i // 250}.{i % 250}", "port": 443, "protocol": "tcp"} for i in range(400)]
-    kube.patch_job_status("team", "audit", {"shards": {shard: {
-        "phase": "Succeeded", "finishedAttempt": 1, "open": opened, "states": {"open": 400}}}})
+    kube.report("team", "audit", shard, {
+        "phase": "Succeeded", "finishedAttempt": 1, "open": opened, "states": {"open": 400}})
     pod = kube.pods("team")[0]["metadata"]["name"]
     kube.set_pod_phase("team", pod, "Succeeded", exit_code=0)
     reconciling.step(kube, tight, _gauges(), "team", "audit", T0 + datetime.timedelta(seconds=5))
-    job = kube.get_job("team", "audit")
+    job = kube.view("team", "audit")
     assert job["status"]["phase"] == "Complete" and job["status"]["resultsRef"] == "configmap/audit-results"
     configmap = kube.objects[("ConfigMap", "team", "audit-results")]
     assert configmap["metadata"]["ownerReferences"][0] | {"uid": None} == {
@@ -155,7 +158,7 @@ class _Shard:
         self.kube = fakes.FakeKube()
         self.kube.add(_job(**{"sharding": {"shards": 1}, "ports": "22,80,443", **spec}))
         reconciling.step(self.kube, CONFIG, _gauges(), "team", "audit", T0)
-        self.shard = next(iter(self.kube.get_job("team", "audit")["status"]["shards"]))
+        self.shard = next(iter(self.kube.view("team", "audit")["status"]["shards"]))
         env = running.ShardEnv(namespace="team", job="audit", shard=self.shard, attempt=1, open_cap=200,
                                heartbeat_seconds=60.0, pod="audit-s0-1", node="cloud-1")
         self.runner = running.ShardRunner(self.kube, env, stop=threading.Event(), now=lambda: T0,
@@ -174,19 +177,19 @@ class _Shard:
                                   summary=results.ScanSummary(probes=plan.probe_count, states=states))
 
     def entry(self) -> dict[str, Any]:
-        entry: dict[str, Any] = self.kube.get_job("team", "audit")["status"]["shards"][self.shard]
+        entry: dict[str, Any] = self.kube.view("team", "audit")["status"]["shards"][self.shard]
         return entry
 
 
 def test_a_shard_scans_its_slice_of_the_plan_and_writes_only_its_own_entry() -> None:
     shard = _Shard()
-    before = shard.kube.get_job("team", "audit")["status"]
+    before = shard.kube.view("team", "audit")["status"]
     assert shard.runner.run() == running.EXIT_OK
     assert [t.address for t in shard.plans[0].targets] == ["198.18.0.0", "198.18.0.1", "198.18.0.2", "198.18.0.3"]
     entry = shard.entry()
     assert entry["phase"] == "Succeeded" and entry["finishedAttempt"] == 1
     assert sorted(p["host"] for p in entry["open"]) == ["198.18.0.0", "198.18.0.1", "198.18.0.2", "198.18.0.3"]
-    after = shard.kube.get_job("team", "audit")["status"]
+    after = shard.kube.view("team", "audit")["status"]
     assert {k: v for k, v in after.items() if k != "shards"} == {k: v for k, v in before.items() if k != "shards"}
     assert {k: v for k, v in after["shards"].items() if k != shard.shard} == \
         {k: v for k, v in before["shards"].items() if k != shard.shard}  # no other key of the status was touched
@@ -201,27 +204,56 @@ def test_a_shards_udp_re_probe_gets_the_time_its_slice_needs_at_one_closed_port_
 
 def test_a_superseded_shard_attempt_writes_nothing_and_exits_cleanly() -> None:
     shard = _Shard()
-    shard.kube.patch_job_status("team", "audit", {"shards": {shard.shard: {"attempt": 2}}})
+    shard.kube.report("team", "audit", shard.shard, {"attempt": 2})
     writes = len(shard.kube.calls)
     assert shard.runner.run() == running.EXIT_SUPERSEDED
     assert len(shard.kube.calls) == writes and shard.plans == []
 
 
-def test_a_shard_missing_from_the_plan_reports_a_spec_error_in_its_entry() -> None:
+def test_a_shard_pointed_at_another_shards_object_reports_a_spec_error_and_scans_nothing() -> None:
+    shard = _Shard()
+    name = builders.scan_shard_name("audit", shard.shard)
+    shard.runner.env = running.ShardEnv(namespace="team", job="audit", shard="nope", attempt=1, open_cap=200,
+                                        heartbeat_seconds=60.0, pod=None, node=None, shard_object=name)
+    assert shard.runner.run() == running.EXIT_SPEC
+    error = shard.kube.get_scan_shard("team", name)["status"]["lastError"]
+    assert error == f"InvalidSpec: ScanShard {name} plans shard {shard.shard}, not nope"
+    assert shard.plans == []
+
+
+def test_a_shard_whose_scanshard_is_gone_fails_with_a_not_found_error_and_writes_nothing() -> None:
     shard = _Shard()
     shard.runner.env = running.ShardEnv(namespace="team", job="audit", shard="nope", attempt=1, open_cap=200,
                                         heartbeat_seconds=60.0, pod=None, node=None)
-    assert shard.runner.run() == running.EXIT_SPEC
-    error = shard.kube.get_job("team", "audit")["status"]["shards"]["nope"]["lastError"]
-    assert error == "InvalidSpec: shard nope is not in the job's plan"
+    writes = len(shard.kube.calls)
+    with pytest.raises(errors.KubeError) as caught:
+        shard.runner.run()
+    assert caught.value.status == 404 and len(shard.kube.calls) == writes and shard.plans == []
+
+
+def test_a_job_whose_scanshards_were_deleted_fails_and_says_their_results_are_lost() -> None:
+    kube = fakes.FakeKube()
+    kube.add(_job())
+    gauges = _gauges()
+    reconciling.step(kube, CONFIG, gauges, "team", "audit", T0)
+    first, second = kube.list_scan_shards("team", "audit")
+    del kube.objects[("ScanShard", "team", second["metadata"]["name"])]
+    kube.report("team", "audit", first["spec"]["id"], {"phase": "Succeeded", "finishedAttempt": 1, "done": 4})
+    for pod in kube.pods("team"):
+        kube.set_pod_phase("team", pod["metadata"]["name"], "Succeeded", exit_code=0)
+    reconciling.step(kube, CONFIG, gauges, "team", "audit", T0 + datetime.timedelta(seconds=5))
+    status = kube.get_job("team", "audit")["status"]
+    assert status["phase"] == "Failed" and status["summary"] == "1/2"
+    missing = next(c for c in status["conditions"] if c["type"] == "ShardsMissing")
+    assert missing["reason"] == "ScanShardDeleted" and "1 of the job's 2 ScanShard objects were deleted" in missing["message"]
 
 
 def _finish_every_shard(kube: fakes.FakeKube, open_: list[dict[str, Any]]) -> None:
-    shards = kube.get_job("team", "audit")["status"]["shards"]
+    shards = kube.view("team", "audit")["status"]["shards"]
     for shard, entry in shards.items():
-        kube.patch_job_status("team", "audit", {"shards": {shard: {
+        kube.report("team", "audit", shard, {
             "phase": "Succeeded", "finishedAttempt": entry["attempt"], "states": {"open": 1, "closed": 1},
-            "open": open_, "done": 2}}})
+            "open": open_, "done": 2})
     for pod in kube.pods("team"):
         kube.set_pod_phase("team", pod["metadata"]["name"], "Succeeded", node="edge-1", exit_code=0)
 
@@ -269,12 +301,12 @@ def _silent_job(kube: fakes.FakeKube, config: settings.OperatorSettings) -> dict
     """A one-shard job whose every probe came back filtered, stepped to its end."""
     kube.add(_job(sharding={"shards": 1}))
     reconciling.step(kube, config, _gauges(), "team", "audit", T0)
-    shard = next(iter(kube.get_job("team", "audit")["status"]["shards"]))
-    kube.patch_job_status("team", "audit", {"shards": {shard: {
-        "phase": "Succeeded", "finishedAttempt": 1, "states": {"filtered": 8}}}})
+    shard = next(iter(kube.view("team", "audit")["status"]["shards"]))
+    kube.report("team", "audit", shard, {
+        "phase": "Succeeded", "finishedAttempt": 1, "states": {"filtered": 8}})
     kube.set_pod_phase("team", kube.pods("team")[0]["metadata"]["name"], "Succeeded", exit_code=0)
     reconciling.step(kube, config, _gauges(), "team", "audit", T0 + datetime.timedelta(seconds=5))
-    return kube.get_job("team", "audit")
+    return kube.view("team", "audit")
 
 
 def test_a_job_whose_every_probe_was_silent_names_the_policies_that_deny_its_shards_egress() -> None:
@@ -368,7 +400,7 @@ def test_a_udp_job_on_a_pool_of_several_nodes_pins_one_slice_of_ports_per_node_a
     kube.add(_job(targets={"addresses": ["198.18.0.1"]}, protocols=["udp"], udpPorts="1-200", sharding={},
                   pools=[{"name": "all", "tolerations": [{"key": "portolan.dev/edge", "operator": "Exists"}]}]))
     reconciling.step(kube, CONFIG, _gauges(), "team", "audit", T0)
-    status = kube.get_job("team", "audit")["status"]
+    status = kube.view("team", "audit")["status"]
     assert [(s["udpPorts"], s["node"]) for s in status["plan"]] == [
         ("1-67", "cloud-1"), ("68-134", "cloud-2"), ("135-200", "edge-1")]
     pinned = [p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
@@ -389,7 +421,7 @@ def test_a_udp_job_whose_nodes_cannot_be_read_is_planned_from_one_source_and_say
     kube.failing["list-nodes"] = errors.KubeError("listing nodes: forbidden")
     kube.add(_job(targets={"addresses": ["198.18.0.1"]}, protocols=["udp"], udpPorts="1-200", sharding={}))
     reconciling.step(kube, CONFIG, _gauges(), "team", "audit", T0)
-    status = kube.get_job("team", "audit")["status"]
+    status = kube.view("team", "audit")["status"]
     assert [(s["udpPorts"], s.get("node")) for s in status["plan"]] == [("1-200", None)]
     spread = next(c for c in status["conditions"] if c["type"] == "UdpSpread")
     assert (spread["status"], spread["reason"]) == ("False", "OneNodeInPool")

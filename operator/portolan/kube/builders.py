@@ -98,6 +98,61 @@ def pod_name(job: str, shard_id: str, attempt: int) -> str:
     return f"{name[:50].rstrip('-')}-{digest}-{attempt}"[:63]
 
 
+ANNOTATION_ORDINAL = f"{GROUP}/ordinal"  # a ScanShard's place in its job's plan (shards start in that order)
+
+
+def scan_shard_name(job: str, shard_id: str) -> str:
+    """The name of a job's ScanShard object for one shard (a DNS subdomain; hashed when too long)."""
+    return bounded_name(f"{job}-{shard_id}", 253)
+
+
+def scan_shard(job: Mapping[str, Any], shard: statuses.ShardPlan, ordinal: int) -> dict[str, Any]:
+    """The ScanShard object of one shard of a job: its slice of the plan as spec, owned by the job.
+
+    Its status starts empty (a shard not yet started); the operator and the shard's pod
+    write it through the status subresource.
+    """
+    meta = job["metadata"]
+    return {
+        "apiVersion": f"{GROUP}/{scanjobs.API_VERSION}", "kind": statuses.KIND_SHARD,
+        "metadata": {
+            "name": scan_shard_name(meta["name"], shard.id), "namespace": meta["namespace"],
+            "labels": {LABEL_JOB: meta["name"], LABEL_SHARD: shard.id, LABEL_POOL: shard.pool,
+                       "app.kubernetes.io/name": "portolan", "app.kubernetes.io/managed-by": "portolan"},
+            "annotations": {ANNOTATION_ORDINAL: str(ordinal)},
+            "ownerReferences": [owner_reference(job, scanjobs.KIND)],
+        },
+        "spec": shard.model_dump(by_alias=True, mode="json", exclude_none=True),
+    }
+
+
+def job_view(job: Mapping[str, Any], shards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The job as reconciliation reads it: ``status.plan`` and ``status.shards`` from its ScanShard objects.
+
+    Plan order is the ordinal each object was created with.  Objects of another job (a
+    label that does not match the job's uid) are ignored.
+    """
+    uid = job["metadata"].get("uid")
+
+    def ordinal(body: Mapping[str, Any]) -> int:
+        try:
+            return int(((body.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_ORDINAL, "0"))
+        except ValueError:
+            return 0
+
+    def owned(body: Mapping[str, Any]) -> bool:
+        refs = (body.get("metadata") or {}).get("ownerReferences") or []
+        return uid is None or any(ref.get("uid") == uid for ref in refs)
+
+    mine = [body for body in shards if owned(body)]
+    mine.sort(key=ordinal)
+    status = {key: value for key, value in (job.get("status") or {}).items() if key not in statuses.VIEW_ONLY}
+    status["plan"] = [dict(body.get("spec") or {}) for body in mine]
+    status["shards"] = {str((body.get("spec") or {}).get("id")): dict(body.get("status") or {})
+                        for body in mine if body.get("status")}
+    return {**job, "status": status}
+
+
 def bounded_name(text: str, limit: int = 63) -> str:
     """``text`` if it is at most ``limit`` characters, else a prefix and a hash of the whole (a label value, a DNS label).
 
@@ -177,6 +232,7 @@ def shard_pod(
         {"name": "PORTOLAN_JOB_NAMESPACE", "value": meta["namespace"]},
         {"name": "PORTOLAN_JOB_NAME", "value": meta["name"]},
         {"name": "PORTOLAN_SHARD_ID", "value": shard.id},
+        {"name": "PORTOLAN_SHARD_OBJECT", "value": scan_shard_name(meta["name"], shard.id)},
         {"name": "PORTOLAN_ATTEMPT", "value": str(attempt)},
         {"name": "PORTOLAN_OPEN_CAP", "value": str(open_ports_cap(config, shard_count))},
         {"name": "PORTOLAN_HEARTBEAT_SECONDS", "value": str(config.shard_heartbeat_seconds)},
@@ -309,8 +365,9 @@ def aggregate(
 
 
 def status_size(status: statuses.ScanJobStatus) -> int:
-    """Bytes of the status as JSON (what the byte budget is checked against)."""
-    return len(json.dumps(status.model_dump(by_alias=True, exclude_none=True, mode="json")))
+    """Bytes of the status as stored in the ScanJob, as JSON (the plan and shard entries live in ScanShards)."""
+    return len(json.dumps(status.model_dump(by_alias=True, exclude_none=True, mode="json",
+                                            exclude=set(statuses.VIEW_ONLY))))
 
 
 def _cidrs(ranges: Sequence[str]) -> list[str]:

@@ -24,7 +24,7 @@ import urllib3
 
 from portolan import errors
 from portolan.kube import builders, codecs
-from portolan.models import audits, scanjobs, schedules
+from portolan.models import audits, scanjobs, schedules, statuses
 
 GROUP = scanjobs.API_GROUP
 VERSION = scanjobs.API_VERSION
@@ -41,6 +41,18 @@ class Client(Protocol):
 
     def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         """ScanJobs in a namespace matching a label selector."""
+
+    def list_scan_shards(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        """The ScanShard objects of one job (label-selected)."""
+
+    def create_scan_shard(self, manifest: dict[str, Any]) -> None:
+        """Create a ScanShard; if one of that name exists (a plan written again), its spec is replaced."""
+
+    def get_scan_shard(self, namespace: str, name: str) -> dict[str, Any]:
+        """One ScanShard body."""
+
+    def patch_scan_shard_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """A JSON merge patch of a ScanShard's status: only the keys given change."""
 
     def create_job(self, manifest: dict[str, Any]) -> None:
         """Create a ScanJob (one that already exists is fine: a retried create)."""
@@ -196,6 +208,38 @@ class Kube:
     def get_schedule(self, namespace: str, name: str) -> dict[str, Any]:
         """See :meth:`Client.get_schedule`."""
         return self._get(schedules.PLURAL, schedules.KIND, namespace, name)
+
+    def list_scan_shards(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        """See :meth:`Client.list_scan_shards`."""
+        with _mapped(f"listing ScanShards of {namespace}/{job}"):
+            return self._items(self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace,
+                               statuses.PLURAL_SHARDS, label_selector=f"{builders.LABEL_JOB}={job}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def create_scan_shard(self, manifest: dict[str, Any]) -> None:
+        """See :meth:`Client.create_scan_shard`."""
+        meta = manifest["metadata"]
+        what = f"creating ScanShard {meta['namespace']}/{meta['name']}"
+        try:
+            with _mapped(what):
+                self.custom.create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], statuses.PLURAL_SHARDS,
+                                                            manifest)
+        except errors.KubeError as exc:
+            if exc.status != 409:
+                raise
+            with _mapped(what.replace("creating", "replacing the spec of")):
+                self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, meta["namespace"], statuses.PLURAL_SHARDS, meta["name"],
+                    [{"op": "replace", "path": "/spec", "value": manifest["spec"]}],
+                    _content_type="application/json-patch+json")
+
+    def get_scan_shard(self, namespace: str, name: str) -> dict[str, Any]:
+        """See :meth:`Client.get_scan_shard`."""
+        return self._get(statuses.PLURAL_SHARDS, statuses.KIND_SHARD, namespace, name)
+
+    def patch_scan_shard_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """See :meth:`Client.patch_scan_shard_status`."""
+        self._patch_status(statuses.PLURAL_SHARDS, statuses.KIND_SHARD, namespace, name, status)
 
     def patch_schedule_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """See :meth:`Client.patch_schedule_status`."""

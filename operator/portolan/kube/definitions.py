@@ -77,7 +77,7 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _namespaced_crd(
     *, kind: str, plural: str, singular: str, short: str, spec_model: type[pydantic.BaseModel],
-    status_model: type[pydantic.BaseModel], columns: list[dict[str, str]], description: str,
+    status_model: type[pydantic.BaseModel], columns: list[dict[str, Any]], description: str,
     scope: str = "Namespaced",
 ) -> dict[str, Any]:
     """A Portolan kind's CRD: structural schemas from its spec and status models, status subresource."""
@@ -113,8 +113,8 @@ def _namespaced_crd(
 
 
 def scanjob_crd() -> dict[str, Any]:
-    """The ScanJob CRD, its schema generated from the models."""
-    return _namespaced_crd(
+    """The ScanJob CRD, its schema generated from the models (the plan and shard entries live in ScanShards)."""
+    crd = _namespaced_crd(
         kind=scanjobs.KIND, plural=scanjobs.PLURAL, singular="scanjob", short="sj",
         spec_model=scanjobs.ScanJobSpec, status_model=statuses.ScanJobStatus,
         description="A network scan, split into shards that run on the node pools it names.",
@@ -123,6 +123,30 @@ def scanjob_crd() -> dict[str, Any]:
             {"name": "Shards", "type": "string", "jsonPath": ".status.summary", "description": "succeeded/total"},
             {"name": "Open", "type": "integer", "jsonPath": ".status.openPorts"},
             {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+    )
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    for field in statuses.VIEW_ONLY:  # never stored in the job: the API server prunes them if sent
+        del status["properties"][field]
+    return crd
+
+
+def scanshard_crd() -> dict[str, Any]:
+    """The ScanShard CRD: one shard of a ScanJob (spec: its slice of the plan; status: what it reported)."""
+    return _namespaced_crd(
+        kind=statuses.KIND_SHARD, plural=statuses.PLURAL_SHARDS, singular="scanshard", short="ssh",
+        spec_model=statuses.ShardPlan, status_model=statuses.ShardStatus,
+        description="One shard of a ScanJob, owned by it: the operator writes its spec (the shard's slice of the "
+        "plan) and attempts; the shard pod writes its progress and results.",
+        columns=[
+            {"name": "Pool", "type": "string", "jsonPath": ".spec.pool"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt"},
+            {"name": "Done", "type": "integer", "jsonPath": ".status.done"},
+            {"name": "Probes", "type": "integer", "jsonPath": ".spec.probes"},
+            {"name": "Node", "type": "string", "jsonPath": ".status.node"},
+            {"name": "Error", "type": "string", "jsonPath": ".status.lastError", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     )
@@ -168,6 +192,7 @@ def render_all() -> dict[str, dict[str, Any]]:
     """File name in ``crds/`` -> CRD."""
     return {
         "scanjobs.portolan.dev.yaml": scanjob_crd(),
+        "scanshards.portolan.dev.yaml": scanshard_crd(),
         "scanschedules.portolan.dev.yaml": scanschedule_crd(),
         "reachabilityaudits.portolan.dev.yaml": reachabilityaudit_crd(),
     }

@@ -21,7 +21,7 @@ from typing import Any
 
 from portolan import errors
 from portolan.kube import builders, codecs
-from portolan.models import audits, scanjobs, schedules
+from portolan.models import audits, scanjobs, schedules, statuses
 
 
 def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,6 +68,14 @@ class FakeKube:
         self.objects[(body["kind"], meta.get("namespace", ""), meta["name"])] = body
         return body
 
+    def view(self, namespace: str, name: str) -> dict[str, Any]:
+        """The job as reconciliation reads it: plan and shard entries from its ScanShard objects."""
+        return builders.job_view(self.get_job(namespace, name), self.list_scan_shards(namespace, name))
+
+    def report(self, namespace: str, job: str, shard_id: str, fields: dict[str, Any]) -> None:
+        """Write into one shard's ScanShard status, as its pod would."""
+        self.patch_scan_shard_status(namespace, builders.scan_shard_name(job, shard_id), fields)
+
     def pods(self, namespace: str) -> list[dict[str, Any]]:
         """Every pod stored in a namespace."""
         return [body for (kind, ns, _), body in sorted(self.objects.items()) if kind == "Pod" and ns == namespace]
@@ -102,12 +110,37 @@ class FakeKube:
         body = self._object(scanjobs.KIND, namespace, name, "patching")
         self._write("patch-status", scanjobs.KIND, name)
         merge_patch(body.setdefault("status", {}), status)
+        for field in statuses.VIEW_ONLY:  # not in the CRD's schema: the API server prunes them
+            body["status"].pop(field, None)
 
     def list_jobs(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         wanted = dict(item.split("=", 1) for item in label_selector.split(",") if item)
         return [copy.deepcopy(body) for (kind, ns, _), body in sorted(self.objects.items())
                 if kind == scanjobs.KIND and ns == namespace
                 and all((body["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())]
+
+    def list_scan_shards(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(body) for (kind, ns, _), body in sorted(self.objects.items())
+                if kind == statuses.KIND_SHARD and ns == namespace
+                and (body["metadata"].get("labels") or {}).get(builders.LABEL_JOB) == job]
+
+    def create_scan_shard(self, manifest: dict[str, Any]) -> None:
+        meta = manifest["metadata"]
+        self._write("create", statuses.KIND_SHARD, meta["name"])
+        key = (statuses.KIND_SHARD, meta["namespace"], meta["name"])
+        if key in self.objects:
+            self.objects[key]["spec"] = copy.deepcopy(manifest["spec"])
+        else:
+            body = self.add({k: v for k, v in manifest.items() if k != "status"})  # the status subresource
+            body.pop("status", None)
+
+    def get_scan_shard(self, namespace: str, name: str) -> dict[str, Any]:
+        return copy.deepcopy(self._object(statuses.KIND_SHARD, namespace, name, "reading"))
+
+    def patch_scan_shard_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        body = self._object(statuses.KIND_SHARD, namespace, name, "patching")
+        self._write("patch-status", statuses.KIND_SHARD, name)
+        merge_patch(body.setdefault("status", {}), status)
 
     def create_job(self, manifest: dict[str, Any]) -> None:
         self._write("create", scanjobs.KIND, manifest["metadata"]["name"])

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from portolan import errors
-from portolan.models import audits, scanjobs
+from portolan.models import audits, scanjobs, statuses
 
 if typing.TYPE_CHECKING:
     import http.client
@@ -46,7 +46,8 @@ class ShardClient(Protocol):
     """What a shard needs of the API server (a part of :class:`portolan.kube.clients.Client`)."""
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any]: ...
-    def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    def get_scan_shard(self, namespace: str, name: str) -> dict[str, Any]: ...
+    def patch_scan_shard_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
 
 
 class Rest:
@@ -117,6 +118,21 @@ class Rest:
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any]:
         return self._request(f"reading {scanjobs.KIND} {namespace}/{name}", "GET", self._job_path(namespace, name))
+
+    def _shard_path(self, namespace: str, name: str) -> str:
+        quote = urllib.parse.quote
+        return (f"/apis/{scanjobs.API_GROUP}/{scanjobs.API_VERSION}/namespaces/{quote(namespace, safe='')}/"
+                f"{statuses.PLURAL_SHARDS}/{quote(name, safe='')}")
+
+    def get_scan_shard(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._request(f"reading {statuses.KIND_SHARD} {namespace}/{name}", "GET",
+                             self._shard_path(namespace, name))
+
+    def patch_scan_shard_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """A JSON merge patch of a ScanShard's status subresource: what a shard pod writes."""
+        self._request(f"patching {statuses.KIND_SHARD} {namespace}/{name} status", "PATCH",
+                      self._shard_path(namespace, name) + "/status", {"status": status},
+                      content_type="application/merge-patch+json")
 
     def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """A JSON merge patch of the status subresource: only the keys given change."""

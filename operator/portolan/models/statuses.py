@@ -1,11 +1,21 @@
-"""The ScanJob status: phase and conditions for humans and tools, shards, aggregated results.
+"""The ScanJob status (phase and conditions for humans and tools, aggregated results) and the ScanShard kind.
 
-``status.shards`` is a map keyed by shard id (``<pool>-<index>``) so each shard pod
-can write its own entry with a JSON merge patch that touches nothing else; a
-retried shard overwrites its entry, so results are never duplicated.  Results
-inside an entry are capped (open ports listed, the rest counted); when a job's
-whole result would not fit the byte budget it goes to a ConfigMap and the status
-says so in ``resultsRef``.
+Each shard of a job is its own ``ScanShard`` object (named by
+:func:`portolan.kube.builders.scan_shard_name`, owned by the job): its spec is the
+shard's slice of the plan (:class:`ShardPlan`), its status what the shard reports
+(:class:`ShardStatus`: the shard pod writes progress, counts and open ports; the
+operator attempts, errors and retries).  A shard's write touches only its own small
+object, so the API and etcd write volume per shard does not grow with the number
+of shards (it once rewrote the whole ScanJob, plan and every shard's entry, on every
+write).  The ScanJob's status stays bounded: the shard count, the aggregated
+results (capped; past the byte budget they go to a ConfigMap named in
+``resultsRef``), conditions and summaries.
+
+Inside the operator a job is reconciled on a *view*, :class:`ScanJobStatus` with
+``plan`` and ``shards`` filled in from the job's ScanShard objects; those two fields
+are never written to the ScanJob (the generated CRD leaves them out, so the API
+server would prune them).  A retried shard overwrites its object's status, so
+results are never duplicated.
 """
 
 from __future__ import annotations
@@ -184,12 +194,20 @@ class VantageResult(_Model):
     open_truncated: int = 0
 
 
+KIND_SHARD = "ScanShard"
+PLURAL_SHARDS = "scanshards"
+VIEW_ONLY = ("plan", "shards")  # ScanJobStatus fields filled from the ScanShard objects, never stored in the job
+
+
 class ScanJobStatus(_Model):
     phase: Phase = Phase.PENDING
     observed_generation: int | None = None
     conditions: list[Condition] = pydantic.Field(default_factory=list)
-    plan: list[ShardPlan] = pydantic.Field(default_factory=list)
-    shards: dict[str, ShardStatus] = pydantic.Field(default_factory=dict)
+    shard_count: int | None = pydantic.Field(
+        default=None, description="How many shards the plan has; each is a ScanShard object owned by this job "
+        "(kubectl get scanshards -l portolan.dev/job=NAME). Set once the job is planned.")
+    plan: list[ShardPlan] = pydantic.Field(default_factory=list)  # view only: the ScanShards' specs
+    shards: dict[str, ShardStatus] = pydantic.Field(default_factory=dict)  # view only: the ScanShards' statuses
     results: list[VantageResult] = pydantic.Field(default_factory=list)
     results_ref: str | None = None
     summary: str | None = None  # "succeeded/total" shards, for printer columns

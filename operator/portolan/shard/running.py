@@ -1,11 +1,12 @@
-"""Running one shard inside its pod: read the plan, scan, write this shard's status entry.
+"""Running one shard inside its pod: read the plan, scan, write this shard's ScanShard status.
 
 A shard pod learns which job, shard and attempt it is from its environment
 (set by :func:`portolan.kube.builders.shard_pod`), reads its slice of the plan from
-the ScanJob's status, runs the engine, heartbeats progress, and finally writes
-its counts and open ports into ``status.shards.<id>`` with a JSON merge patch
-that touches nothing else.  The write replaces the entry's results, so a
-retried shard never duplicates them.  A stale attempt (the operator already
+its ScanShard object's spec (and the scan options from the ScanJob's spec), runs the
+engine, heartbeats progress, and finally writes its counts and open ports into its
+ScanShard's status with a JSON merge patch.  It never writes the ScanJob: a shard's
+writes stay small however many shards the job has.  The write replaces the
+entry's results, so a retried shard never duplicates them.  A stale attempt (the operator already
 started a newer one) writes nothing.  On SIGTERM the partial counts are written
 with ``lastError`` before exiting, so nothing gathered is lost.
 
@@ -32,6 +33,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+
+import pydantic
 
 from portolan import errors
 from portolan.engine import payloads, plans, scanning, services
@@ -67,6 +70,11 @@ class ShardEnv:
     node: str | None
     capture_dir: str | None = None
     listener_cap: int = 500
+    shard_object: str = ""  # the ScanShard's name (derived from job and shard when not given)
+
+    def __post_init__(self) -> None:
+        if not self.shard_object:
+            object.__setattr__(self, "shard_object", builders.scan_shard_name(self.job, self.shard))
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> ShardEnv:
@@ -97,6 +105,7 @@ class ShardEnv:
             pod=env.get("PORTOLAN_POD_NAME"), node=env.get("PORTOLAN_NODE_NAME"),
             capture_dir=env.get("PORTOLAN_CAPTURE_DIR") or None,
             listener_cap=number("PORTOLAN_LISTENER_CAP", env.get("PORTOLAN_LISTENER_CAP", "500"), int, 0),
+            shard_object=env.get("PORTOLAN_SHARD_OBJECT", "").strip(),
         )
 
 
@@ -123,22 +132,25 @@ class ShardRunner:
         self.stop = stop
         self.now = now
         self.last_beat = 0.0
+        self.shard_body: dict[str, Any] | None = None
 
     def _patch(self, fields: dict[str, Any], *, tries: int = 5) -> None:
         for attempt in range(tries):
             try:
-                self.kube.patch_job_status(self.env.namespace, self.env.job, {"shards": {self.env.shard: fields}})
+                self.kube.patch_scan_shard_status(self.env.namespace, self.env.shard_object, fields)
                 return
-            except errors.KubeError:
-                if attempt == tries - 1:
+            except errors.KubeError as exc:
+                if attempt == tries - 1 or exc.status == 404:
                     raise
                 time.sleep(0.2 * (attempt + 1))
 
+    def _read_shard(self) -> dict[str, Any]:
+        self.shard_body = self.kube.get_scan_shard(self.env.namespace, self.env.shard_object)
+        return self.shard_body
+
     def _still_mine(self) -> bool:
-        job = self.kube.get_job(self.env.namespace, self.env.job)
-        status = statuses.ScanJobStatus.model_validate(job.get("status") or {})
-        entry = status.shards.get(self.env.shard)
-        return entry is None or entry.attempt <= self.env.attempt
+        entry = statuses.ShardStatus.model_validate(self._read_shard().get("status") or {})
+        return entry.attempt <= self.env.attempt
 
     def _base(self) -> dict[str, Any]:
         return {"attempt": self.env.attempt, "pod": self.env.pod, "node": self.env.node,
@@ -154,11 +166,15 @@ class ShardRunner:
             self._patch({**self._base(), "phase": "Running", "done": tick.done, "total": tick.total}, tries=1)
 
     def planned(self, job: dict[str, Any]) -> statuses.ShardPlan:
-        """This shard's entry in the job's plan."""
-        status = statuses.ScanJobStatus.model_validate(job.get("status") or {})
-        shard = next((s for s in status.plan if s.id == self.env.shard), None)
-        if shard is None:
-            raise errors.SpecError(f"shard {self.env.shard} is not in the job's plan")
+        """This shard's slice of the plan: its ScanShard's spec (which must name this shard)."""
+        body = self.shard_body if self.shard_body is not None else self._read_shard()
+        try:
+            shard = statuses.ShardPlan.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError as exc:
+            raise errors.SpecError(f"ScanShard {self.env.shard_object} has no usable plan: {exc.error_count()} "
+                                   "error(s)") from exc
+        if shard.id != self.env.shard:
+            raise errors.SpecError(f"ScanShard {self.env.shard_object} plans shard {shard.id}, not {self.env.shard}")
         return shard
 
     def scan_plan(self, job: dict[str, Any]) -> plans.Plan:

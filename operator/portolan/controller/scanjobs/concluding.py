@@ -25,35 +25,41 @@ def conclude(run: runs.Run, spec: scanjobs.ScanJobSpec) -> runs.Actions:
     entries = [run.status.shards.get(s.id) or statuses.ShardStatus() for s in plan]
     phases = [e.phase for e in entries]
     succeeded = phases.count(statuses.ShardPhase.SUCCEEDED)
-    failed = phases.count(statuses.ShardPhase.FAILED)
+    # ScanShard objects deleted by hand: their shards can never report, so they count as failed.
+    missing = max(0, (run.status.shard_count or len(plan)) - len(plan))
+    failed = phases.count(statuses.ShardPhase.FAILED) + missing
+    total = len(plan) + missing
+    if missing:
+        run.condition("ShardsMissing", True, "ScanShardDeleted",
+                      f"{missing} of the job's {total} ScanShard objects were deleted; their results are lost")
     retrying = phases.count(statuses.ShardPhase.RETRYING)
     total_probes = sum(s.probes for s in plan) or 1
     done = sum(min(e.done, s.probes) if e.phase != statuses.ShardPhase.SUCCEEDED else s.probes
                for e, s in zip(entries, plan, strict=True))
-    cap = builders.open_ports_cap(run.config, len(plan)) * 4
+    cap = builders.open_ports_cap(run.config, total) * 4
     run.status.results = builders.aggregate(plan, run.status.shards, cap)
     run.status.open_ports = sum(len(r.open) + r.open_truncated for r in run.status.results)
-    run.status.summary = f"{succeeded}/{len(plan)}"
+    run.status.summary = f"{succeeded}/{total}"
     progress = f"{100 * done // total_probes}%"
     if failed or retrying:
         reason = "ShardsFailed" if failed else "ShardRetrying"
         run.condition("Degraded", True, reason, f"{failed} failed, {retrying} retrying")
     else:
         run.condition("Degraded", False, "AllShardsHealthy", "")
-    if succeeded == len(plan):
+    if succeeded == total:
         run.status.phase = statuses.Phase.COMPLETE
         run.status.completion_time = builders.timestamp(run.now)
-        run.condition("Progressing", False, "Completed", f"all {len(plan)} shards succeeded")
+        run.condition("Progressing", False, "Completed", f"all {total} shards succeeded")
         run.condition("Complete", True, "Completed", f"{run.status.open_ports} open ports found")
         run.condition("Failed", False, "Completed", "")
-        run.event("Normal", "Completed", f"all {len(plan)} shards succeeded; {run.status.open_ports} open ports")
+        run.event("Normal", "Completed", f"all {total} shards succeeded; {run.status.open_ports} open ports")
         check_inventory(run, spec)
         check_expectations(run, spec)
         check_egress(run)
-    elif succeeded + failed == len(plan):
+    elif succeeded + failed == total:
         deadline = any("DeadlineExceeded" in (e.last_error or "") for e in entries)
         reason = "DeadlineExceeded" if deadline else "ShardsFailed"
-        message = f"{failed} of {len(plan)} shards failed; partial results kept"
+        message = f"{failed} of {total} shards failed; partial results kept"
         run.status.phase = statuses.Phase.FAILED
         run.status.completion_time = builders.timestamp(run.now)
         run.condition("Progressing", False, reason, message)
@@ -66,7 +72,7 @@ def conclude(run: runs.Run, spec: scanjobs.ScanJobSpec) -> runs.Actions:
         run.status.phase = statuses.Phase.RUNNING
         current = next((c for c in run.status.conditions if c.type == "Progressing"), None)
         if current is None or current.reason != "ConcurrencyLimited" or current.observed_generation != run.generation:
-            run.condition("Progressing", True, "ShardsRunning", f"{succeeded}/{len(plan)} shards done, {progress}")
+            run.condition("Progressing", True, "ShardsRunning", f"{succeeded}/{total} shards done, {progress}")
         run.condition("Complete", False, "InProgress", progress)
         run.condition("Failed", False, "InProgress", "")
     return run.finish(progress=progress)

@@ -6,11 +6,14 @@ delete, Events and an optional results ConfigMap come out; :func:`step` does
 the I/O around it (through a :class:`portolan.kube.clients.Client`), so an
 operator restart simply reconciles again from the status and the live pods.
 
-Ownership of status fields: the operator writes phase, conditions, the plan,
-aggregated results and, per shard, ``pool``/``attempt``/``pod``/``lastError``/
-``retryAfter`` and the phases Pending, Retrying and Failed; each shard pod writes
-its own progress, counts, open ports and the phases Running and Succeeded.
-Merge patches touch only the keys they name, so the two never overwrite each other.
+Ownership of status fields: the operator writes the job's phase, conditions,
+shard count and aggregated results, each ScanShard's spec (its slice of the plan) and,
+in its status, ``pool``/``attempt``/``pod``/``lastError``/``retryAfter`` and the phases
+Pending, Retrying and Failed; each shard pod writes its own ScanShard's progress,
+counts, open ports and the phases Running and Succeeded.  Merge patches touch only
+the keys they name, so the two never overwrite each other.  Reconciliation reads the
+job through :func:`portolan.kube.builders.job_view` (plan and entries from the
+ScanShards), so its pure part is the same whether shards live in objects or not.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def _decide(run: runs.Run) -> runs.Actions:
         spec = scanjobs.ScanJobSpec.model_validate(run.observed.body.get("spec") or {})
     except pydantic.ValidationError as exc:
         return reject(run, errors.SpecError.reason, problems.describe(exc, prefix="spec."))
-    if not run.status.plan:
+    if not run.status.plan and not run.status.shard_count:
         namespace = str((run.observed.body.get("metadata") or {}).get("namespace") or "")
         if spec.inventory is not None and run.config.inventory_namespaces \
                 and namespace not in run.config.inventory_namespaces:
@@ -78,6 +81,7 @@ def _decide(run: runs.Run) -> runs.Actions:
         except errors.SpecError as exc:
             return reject(run, exc.reason, str(exc))
         run.status.plan = plan
+        run.status.shard_count = len(plan)
         run.new_plan = True
         run.status.start_time = builders.timestamp(run.now)
         for shard in plan:
@@ -204,6 +208,48 @@ def pod_view(pod: Mapping[str, Any]) -> runs.PodView:
     )
 
 
+def _planned(job: Mapping[str, Any]) -> bool:
+    """Whether the job was planned: its status counts shards (each a ScanShard object)."""
+    return bool((job.get("status") or {}).get("shardCount"))
+
+
+def _unstarted(plan_entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The status a ScanShard without one stands for: its pool's first attempt, not yet started."""
+    return {"pool": plan_entry.get("pool"), "attempt": 0, "phase": statuses.ShardPhase.PENDING.value}
+
+
+def write_status(client: clients.Client, gauges: metrics.Metrics, job: Mapping[str, Any],
+                 patch: Mapping[str, Any]) -> None:
+    """Write a pass's status patch: a new plan as ScanShard objects, shard entries into them, the rest into the job.
+
+    Order matters.  The plan's objects come first and the job's ``shardCount`` after them, so
+    a job that counts shards has them all.  Shard entries come before any pod is created, so a
+    new pod finds its attempt.  Each write touches one small object; nothing that grows with the
+    shard count is written into the job.  A no-op is skipped (many writers share these objects).
+    """
+    meta = job["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    status = job.get("status") or {}
+    patch = dict(patch)
+    plan = patch.pop("plan", None)
+    entries = patch.pop("shards", None) or {}
+    try:
+        if plan is not None:
+            for ordinal, entry in enumerate(plan):
+                client.create_scan_shard(builders.scan_shard(job, statuses.ShardPlan.model_validate(entry), ordinal))
+        if patch and not _already(status, patch):
+            client.patch_job_status(namespace, name, patch)
+        planned = {str(entry.get("id")): entry for entry in (plan if plan is not None else status.get("plan") or [])}
+        current = status.get("shards") or {}
+        for shard_id, fields in entries.items():
+            before = current.get(shard_id) or _unstarted(planned.get(shard_id) or {})
+            if not _already(before, fields):
+                client.patch_scan_shard_status(namespace, builders.scan_shard_name(name, shard_id), fields)
+    except errors.KubeError:
+        gauges.status_write_failures.inc()
+        raise
+
+
 def step(
     client: clients.Client,
     config: settings.OperatorSettings,
@@ -217,13 +263,15 @@ def step(
     # each step made a round of steps O(jobs²). The namespace's count is read when a shard is due.
     pods = [pod_view(p) for p in client.shard_pods(namespace, job=name)]
     gauges.job_shards_running(namespace, name, sum(1 for p in pods if p.active))
-    job = client.get_job(namespace, name)  # read after the pods: a finished pod's report is visible
+    stored = client.get_job(namespace, name)
+    # The shards' objects are read after the pods: a finished pod's report is visible.
+    job = builders.job_view(stored, client.list_scan_shards(namespace, name) if _planned(stored) else [])
     selector_addresses: list[str] = []
     selector_error = None
     inventory_nodes: dict[str, list[tuple[str, list[str]]]] = {}
     nodes: list[planning.NodeView] = []
-    status = job.get("status") or {}
-    if not status.get("plan"):
+    status = job["status"]
+    if not _planned(stored):
         spec: scanjobs.ScanJobSpec | None = None
         try:
             spec = scanjobs.ScanJobSpec.model_validate(job.get("spec") or {})
@@ -268,14 +316,7 @@ def step(
         client.write_configmap(actions.results_configmap)
     if actions.network_policy is not None:
         client.create_network_policy(actions.network_policy)
-    if actions.status and not _already(status, actions.status):
-        # Status first: a new pod must find its shard in the plan. If a create below fails, the
-        # next pass sees the attempt's pod missing and retries it.
-        try:
-            client.patch_job_status(namespace, name, actions.status)
-        except errors.KubeError:
-            gauges.status_write_failures.inc()
-            raise
+    write_status(client, gauges, job, actions.status)
     for manifest in actions.create:
         client.create_pod(manifest)
         gauges.shards_started.inc()

@@ -2,7 +2,9 @@
 
 :class:`Run` holds the state the phases of reconciliation share (the job's
 status as a model, the shard entries touched, the actions) and turns it into a
-status merge patch at the end (:meth:`Run.finish`).  The phases themselves are
+status merge patch at the end (:meth:`Run.finish`).  The status is the job's *view*: ``plan`` and ``shards`` come from its
+ScanShard objects, and the patch's ``plan`` (a new plan) and ``shards`` (entries
+touched) are written there by the step, never into the job.  The phases themselves are
 functions in :mod:`.driving` (shards: create, retry, fail, suspend, deadline)
 and :mod:`.concluding` (phase, conditions, expectations, TTL).
 """
@@ -141,8 +143,9 @@ class Run:
         }
         if progress is not None:
             patch["progress"] = progress
-        if self.new_plan:
+        if self.new_plan:  # the step writes it as ScanShard objects, then the count into the job
             patch["plan"] = dumped["plan"]
+            patch["shardCount"] = len(self.status.plan)
         if self.shard_patch:
             patch["shards"] = {
                 shard_id: {
