@@ -8,21 +8,22 @@ namespace (loopback only) so nothing else listens.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 
 import pytest
 
 from harness import netns
-from portolan.engine import targets, udp_scanning
-from portolan.models import results, scanjobs
+from portolan.engine import plans, targets, udp_scanning
+from portolan.models import results
 
 pytestmark = pytest.mark.lab
 
-_TIMING = scanjobs.Timing.model_validate({"retries": 1, "initialRttTimeoutMs": 300, "maxRttTimeoutMs": 400})
+_TIMING = plans.Timing(retries=1, initial_rtt_timeout_ms=300, max_rtt_timeout_ms=400)
 
 
-def _verdicts(address: str, ports: range, timing: scanjobs.Timing = _TIMING) -> dict[int, tuple[results.PortState, results.Reason]]:
+def _verdicts(address: str, ports: range, timing: plans.Timing = _TIMING) -> dict[int, tuple[results.PortState, results.Reason]]:
     found: dict[int, tuple[results.PortState, results.Reason]] = {}
 
     def verdict(host: int, port: int, state: results.PortState, reason: results.Reason, *_: object) -> None:
@@ -59,7 +60,7 @@ def test_probes_inside_a_narrow_ephemeral_range_never_receive_their_own_datagram
     # Eight probes in flight leave the kernel free ports to pick from.
     subprocess.run(["ip", "netns", "exec", fresh_netns, "sysctl", "-qw",
                     "net.ipv4.ip_local_port_range=40000 40063"], check=True)
-    few = _TIMING.model_copy(update={"concurrency": 8})
+    few = dataclasses.replace(_TIMING, concurrency=8)
     with netns.entered(fresh_netns):
         for _ in range(10):
             scan = _verdicts(address, range(40000, 40064), few)

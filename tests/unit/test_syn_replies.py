@@ -105,10 +105,9 @@ class _Recorder:
 
 @given(st.integers(min_value=1, max_value=65535))
 def test_every_ipv4_syn_carries_a_checksum_that_verifies_over_the_pseudo_header(port: int) -> None:
-    from portolan.engine import targets
-    from portolan.models import scanjobs
+    from portolan.engine import plans, targets
 
-    scanner = syn_scanning.SynScanner(targets.parse_targets(["127.0.0.1"], []), [port], scanjobs.Timing(),
+    scanner = syn_scanning.SynScanner(targets.parse_targets(["127.0.0.1"], []), [port], plans.Timing(),
                                       lambda *args: None, cookies=COOKIES)
     scanner._addressing = [scanner._address_parts("127.0.0.1")]
     sink = _Recorder()

@@ -68,12 +68,12 @@ def render_table(report: results.ScanReport) -> str:
 
 def render_json(report: results.ScanReport) -> str:
     """The whole report as indented JSON."""
-    return report.model_dump_json(indent=2, exclude_none=True) + "\n"
+    return results.as_json(report, indent=2) + "\n"
 
 
 def jsonl_line(port: results.PortResult) -> str:
     """One port result as one JSON line."""
-    return port.model_dump_json(exclude_none=True)
+    return results.as_json(port)
 
 
 def render_jsonl(report: results.ScanReport) -> str:

@@ -247,7 +247,7 @@ class Collector:
         verdict: Verdict | None = None,
     ) -> results.PortResult:
         state, reason, rtt, tries = verdict if verdict is not None else self.verdicts[host][(protocol, port)]
-        return results.PortResult.model_construct(
+        return results.PortResult(
             host=self.plan.targets[host].address,
             port=port,
             protocol=protocol,

@@ -17,8 +17,10 @@ costs as much CPU as the probes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from portolan.models import scanjobs
+if TYPE_CHECKING:
+    from portolan.engine import plans
 
 Clock = Callable[[], float]
 _ONE = 1.0 - 1e-9  # a whole token, tolerant of float rounding in clock arithmetic
@@ -57,7 +59,7 @@ class RttEstimator:
         return self.current
 
 
-def estimator(timing: scanjobs.Timing) -> RttEstimator:
+def estimator(timing: plans.Timing) -> RttEstimator:
     """An RTT estimator bounded by a spec's timing (milliseconds there, seconds here)."""
     return RttEstimator(
         initial=timing.initial_rtt_timeout_ms / 1000,

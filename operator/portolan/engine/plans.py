@@ -9,11 +9,38 @@ sent; :class:`Plan` is what :func:`portolan.engine.scanning.run` executes.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from portolan import errors
 from portolan.engine import ports as ports_
 from portolan.engine import targets as targets_
-from portolan.models import scanjobs
+from portolan.models import defaults
+
+if TYPE_CHECKING:
+    from portolan.models import scanjobs
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Timing:
+    """The engine's copy of a spec's ``timing`` (same names, same defaults; milliseconds)."""
+
+    max_rate: int | None = None
+    max_host_rate: int | None = None
+    concurrency: int = defaults.CONCURRENCY
+    retries: int = defaults.RETRIES
+    initial_rtt_timeout_ms: int = defaults.INITIAL_RTT_TIMEOUT_MS
+    min_rtt_timeout_ms: int = defaults.MIN_RTT_TIMEOUT_MS
+    max_rtt_timeout_ms: int = defaults.MAX_RTT_TIMEOUT_MS
+
+
+def timing_of(timing: scanjobs.Timing) -> Timing:
+    """A validated spec's timing, as the engine takes it."""
+    return Timing(
+        max_rate=timing.max_rate, max_host_rate=timing.max_host_rate, concurrency=timing.concurrency,
+        retries=timing.retries, initial_rtt_timeout_ms=timing.initial_rtt_timeout_ms,
+        min_rtt_timeout_ms=timing.min_rtt_timeout_ms, max_rtt_timeout_ms=timing.max_rtt_timeout_ms,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,10 +50,10 @@ class Plan:
     targets: list[targets_.Target]
     tcp_ports: list[int]
     udp_ports: list[int]
-    timing: scanjobs.Timing
+    timing: Timing
     service_detection: bool
     verify_open: bool
-    technique: scanjobs.Technique = scanjobs.Technique.CONNECT
+    technique: defaults.Technique = defaults.Technique.CONNECT
 
     @property
     def probe_count(self) -> int:
@@ -51,8 +78,32 @@ def expand(
             "targets.selectors need a cluster (they name Kubernetes objects); give addresses "
             "for a local scan"
         )
-    tcp = ports_.parse_ports(spec.ports) if "tcp" in spec.protocols else []
-    udp = ports_.parse_ports(spec.udp_ports or spec.ports) if "udp" in spec.protocols else []
+    return expand_fields(
+        spec.targets.addresses, spec.targets.exclude, ports=spec.ports, udp_ports=spec.udp_ports,
+        protocols=spec.protocols, timing=timing_of(spec.timing), service_detection=spec.service_detection,
+        verify_open=spec.verify_open, technique=spec.technique,
+        resolve=resolve, max_targets=max_targets, max_probes=max_probes,
+    )
+
+
+def expand_fields(
+    addresses: Sequence[str],
+    exclude: Sequence[str],
+    *,
+    ports: str = defaults.PORTS,
+    udp_ports: str | None = None,
+    protocols: Sequence[str] = defaults.PROTOCOLS,
+    timing: Timing | None = None,
+    service_detection: bool = defaults.SERVICE_DETECTION,
+    verify_open: bool = defaults.VERIFY_OPEN,
+    technique: defaults.Technique = defaults.Technique.CONNECT,
+    resolve: targets_.Resolver = targets_.resolve_host,
+    max_targets: int = targets_.DEFAULT_LIMIT,
+    max_probes: int | None = None,
+) -> Plan:
+    """:func:`expand` of a spec's fields, for callers that checked them without the models (the CLI's fast path)."""
+    tcp = ports_.parse_ports(ports) if "tcp" in protocols else []
+    udp = ports_.parse_ports(udp_ports or ports) if "udp" in protocols else []
 
     def check(count: int) -> None:
         probes = count * (len(tcp) + len(udp))
@@ -63,15 +114,14 @@ def expand(
             )
 
     found = targets_.parse_targets(
-        spec.targets.addresses, spec.targets.exclude, resolve=resolve, limit=max_targets,
-        check_count=check,
+        list(addresses), list(exclude), resolve=resolve, limit=max_targets, check_count=check,
     )
     return Plan(
         targets=found,
         tcp_ports=tcp,
         udp_ports=udp,
-        timing=spec.timing,
-        service_detection=spec.service_detection,
-        verify_open=spec.verify_open,
-        technique=spec.technique,
+        timing=Timing() if timing is None else timing,
+        service_detection=service_detection,
+        verify_open=verify_open,
+        technique=technique,
     )

@@ -37,7 +37,7 @@ from collections.abc import Callable
 
 from portolan.engine import collecting, plans, reporting, tcp_scanning, udp_scanning
 from portolan.engine import workers as workers_
-from portolan.models import results, scanjobs
+from portolan.models import defaults, results
 
 
 class ServiceSession(typing.Protocol):
@@ -115,7 +115,7 @@ def _passes(
     packets = 0
     notes: list[results.ScanNote] = []
     syn_targets: list[int] = []
-    if plan_.tcp_ports and plan_.technique == scanjobs.Technique.SYN:
+    if plan_.tcp_ports and plan_.technique == defaults.Technique.SYN:
         from portolan.engine import syn_scanning  # raw sockets and BPF: only SYN scans load them
 
         for family in sorted({t.family for t in plan_.targets}):
@@ -244,9 +244,7 @@ def _reprobe_icmp_limited(
             ))
             continue
         reachable = silent[: max(0, int(budget * per_second))]
-        timing = plan_.timing.model_copy(
-            update={"max_host_rate": per_second, "max_rate": None, "retries": 0}
-        )
+        timing = dataclasses.replace(plan_.timing, max_host_rate=per_second, max_rate=None, retries=0)
 
         def again(
             _index: int, port: int, state: results.PortState, reason: results.Reason,

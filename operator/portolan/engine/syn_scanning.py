@@ -33,8 +33,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from portolan import errors
-from portolan.engine import batching, icmp, pacing, targets, tcp_scanning
-from portolan.models import results, scanjobs
+from portolan.engine import batching, icmp, pacing, plans, targets, tcp_scanning
+from portolan.models import results
 from portolan.wire import bpf
 
 ETH_P_IP = 0x0800
@@ -127,7 +127,7 @@ class SynScanner:
         self,
         targets_: Sequence[targets.Target],
         ports: Sequence[int],
-        timing: scanjobs.Timing,
+        timing: plans.Timing,
         on_verdict: tcp_scanning.Verdict,
         *,
         clock: pacing.Clock = time.monotonic,

@@ -38,8 +38,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from portolan import errors
-from portolan.engine import icmp, pacing, targets
-from portolan.models import results, scanjobs
+from portolan.engine import icmp, pacing, plans, targets
+from portolan.models import results
 
 # (target index, port, state, reason, rtt seconds or None, tries)
 Verdict = Callable[[int, int, results.PortState, results.Reason, float | None, int], None]
@@ -86,7 +86,7 @@ class _Host:
     def __init__(
         self,
         target: targets.Target,
-        timing: scanjobs.Timing,
+        timing: plans.Timing,
         clock: pacing.Clock,
         paced_start: bool,
     ) -> None:
@@ -123,7 +123,7 @@ class TcpConnectScanner:
         self,
         targets_: Sequence[targets.Target],
         ports: Sequence[int],
-        timing: scanjobs.Timing,
+        timing: plans.Timing,
         on_verdict: Verdict,
         *,
         clock: pacing.Clock = time.monotonic,

@@ -41,8 +41,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-from portolan.engine import icmp, pacing, targets, tcp_scanning
-from portolan.models import results, scanjobs
+from portolan.engine import icmp, pacing, plans, targets, tcp_scanning
+from portolan.models import results
 
 # (target index, port, state, reason, rtt, tries, reply bytes or None)
 UdpVerdict = Callable[
@@ -97,7 +97,7 @@ class UdpScanner:
         self,
         targets_: Sequence[targets.Target],
         ports: Sequence[int],
-        timing: scanjobs.Timing,
+        timing: plans.Timing,
         on_verdict: UdpVerdict,
         *,
         payloads: PayloadSource = empty_payloads,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import selectors
 import signal
@@ -27,7 +28,7 @@ import time
 
 from portolan import errors
 from portolan.engine import collecting, plans, stopping, tcp_scanning
-from portolan.models import results, scanjobs
+from portolan.models import results
 
 MAX_WORKERS = 64
 _GRACE = 1.0  # seconds a stopped worker gets to write its verdicts before SIGKILL
@@ -41,14 +42,11 @@ def tcp_in_workers(
     """Split the TCP pass over forked processes (ports interleaved), merge their verdicts."""
     workers = max(1, min(workers, len(plan_.tcp_ports)))
     timing = plan_.timing
-    share = timing.model_copy(
-        update={
-            "max_rate": None if timing.max_rate is None else max(1, timing.max_rate // workers),
-            "max_host_rate": (
-                None if timing.max_host_rate is None else max(1, timing.max_host_rate // workers)
-            ),
-            "concurrency": max(1, timing.concurrency // workers),
-        }
+    share = dataclasses.replace(
+        timing,
+        max_rate=None if timing.max_rate is None else max(1, timing.max_rate // workers),
+        max_host_rate=None if timing.max_host_rate is None else max(1, timing.max_host_rate // workers),
+        concurrency=max(1, timing.concurrency // workers),
     )
     children: list[tuple[int, int]] = []
     parent = os.getpid()
@@ -154,7 +152,7 @@ def _own_stop(parent: int) -> threading.Event:
     return stop
 
 
-def _worker(plan_: plans.Plan, timing: scanjobs.Timing, ports: list[int], fd: int, parent: int) -> int:
+def _worker(plan_: plans.Plan, timing: plans.Timing, ports: list[int], fd: int, parent: int) -> int:
     """A child process: scan its share of ports and write packed verdicts to the pipe.
 
     Exits 0 when its share is done, :data:`EXIT_STOPPED` when a signal (or its parent's death)

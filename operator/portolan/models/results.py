@@ -1,16 +1,23 @@
 """Scan results: port states with reasons, services, hosts, summaries.
 
-These models are streamed by the engine (one :class:`PortResult` at a time),
-written by the CLI in several formats, and reused by the operator in the
-ScanJob status.  States and reason names follow nmap's vocabulary so users can
+These records are streamed by the engine (one :class:`PortResult` at a time),
+written by the CLI in several formats, and summarised by shards into their
+ScanShard status.  States and reason names follow nmap's vocabulary so users can
 compare outputs line by line.
+
+Plain dataclasses, not pydantic models: the engine builds them (it never parses
+them from outside), and a local scan must not pay pydantic's import and model
+building (~60 ms) before its first probe.  :func:`as_json` is their one JSON form
+(fields in declaration order, ``None`` left out, enums as their values).
+Limits: nothing is validated on construction; the engine is the only producer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-
-import pydantic
+import json
+from typing import Any
 
 
 class Protocol(enum.StrEnum):
@@ -49,26 +56,24 @@ class Reason(enum.StrEnum):
     SELF_CONNECT = "self-connect"  # a loopback connect that met itself: nothing listens
 
 
-class ServiceInfo(pydantic.BaseModel):
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceInfo:
     """What answered on an open port, as far as the engine could tell."""
-
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     name: str
     product: str | None = None
     version: str | None = None
     tls: bool = False
-    banner: str | None = pydantic.Field(default=None, max_length=256)
+    banner: str | None = None
     method: str = "banner"  # banner | probe | payload | port (guessed from the port number)
 
 
-class PortResult(pydantic.BaseModel):
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PortResult:
     """One probed (host, port, protocol) and its verdict."""
 
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
-
     host: str
-    port: int = pydantic.Field(ge=0, le=65535)
+    port: int
     protocol: Protocol
     state: PortState
     reason: Reason
@@ -78,58 +83,53 @@ class PortResult(pydantic.BaseModel):
     service: ServiceInfo | None = None
 
 
-class ExtraPorts(pydantic.BaseModel):
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ExtraPorts:
     """A group of ports with the same uninteresting verdict, counted instead of listed.
 
     As in nmap's ``extraports``: a 65,535-port scan lists its few open ports and
     says "65,530 closed tcp ports (conn-refused)" instead of listing them.
     """
 
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
-
     protocol: Protocol
     state: PortState
     reason: Reason
-    count: int = pydantic.Field(ge=1)
+    count: int
 
 
-class HostResult(pydantic.BaseModel):
+@dataclasses.dataclass(slots=True, kw_only=True)
+class HostResult:
     """All probed ports of one address: listed ones, plus counted groups."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
 
     address: str
     hostname: str | None = None
-    ports: list[PortResult] = pydantic.Field(default_factory=list)
-    extraports: list[ExtraPorts] = pydantic.Field(default_factory=list)
+    ports: list[PortResult] = dataclasses.field(default_factory=list)
+    extraports: list[ExtraPorts] = dataclasses.field(default_factory=list)
 
 
-class ScanNote(pydantic.BaseModel):
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ScanNote:
     """A remark about the scan as a whole (for instance ICMP rate limiting)."""
-
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     code: str  # CamelCase, e.g. IcmpRateLimited
     host: str | None = None
     message: str
 
 
-class ScanSummary(pydantic.BaseModel):
+@dataclasses.dataclass(slots=True, kw_only=True)
+class ScanSummary:
     """Counts over a whole scan."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
 
     hosts: int = 0
     probes: int = 0
     packets_sent: int = 0
-    states: dict[str, int] = pydantic.Field(default_factory=dict)
+    states: dict[str, int] = dataclasses.field(default_factory=dict)
     duration_seconds: float = 0.0
 
 
-class ScanReport(pydantic.BaseModel):
+@dataclasses.dataclass(slots=True, kw_only=True)
+class ScanReport:
     """A finished (or interrupted) scan: what the CLI prints and the operator aggregates."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
 
     scanner: str = "portolan"
     version: str
@@ -137,18 +137,50 @@ class ScanReport(pydantic.BaseModel):
     started: float
     finished: float
     complete: bool = True
-    hosts: list[HostResult] = pydantic.Field(default_factory=list)
-    summary: ScanSummary = pydantic.Field(default_factory=ScanSummary)
-    notes: list[ScanNote] = pydantic.Field(default_factory=list)
+    hosts: list[HostResult] = dataclasses.field(default_factory=list)
+    summary: ScanSummary = dataclasses.field(default_factory=ScanSummary)
+    notes: list[ScanNote] = dataclasses.field(default_factory=list)
     allowed_open_ports: str | None = None  # spec.expect / --allow-open, when given
-    unexpected_open: list[PortResult] = pydantic.Field(default_factory=list)  # open ports outside it
+    unexpected_open: list[PortResult] = dataclasses.field(default_factory=list)  # open ports outside it
 
 
-class Progress(pydantic.BaseModel):
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
     """A progress tick for callbacks: how many probes are decided out of how many."""
-
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     done: int
     total: int
     open: int = 0
+
+
+Record = ServiceInfo | PortResult | ExtraPorts | HostResult | ScanNote | ScanSummary | ScanReport | Progress
+
+
+def as_data(record: Record) -> dict[str, Any]:
+    """A record as JSON-ready data: fields in declaration order, ``None`` fields left out, enums as values."""
+    data = _data(record)
+    assert isinstance(data, dict)
+    return data
+
+
+def _data(value: object) -> object:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, object] = {}
+        for field in dataclasses.fields(value):
+            item = getattr(value, field.name)
+            if item is not None:
+                out[field.name] = _data(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [_data(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _data(item) for key, item in value.items()}
+    return value
+
+
+def as_json(record: Record, *, indent: int | None = None) -> str:
+    """A record's one JSON form (UTF-8 text kept as is; compact unless ``indent``)."""
+    separators = (",", ":") if indent is None else (",", ": ")
+    return json.dumps(as_data(record), indent=indent, ensure_ascii=False, separators=separators)

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 import pydantic.alias_generators
 
-from portolan.models import rules
+from portolan.models import defaults, rules
 
 API_GROUP = "portolan.dev"
 API_VERSION = "v1alpha1"
@@ -31,9 +31,7 @@ class _Model(pydantic.BaseModel):
     )
 
 
-class Technique(enum.StrEnum):
-    CONNECT = "connect"
-    SYN = "syn"
+Technique = defaults.Technique
 
 
 class SelectorKind(enum.StrEnum):
@@ -98,15 +96,15 @@ class Timing(_Model):
         default=None, ge=1, description="Cap on probes per second to any one host."
     )
     concurrency: int = pydantic.Field(
-        default=4096, ge=1, le=1_000_000, description="Probes in flight at once (also bounded by "
+        default=defaults.CONCURRENCY, ge=1, le=1_000_000, description="Probes in flight at once (also bounded by "
         "the open-file limit)."
     )
     retries: int = pydantic.Field(
-        default=1, ge=0, le=10, description="Retransmissions for a port that stays silent."
+        default=defaults.RETRIES, ge=0, le=10, description="Retransmissions for a port that stays silent."
     )
-    initial_rtt_timeout_ms: int = pydantic.Field(default=500, ge=1, le=60_000)
-    min_rtt_timeout_ms: int = pydantic.Field(default=100, ge=1, le=60_000)
-    max_rtt_timeout_ms: int = pydantic.Field(default=1250, ge=1, le=60_000)
+    initial_rtt_timeout_ms: int = pydantic.Field(default=defaults.INITIAL_RTT_TIMEOUT_MS, ge=1, le=60_000)
+    min_rtt_timeout_ms: int = pydantic.Field(default=defaults.MIN_RTT_TIMEOUT_MS, ge=1, le=60_000)
+    max_rtt_timeout_ms: int = pydantic.Field(default=defaults.MAX_RTT_TIMEOUT_MS, ge=1, le=60_000)
 
     @pydantic.model_validator(mode="after")
     def _ordered(self) -> Timing:
@@ -143,7 +141,7 @@ class Pool(_Model):
 
 
 def _default_protocols() -> list[Literal["tcp", "udp"]]:
-    return ["tcp"]
+    return list(defaults.PROTOCOLS)
 
 
 class Capture(_Model):
@@ -198,22 +196,22 @@ class ScanJobSpec(_Model):
 
     targets: Targets
     ports: str = pydantic.Field(
-        default="common",
-        pattern=r"^[0-9a-z, -]+$", max_length=rules.PORTS_MAX_LENGTH,
+        default=defaults.PORTS,
+        pattern=defaults.PORTS_PATTERN, max_length=rules.PORTS_MAX_LENGTH,
         json_schema_extra=rules.ports_schema(empty_allowed=False),
         description="Ports as a comma list of numbers, ranges (1000-2000) and named sets "
         "(common, well-known, web, databases, all).",
     )
     udp_ports: str | None = pydantic.Field(
-        default=None, pattern=r"^[0-9a-z, -]+$", max_length=rules.PORTS_MAX_LENGTH,
+        default=None, pattern=defaults.PORTS_PATTERN, max_length=rules.PORTS_MAX_LENGTH,
         json_schema_extra=rules.ports_schema(empty_allowed=False),
         description="Ports for UDP if different from `ports`."
     )
     protocols: list[Literal["tcp", "udp"]] = pydantic.Field(default_factory=_default_protocols)
     technique: Technique = Technique.CONNECT
     timing: Timing = pydantic.Field(default_factory=Timing)
-    service_detection: bool = True
-    verify_open: bool = False
+    service_detection: bool = defaults.SERVICE_DETECTION
+    verify_open: bool = defaults.VERIFY_OPEN
     sharding: Sharding = pydantic.Field(default_factory=Sharding)
     pools: list[Pool] = pydantic.Field(default_factory=list)
     retries: int = pydantic.Field(default=2, ge=0, le=20, description="Shard retries.")

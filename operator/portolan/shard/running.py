@@ -185,7 +185,7 @@ class ShardRunner:
             targets=targets_.parse_targets(shard.targets, spec.targets.exclude),
             tcp_ports=ports_.parse_ports(shard.ports) if shard.ports else [],
             udp_ports=ports_.parse_ports(shard.udp_ports) if shard.udp_ports else [],
-            timing=spec.timing, service_detection=spec.service_detection, verify_open=spec.verify_open,
+            timing=plans.timing_of(spec.timing), service_detection=spec.service_detection, verify_open=spec.verify_open,
             technique=spec.technique,
         )
 
