@@ -15,7 +15,11 @@ Verdicts that are kept share their ``(protocol, port)`` keys across hosts and
 their tuples when equal, so a kept verdict costs about one dict slot.
 
 The workers' wire format lives here too (:data:`RECORD`, a packed verdict), so
-the collector can take a batch of records without building objects per port.
+the collector can take a batch of records without building objects per port.  A
+worker whose verdicts need no detail (no ``--all-ports``, no streaming) sends a
+host's first :data:`COLLAPSE_ABOVE` + 1 closed/conn-refused verdicts in full (the
+group is collapsed by then) and only counts the rest (:data:`CLOSED_COUNT`): on a
+65,535-port scan of a host, that spares the parent almost every record.
 """
 
 from __future__ import annotations
@@ -36,12 +40,14 @@ Key = tuple[results.Protocol, int]
 Group = tuple[results.Protocol, results.PortState, results.Reason]
 RECORD = struct.Struct("=IHBBBf")  # host, port, state, reason, tries, rtt (-1 = none)
 TRAILER = 255  # a record whose state is TRAILER carries the worker's packet count in ``host``
+CLOSED_COUNT = 254  # a record whose state is CLOSED_COUNT says ``port`` more closed/conn-refused ports of ``host``
 STATES = list(results.PortState)
 REASONS = list(results.Reason)
 STATE_INDEX = {state: i for i, state in enumerate(STATES)}
 REASON_INDEX = {reason: i for i, reason in enumerate(REASONS)}
 COLLAPSE_ABOVE = 25
 SILENT_TCP: Group = (results.Protocol.TCP, results.PortState.FILTERED, results.Reason.NO_RESPONSE)
+CLOSED_TCP: Group = (results.Protocol.TCP, results.PortState.CLOSED, results.Reason.CONN_REFUSED)
 _OPEN = results.PortState.OPEN
 _TCP = results.Protocol.TCP
 _INTERNED_MAX = 1 << 16  # distinct verdict tuples shared; beyond that new ones are kept as they come
@@ -197,6 +203,9 @@ class Collector:
             if state == TRAILER:  # the worker's packet count
                 packets += host
                 continue
+            if state == CLOSED_COUNT:
+                self.closed_count(host, port)
+                continue
             record(_TCP, host, port, intern((states[state], reasons[reason], None if rtt < 0 else float(rtt), tries)))
             if on_open is not None and state == open_index:
                 on_open(host, port)
@@ -206,6 +215,15 @@ class Collector:
                 self.last_tick = now
                 self.on_progress(results.Progress(done=self.done, total=self.total, open=self.open))
         return packets
+
+    def closed_count(self, host: int, count: int) -> None:
+        """``count`` more TCP ports of ``host`` closed/conn-refused, each reported for the first time, in a
+        group already collapsed (the worker sent enough of them in full first)."""
+        slot = (host, CLOSED_TCP)
+        if slot not in self.collapsed:  # the wire's promise was broken: a report would list too few ports
+            raise RuntimeError(f"a closed-port count for host {host} arrived before its group was collapsed")
+        self.counts[slot] += count
+        self.done += count
 
     def tcp(
         self, host: int, port: int, state: results.PortState, reason: results.Reason,

@@ -65,7 +65,8 @@ def tcp_in_workers(
                     os.close(read_fd)
                     for _, earlier in children:
                         os.close(earlier)  # only the parent may hold the read ends
-                    code = _worker(plan_, share, plan_.tcp_ports[index::workers], write_fd, parent)
+                    code = _worker(plan_, share, plan_.tcp_ports[index::workers], write_fd, parent,
+                                   count_closed=not collector.keep_all and collector.on_port is None)
                 finally:
                     os._exit(code)
             os.close(write_fd)
@@ -152,19 +153,40 @@ def _own_stop(parent: int) -> threading.Event:
     return stop
 
 
-def _worker(plan_: plans.Plan, timing: plans.Timing, ports: list[int], fd: int, parent: int) -> int:
+def _worker(plan_: plans.Plan, timing: plans.Timing, ports: list[int], fd: int, parent: int, *,
+            count_closed: bool = False) -> int:
     """A child process: scan its share of ports and write packed verdicts to the pipe.
 
+    With ``count_closed`` a host's closed/conn-refused verdicts past the first
+    ``COLLAPSE_ABOVE + 1`` are counted, not sent one by one (:data:`collecting.CLOSED_COUNT`).
     Exits 0 when its share is done, :data:`EXIT_STOPPED` when a signal (or its parent's death)
     stopped it first, 1 on any failure.
     """
     out = bytearray()
     pack = collecting.RECORD.pack
+    closed = results.PortState.CLOSED
+    refused = results.Reason.CONN_REFUSED
+    sent_closed = [0] * len(plan_.targets)  # closed verdicts sent in full, per host
+    counted = [0] * len(plan_.targets)  # closed verdicts counted and not yet sent, per host
+    in_full = collecting.COLLAPSE_ABOVE + 1 if count_closed else len(plan_.tcp_ports) + 1
+
+    def flush_counts(host: int) -> None:
+        out.extend(pack(host, counted[host], collecting.CLOSED_COUNT, 0, 0, 0.0))
+        counted[host] = 0
 
     def verdict(
         host: int, port: int, state: results.PortState, reason: results.Reason,
         rtt: float | None, tries: int,
     ) -> None:
+        if state is closed and reason is refused:
+            if sent_closed[host] >= in_full:
+                counted[host] += 1
+                if counted[host] >= 4096:  # keeps progress moving
+                    flush_counts(host)
+                    _write_all(fd, out)
+                    out.clear()
+                return
+            sent_closed[host] += 1
         out.extend(
             pack(host, port, collecting.STATE_INDEX[state], collecting.REASON_INDEX[reason], min(tries, 254),
                  -1.0 if rtt is None else rtt)
@@ -177,6 +199,9 @@ def _worker(plan_: plans.Plan, timing: plans.Timing, ports: list[int], fd: int, 
         stop = _own_stop(parent)
         scanner = tcp_scanning.TcpConnectScanner(plan_.targets, ports, timing, verdict, stop=stop)
         stats = scanner.run()
+        for host, count in enumerate(counted):
+            if count:
+                flush_counts(host)
         out.extend(pack(min(stats.packets, (1 << 32) - 1), 0, collecting.TRAILER, 0, 0, 0.0))
         _write_all(fd, out)
         return EXIT_STOPPED if stop.is_set() else 0
