@@ -126,6 +126,26 @@ def test_forked_tcp_workers_find_the_same_verdicts_as_one_process(lab: labs.Lab)
     assert len(_verdicts(forked)) == len(hosts) * len(ports)
 
 
+def test_forked_workers_that_count_closed_ports_report_what_one_process_reports(lab: labs.Lab) -> None:
+    # Past a host's first 26 closed ports a worker sends counts, not records: the report (listed
+    # ports, counted groups, totals) must not change.
+    hosts = [host for host in lab.group("core") if host.spec.ports]
+    spec = _spec([h.address for h in hosts], "1-3000", ["tcp"], serviceDetection=False)
+
+    def shape(report: results.ScanReport) -> tuple[object, ...]:
+        return (
+            sorted((p.host, p.port, p.state.value, p.reason.value) for h in report.hosts for p in h.ports),
+            sorted((h.address, e.state.value, e.reason.value, e.count) for h in report.hosts for e in h.extraports),
+            report.summary.states, report.summary.probes,
+        )
+
+    with lab.inside():
+        single = scanning.run(plans.expand(spec), workers=1)
+        forked = scanning.run(plans.expand(spec), workers=2)
+    assert shape(single) == shape(forked)
+    assert any(e.reason == results.Reason.CONN_REFUSED and e.count > 1000 for h in forked.hosts for e in h.extraports)
+
+
 def test_a_host_that_rate_limits_icmp_is_re_probed_and_reported_in_a_note(lab: labs.Lab) -> None:
     host = lab.hosts["limited"].address
     spec = _spec([host], "9980-9995", ["udp"], serviceDetection=False)
