@@ -80,6 +80,7 @@ _PROBE = (
     "from portolan import launching\n"
     "code = launching.main(sys.argv[1:])\n"
     "print('pydantic loaded' if 'pydantic' in sys.modules else 'pydantic not loaded', file=sys.stderr)\n"
+    "print('dataclasses loaded' if 'dataclasses' in sys.modules else 'dataclasses not loaded', file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
 
@@ -103,3 +104,36 @@ def test_a_command_line_scan_loads_pydantic_only_when_its_options_need_the_model
     assert done.returncode == 0, done.stderr
     assert "80/tcp" in done.stdout or '"port": 80' in done.stdout
     assert ("pydantic loaded" if loaded else "pydantic not loaded") in done.stderr
+    if not loaded:  # dataclasses (and inspect) would cost the fast path ~25 ms: its records are NamedTuples
+        assert "dataclasses not loaded" in done.stderr
+
+
+def test_the_command_list_names_every_command_the_parser_has() -> None:
+    import argparse
+
+    parser = main.build_parser()
+    choices = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(choices) == main.COMMANDS
+
+
+@pytest.mark.parametrize(
+    ("argv", "field", "value"),
+    [
+        (["scan", "127.0.0.1", "--udp-budget", "5"], "udp_budget", 5.0),
+        (["listeners", "--port", "22"], "port", 22),
+        (["free-port", "--count", "3"], "count", 3),
+        (["capture", "-r", "x.pcap", "-c", "2"], "count", 2),
+        (["audit", "show", "-o", "json"], "output", "json"),
+        (["operator", "--standalone"], "standalone", True),
+        (["canary", "--tcp", "80"], "tcp", "80"),
+    ],
+)
+def test_a_command_built_alone_parses_its_own_options(argv: list[str], field: str, value: object) -> None:
+    assert getattr(main.parse(argv), field) == value
+
+
+def test_an_unknown_command_is_refused_with_the_list_of_commands() -> None:
+    from portolan import errors
+
+    with pytest.raises(errors.SpecError, match="invalid choice"):
+        main.parse(["frobnicate"])

@@ -8,7 +8,6 @@ namespace (loopback only) so nothing else listens.
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import subprocess
 
@@ -60,7 +59,7 @@ def test_probes_inside_a_narrow_ephemeral_range_never_receive_their_own_datagram
     # Eight probes in flight leave the kernel free ports to pick from.
     subprocess.run(["ip", "netns", "exec", fresh_netns, "sysctl", "-qw",
                     "net.ipv4.ip_local_port_range=40000 40063"], check=True)
-    few = dataclasses.replace(_TIMING, concurrency=8)
+    few = _TIMING._replace(concurrency=8)
     with netns.entered(fresh_netns):
         for _ in range(10):
             scan = _verdicts(address, range(40000, 40064), few)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import math
 import os
 import sys
@@ -408,8 +407,9 @@ def _judged(report: results.ScanReport, spec: scanjobs.ScanJobSpec | None) -> re
               if p.state == results.PortState.OPEN}
     _, listed = evaluation.unexpected_open(
         allowed, [("local", h, p, proto, None) for h, p, proto in by_key], limit=len(by_key))
-    return dataclasses.replace(report, allowed_open_ports=text,
-                               unexpected_open=[by_key[(v[1], v[2], v[3])] for v in listed])
+    report.allowed_open_ports = text
+    report.unexpected_open = [by_key[(v[1], v[2], v[3])] for v in listed]
+    return report
 
 
 def _recorder(args: argparse.Namespace, spec: scanjobs.ScanJobSpec | None,

@@ -11,16 +11,15 @@ are recognised from their header shape, not fully decoded.
 
 from __future__ import annotations
 
-import dataclasses
 import struct
+import typing
 
 from portolan.models import results
 
 _DNS_ID = 0x5054
 
 
-@dataclasses.dataclass(frozen=True)
-class UdpPayload:
+class UdpPayload(typing.NamedTuple):
     """A protocol request that makes a listening service answer (DNS, NTP, SNMP, ...)."""
 
     name: str

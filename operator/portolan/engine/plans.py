@@ -8,21 +8,19 @@ sent; :class:`Plan` is what :func:`portolan.engine.scanning.run` executes.
 
 from __future__ import annotations
 
-import dataclasses
+import typing
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from portolan import errors
 from portolan.engine import ports as ports_
 from portolan.engine import targets as targets_
 from portolan.models import defaults
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from portolan.models import scanjobs
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Timing:
+class Timing(typing.NamedTuple):
     """The engine's copy of a spec's ``timing`` (same names, same defaults; milliseconds)."""
 
     max_rate: int | None = None
@@ -43,8 +41,7 @@ def timing_of(timing: scanjobs.Timing) -> Timing:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class Plan:
+class Plan(typing.NamedTuple):
     """Concrete probes of one scan: what :func:`run` executes."""
 
     targets: list[targets_.Target]

@@ -28,7 +28,6 @@ interrupted run (``stop`` set) returns what was gathered with
 from __future__ import annotations
 
 import collections
-import dataclasses
 import socket
 import threading
 import time
@@ -132,7 +131,7 @@ def _passes(
     by_syn = set(syn_targets)
     connect_targets = [i for i in range(len(plan_.targets)) if i not in by_syn]
     if plan_.tcp_ports and connect_targets and len(connect_targets) < len(plan_.targets):
-        subset = dataclasses.replace(plan_, targets=[plan_.targets[i] for i in connect_targets])
+        subset = plan_._replace(targets=[plan_.targets[i] for i in connect_targets])
 
         def back(index: int, port: int, state: results.PortState, reason: results.Reason,
                  rtt: float | None, tries: int) -> None:
@@ -244,7 +243,7 @@ def _reprobe_icmp_limited(
             ))
             continue
         reachable = silent[: max(0, int(budget * per_second))]
-        timing = dataclasses.replace(plan_.timing, max_host_rate=per_second, max_rate=None, retries=0)
+        timing = plan_.timing._replace(max_host_rate=per_second, max_rate=None, retries=0)
 
         def again(
             _index: int, port: int, state: results.PortState, reason: results.Reason,

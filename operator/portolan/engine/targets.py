@@ -18,10 +18,10 @@ costs a few interval operations, never a loop over addresses.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import ipaddress
 import re
 import socket
+import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from portolan import errors
@@ -36,8 +36,7 @@ _HOSTNAME = re.compile(
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Target:
+class Target(typing.NamedTuple):
     """One address to probe, with the name it came from if any."""
 
     address: str

@@ -26,7 +26,6 @@ left empty.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import errno
 import heapq
 import resource
@@ -70,14 +69,20 @@ def raise_fd_limit() -> int:
     return max(1, soft - _FD_RESERVE)
 
 
-@dataclasses.dataclass
 class TcpStats:
     """What a TCP pass did, for summaries and benchmarks."""
 
-    probes: int = 0
-    packets: int = 0
-    retries: int = 0
-    local_retries: int = 0
+    __slots__ = ("local_retries", "packets", "probes", "retries")
+
+    def __init__(self, probes: int = 0, packets: int = 0, retries: int = 0, local_retries: int = 0) -> None:
+        self.probes = probes
+        self.packets = packets
+        self.retries = retries
+        self.local_retries = local_retries
+
+    def __repr__(self) -> str:
+        return (f"TcpStats(probes={self.probes}, packets={self.packets}, retries={self.retries}, "
+                f"local_retries={self.local_retries})")
 
 
 class _Host:

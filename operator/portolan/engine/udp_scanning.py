@@ -32,7 +32,6 @@ sent again from a fresh socket, so neither shows up as ``open/udp-response``.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import heapq
 import select
@@ -59,17 +58,19 @@ def empty_payloads(port: int) -> Sequence[bytes]:
     return (b"",)
 
 
-@dataclasses.dataclass
 class UdpStats:
     """Counts of the UDP pass, and the hosts found to rate-limit ICMP with what was left unresolved."""
 
-    probes: int = 0
-    packets: int = 0
-    retries: int = 0
-    paced_probes: int = 0
-    own_datagrams: int = 0  # our own probes received by another probe socket, and discarded
-    rate_limited_hosts: dict[int, int] = dataclasses.field(default_factory=dict)
-    unresolved: dict[int, int] = dataclasses.field(default_factory=dict)
+    __slots__ = ("own_datagrams", "paced_probes", "packets", "probes", "rate_limited_hosts", "retries", "unresolved")
+
+    def __init__(self) -> None:
+        self.probes = 0
+        self.packets = 0
+        self.retries = 0
+        self.paced_probes = 0
+        self.own_datagrams = 0  # our own probes received by another probe socket, and discarded
+        self.rate_limited_hosts: dict[int, int] = {}
+        self.unresolved: dict[int, int] = {}
 
 
 # What reading an event decided.

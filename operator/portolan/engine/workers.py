@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import os
 import selectors
 import signal
@@ -42,8 +41,7 @@ def tcp_in_workers(
     """Split the TCP pass over forked processes (ports interleaved), merge their verdicts."""
     workers = max(1, min(workers, len(plan_.tcp_ports)))
     timing = plan_.timing
-    share = dataclasses.replace(
-        timing,
+    share = timing._replace(
         max_rate=None if timing.max_rate is None else max(1, timing.max_rate // workers),
         max_host_rate=None if timing.max_host_rate is None else max(1, timing.max_host_rate // workers),
         concurrency=max(1, timing.concurrency // workers),
