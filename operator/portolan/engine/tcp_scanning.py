@@ -246,13 +246,24 @@ class _Loop:
         on_verdict = self.on_verdict
         clock = self.clock
         refused = False
+        fresh = self.fresh
+        rate_limited = self.rate_limited
+        now = 0.0
         while True:
-            now = clock()
-            if self.paused_until > now:
-                return _WAITING
-            probe = self.next_probe(now)
-            if probe is None:
-                return _NONE_LEFT
+            # The common case (no rate caps, nothing deferred or to retry) reads the next probe
+            # straight from the supply and the clock only when a probe stays in flight.
+            if rate_limited or self.deferred or self.retry_queue or self.exhausted:
+                now = clock()
+                if self.paused_until > now:
+                    return _WAITING
+                probe = self.next_probe(now)
+                if probe is None:
+                    return _NONE_LEFT
+            else:
+                probe = next(fresh, None)
+                if probe is None:
+                    self.exhausted = True
+                    return _NONE_LEFT
             index, port, tries = probe
             host = hosts[index]
             if host.family != family:
@@ -295,6 +306,8 @@ class _Loop:
                     self._failed(sock, host, index, port, early, None, tries)
                     return _SPENT
             if err == errno.EINPROGRESS or err == 0:
+                if not rate_limited:
+                    now = clock()
                 self.seq += 1
                 slot.host = index
                 slot.port = port
