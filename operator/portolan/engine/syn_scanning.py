@@ -93,6 +93,9 @@ def source_address(destination: str) -> str:
         return str(probe.getsockname()[0])
 
 
+CookieOf = Callable[[bytes, int], int]  # (address, port) -> the sequence number of our SYN to it
+
+
 class Cookies:
     """Keyed 32-bit sequence numbers for (address, port) pairs."""
 
@@ -108,11 +111,14 @@ class Cookies:
 
 
 def syn_available(family: socket.AddressFamily = socket.AF_INET) -> str | None:
-    """None if raw sockets of this family can be opened here, else why not."""
-    link = ETH_P_IP if family == socket.AF_INET else ETH_P_IPV6
+    """None if raw sockets of this family can be opened here, else why not.
+
+    Only the raw IP socket is tried: the packet socket that takes the answers needs the same
+    CAP_NET_RAW, and closing one costs an RCU grace period (~10 ms); :meth:`SynScanner.run`
+    reports a kernel without packet sockets.
+    """
     try:
         socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_TCP).close()
-        socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(link)).close()
     except PermissionError:
         return "SYN scanning needs CAP_NET_RAW"
     except OSError as exc:
@@ -150,15 +156,22 @@ class SynScanner:
         self.source_port = 40000 + int.from_bytes(os.urandom(2), "big") % 20000
         self.packets = 0
         self._addressing: list[tuple[str, bytes, int | None]] = []
+        self._sent: dict[tuple[bytes, int], int] = {}
 
     def run(self) -> int:
         """Send every SYN and take every answer; returns the packets sent."""
-        why = syn_available(self.family)
-        if why is not None:
-            raise errors.ScanError(why)
         v6 = self.family == socket.AF_INET6
-        sender = socket.socket(self.family, socket.SOCK_RAW, socket.IPPROTO_TCP)
-        receiver = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6 if v6 else ETH_P_IP))
+        try:
+            sender = socket.socket(self.family, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        except PermissionError as exc:
+            raise errors.ScanError("SYN scanning needs CAP_NET_RAW") from exc
+        except OSError as exc:
+            raise errors.ScanError(f"raw sockets unavailable: {exc}") from exc
+        try:
+            receiver = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6 if v6 else ETH_P_IP))
+        except OSError as exc:
+            sender.close()
+            raise errors.ScanError(f"packet sockets unavailable: {exc}") from exc
         try:
             if v6:
                 sender.setsockopt(socket.IPPROTO_IPV6, IPV6_CHECKSUM, 16)  # the kernel sums the TCP header
@@ -184,6 +197,9 @@ class SynScanner:
         rtt = [pacing.estimator(self.timing) for _ in self.targets]
         bucket = pacing.TokenBucket(self.timing.max_rate, self.clock) if self.timing.max_rate else None
         pending: dict[tuple[int, int], tuple[int, float]] = {}  # (host, port) -> (tries, sent)
+        # (target address, port) -> the sequence number its SYN carried, while undecided: an answer
+        # is checked against what was sent, a dict lookup instead of recomputing the keyed cookie.
+        self._sent = {}
         deadlines: list[tuple[float, int, int, int]] = []
         queue = [(h, p, 0) for p in self.ports for h in range(len(self.targets))]
         queue.reverse()
@@ -226,9 +242,14 @@ class SynScanner:
                     if tries <= self.timing.retries:
                         retry.append((host, port, tries))
                     else:
+                        self._sent.pop((self._addressing[host][1], port), None)
                         self.on_verdict(host, port, results.PortState.FILTERED, results.Reason.NO_RESPONSE, None, tries)
         finally:
             epoll.close()
+
+    def _sent_cookie(self, address: bytes, port: int) -> int:
+        """The sequence number the SYN to (address, port) carried, or -1 (matches no answer) if none is undecided."""
+        return self._sent.get((address, port), -1)
 
     def _address_parts(self, address: str) -> tuple[str, bytes, int | None]:
         """(address, packed, partial checksum of the pseudo-header and fixed TCP fields or None for IPv6)."""
@@ -244,6 +265,7 @@ class SynScanner:
         """Write the IPv4 SYN for (host, port) into a batch slot (the checksum summed incrementally)."""
         _, destination, partial = self._addressing[host]
         seq = self.cookies(destination, port)
+        self._sent[(destination, port)] = seq
         total = (partial or 0) + port + (seq >> 16) + (seq & 0xFFFF)
         total = (total & 0xFFFF) + (total >> 16)
         total = (total & 0xFFFF) + (total >> 16)
@@ -270,6 +292,7 @@ class SynScanner:
     def _send(self, sender: socket.socket, host: int, port: int) -> None:
         address, destination, partial = self._addressing[host]
         seq = self.cookies(destination, port)
+        self._sent[(destination, port)] = seq
         if partial is None:  # IPv6: the kernel fills in the checksum (IPV6_CHECKSUM)
             header = _TCP.pack(self.source_port, port, seq, 0, 5 << 4, _SYN, 64240, 0, 0)
         else:
@@ -302,7 +325,7 @@ class SynScanner:
                 return
             if len(meta) > 2 and meta[2] == PACKET_OUTGOING:
                 continue
-            found = parse_reply(packet, self.source_port, self.cookies)
+            found = parse_reply(packet, self.source_port, self._sent_cookie)
             if found is None:
                 continue
             address, port, state, reason, ttl = found
@@ -310,6 +333,7 @@ class SynScanner:
             if host is None or (host, port) not in pending:
                 continue
             tries, sent = pending.pop((host, port))
+            del self._sent[(address, port)]
             if state != results.PortState.FILTERED or reason != results.Reason.NO_RESPONSE:
                 rtt[host].observe(now - sent)
             if self.ttl_sink is not None:
@@ -318,7 +342,7 @@ class SynScanner:
 
 
 def parse_reply(
-    packet: bytes, source_port: int, cookies: Cookies
+    packet: bytes, source_port: int, cookies: CookieOf
 ) -> tuple[bytes, int, results.PortState, results.Reason, int] | None:
     """Decode an IP packet into (target address, port, state, reason, ttl) if it answers one of our SYNs.
 
@@ -351,7 +375,7 @@ def parse_reply(
 
 
 def _tcp_verdict(
-    segment: bytes, sender: bytes, source_port: int, cookies: Cookies, ttl: int
+    segment: bytes, sender: bytes, source_port: int, cookies: CookieOf, ttl: int
 ) -> tuple[bytes, int, results.PortState, results.Reason, int] | None:
     sport, dport, _, ack, _, flags, _, _, _ = _TCP.unpack_from(segment)
     if dport != source_port or (ack - 1) & 0xFFFFFFFF != cookies(sender, sport):
@@ -364,7 +388,7 @@ def _tcp_verdict(
 
 
 def _parse_reply6(
-    packet: bytes, source_port: int, cookies: Cookies
+    packet: bytes, source_port: int, cookies: CookieOf
 ) -> tuple[bytes, int, results.PortState, results.Reason, int] | None:
     if len(packet) < 40:
         return None
