@@ -43,6 +43,10 @@ IPV6_CHECKSUM = 7
 PACKET_OUTGOING = 4
 _TCP = struct.Struct("!HHIIBBHHH")  # sport dport seq ack offset flags window checksum urgent
 _SYN, _RST, _ACK = 0x02, 0x04, 0x10
+# An IPv4 header without options, then TCP: ttl (8), source address (12), ports (20, 22), ack (28), flags (33).
+_REPLY4 = struct.Struct("!8xB3x4s4xHH4xIxB")
+_CLOSED, _RESET = results.PortState.CLOSED, results.Reason.RESET
+_OPEN, _SYN_ACK = results.PortState.OPEN, results.Reason.SYN_ACK
 
 
 def _bpf(source_port: int) -> bytes:
@@ -318,17 +322,34 @@ class SynScanner:
         rtt: list[pacing.RttEstimator],
     ) -> None:
         now = self.clock()
+        recvfrom = receiver.recvfrom
+        source_port = self.source_port
+        sent_seq = self._sent
+        unpack = _REPLY4.unpack_from
         for _ in range(4096):
             try:
-                packet, meta = receiver.recvfrom(65535)
+                packet, meta = recvfrom(65535)
             except BlockingIOError:
                 return
             if len(meta) > 2 and meta[2] == PACKET_OUTGOING:
                 continue
-            found = parse_reply(packet, self.source_port, self._sent_cookie)
-            if found is None:
-                continue
-            address, port, state, reason, ttl = found
+            if len(packet) >= 40 and packet[0] == 0x45 and packet[9] == socket.IPPROTO_TCP:
+                # The common answer, IPv4 without options carrying TCP: decoded here in one unpack
+                # (parse_reply's result for such a packet, without its slices and calls).
+                ttl, address, port, dport, ack, flags = unpack(packet)
+                if dport != source_port or (ack - 1) & 0xFFFFFFFF != sent_seq.get((address, port), -1):
+                    continue
+                if flags & _RST:
+                    state, reason = _CLOSED, _RESET
+                elif flags & _SYN and flags & _ACK:
+                    state, reason = _OPEN, _SYN_ACK
+                else:
+                    continue
+            else:
+                found = parse_reply(packet, source_port, self._sent_cookie)
+                if found is None:
+                    continue
+                address, port, state, reason, ttl = found
             host = index_of.get(address)
             if host is None or (host, port) not in pending:
                 continue
