@@ -146,6 +146,45 @@ def test_forked_workers_that_count_closed_ports_report_what_one_process_reports(
     assert any(e.reason == results.Reason.CONN_REFUSED and e.count > 1000 for h in forked.hosts for e in h.extraports)
 
 
+def test_a_worker_sends_a_hosts_first_26_refusals_in_full_then_counts_in_small_steps(lab: labs.Lab) -> None:
+    # The wire promise the collector relies on (a count only after the group collapsed), and
+    # counts sent often enough for progress to move.
+    import os
+
+    from portolan.engine import collecting, workers
+
+    host = lab.hosts["services"]
+    spec = _spec([host.address], "1-6000", ["tcp"], serviceDetection=False)
+    plan = plans.expand(spec)
+    read_fd, write_fd = os.pipe()
+    parent = os.getpid()
+    with lab.inside():
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the worker, as workers.tcp_in_workers forks it
+            status = 1
+            try:
+                os.close(read_fd)
+                status = workers._worker(plan, plan.timing, plan.tcp_ports, write_fd, parent, count_closed=True)
+            finally:
+                os._exit(status)
+    os.close(write_fd)
+    chunks = []
+    while chunk := os.read(read_fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(read_fd)
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    records = list(collecting.RECORD.iter_unpack(b"".join(chunks)))
+    refused = collecting.REASON_INDEX[results.Reason.CONN_REFUSED]
+    kinds = [("count", r[1]) if r[2] == collecting.CLOSED_COUNT else ("trailer", 0) if r[2] == collecting.TRAILER
+             else ("refused", 0) if r[3] == refused else ("other", 0) for r in records]
+    assert code == 0
+    first_count = next(i for i, (kind, _) in enumerate(kinds) if kind == "count")
+    assert [kind for kind, _ in kinds[:first_count]].count("refused") == collecting.COLLAPSE_ABOVE + 1
+    counts = [n for kind, n in kinds if kind == "count"]
+    assert len(counts) >= 2 and max(counts) <= 2048
+    assert sum(counts) + sum(1 for kind, _ in kinds if kind in ("refused", "other")) == 6000
+
+
 def test_a_host_that_rate_limits_icmp_is_re_probed_and_reported_in_a_note(lab: labs.Lab) -> None:
     host = lab.hosts["limited"].address
     spec = _spec([host], "9980-9995", ["udp"], serviceDetection=False)

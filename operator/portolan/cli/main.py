@@ -79,8 +79,8 @@ class _Parser(argparse.ArgumentParser):
         raise errors.SpecError(message)
 
 
-COMMANDS = frozenset({"scan", "listeners", "free-port", "capture", "audit", "crd", "generate", "shard", "probe",
-                      "canary", "operator"})
+COMMANDS = ("scan", "listeners", "free-port", "capture", "audit", "crd", "generate", "shard", "probe", "canary",
+            "operator")  # in the order the parser lists them
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -97,7 +97,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     parser = _Parser(prog="portolan", description="Kubernetes-native network scanner")
     parser.add_argument("--version", action="version", version=f"portolan {portolan.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    # The metavar lists every command even when only one is built (usage lines of errors).
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
     if wanted("scan"):
         scan = commands.add_parser(
             "scan", help="scan from this machine", description=__doc__,
@@ -279,5 +280,6 @@ def _interrupted(signum: int, frame: object) -> None:
 def parse(arguments: Sequence[str]) -> argparse.Namespace:
     """The parsed command line; a usage error raises :class:`portolan.errors.SpecError`."""
     arguments = list(arguments)
-    command = next((argument for argument in arguments if not argument.startswith("-")), None)
+    # Only a command given first is built alone: ``portolan -h scan`` shows every command.
+    command = arguments[0] if arguments and not arguments[0].startswith("-") else None
     return build_parser(only=command).parse_args(arguments)

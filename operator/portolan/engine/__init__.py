@@ -6,6 +6,7 @@
 :mod:`.collecting` collector, and :mod:`.reporting` builds the report.
 :mod:`.stopping` is the one SIGINT/SIGTERM handler the programs install.
 Runs in shard pods and locally from the CLI alike, so it imports nothing from
-kopf, kubernetes or prometheus_client; its inputs are models, its outputs
-``portolan.models.results`` objects, streamed to callbacks.
+kopf, kubernetes or prometheus_client; its input is a plan (``plans.Plan``,
+expanded from a ScanJob spec or from the CLI's options), its outputs
+``portolan.models.results`` records, streamed to callbacks; it never loads pydantic.
 """

@@ -117,12 +117,14 @@ class Cookies:
 def syn_available(family: socket.AddressFamily = socket.AF_INET) -> str | None:
     """None if raw sockets of this family can be opened here, else why not.
 
-    Only the raw IP socket is tried: the packet socket that takes the answers needs the same
-    CAP_NET_RAW, and closing one costs an RCU grace period (~10 ms); :meth:`SynScanner.run`
-    reports a kernel without packet sockets.
+    Both sockets a SYN pass needs are tried (a policy or kernel may refuse packet sockets
+    alone), once per scan: :meth:`SynScanner.run` does not try again, as closing a packet
+    socket waits an RCU grace period (~10 ms).
     """
+    link = ETH_P_IP if family == socket.AF_INET else ETH_P_IPV6
     try:
         socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_TCP).close()
+        socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(link)).close()
     except PermissionError:
         return "SYN scanning needs CAP_NET_RAW"
     except OSError as exc:

@@ -166,11 +166,15 @@ def _worker(plan_: plans.Plan, timing: plans.Timing, ports: list[int], fd: int, 
     refused = results.Reason.CONN_REFUSED
     sent_closed = [0] * len(plan_.targets)  # closed verdicts sent in full, per host
     counted = [0] * len(plan_.targets)  # closed verdicts counted and not yet sent, per host
+    held = [0]  # closed verdicts counted and not yet sent, all hosts
     in_full = collecting.COLLAPSE_ABOVE + 1 if count_closed else len(plan_.tcp_ports) + 1
 
-    def flush_counts(host: int) -> None:
-        out.extend(pack(host, counted[host], collecting.CLOSED_COUNT, 0, 0, 0.0))
-        counted[host] = 0
+    def flush_counts() -> None:
+        for host, count in enumerate(counted):
+            if count:
+                out.extend(pack(host, count, collecting.CLOSED_COUNT, 0, 0, 0.0))
+                counted[host] = 0
+        held[0] = 0
 
     def verdict(
         host: int, port: int, state: results.PortState, reason: results.Reason,
@@ -179,8 +183,9 @@ def _worker(plan_: plans.Plan, timing: plans.Timing, ports: list[int], fd: int, 
         if state is closed and reason is refused:
             if sent_closed[host] >= in_full:
                 counted[host] += 1
-                if counted[host] >= 4096:  # keeps progress moving
-                    flush_counts(host)
+                held[0] += 1
+                if held[0] >= 2048:  # keeps progress moving, however many hosts share the counts
+                    flush_counts()
                     _write_all(fd, out)
                     out.clear()
                 return
@@ -197,9 +202,7 @@ def _worker(plan_: plans.Plan, timing: plans.Timing, ports: list[int], fd: int, 
         stop = _own_stop(parent)
         scanner = tcp_scanning.TcpConnectScanner(plan_.targets, ports, timing, verdict, stop=stop)
         stats = scanner.run()
-        for host, count in enumerate(counted):
-            if count:
-                flush_counts(host)
+        flush_counts()
         out.extend(pack(min(stats.packets, (1 << 32) - 1), 0, collecting.TRAILER, 0, 0, 0.0))
         _write_all(fd, out)
         return EXIT_STOPPED if stop.is_set() else 0

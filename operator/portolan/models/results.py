@@ -8,8 +8,10 @@ compare outputs line by line.
 Plain records, not pydantic models or dataclasses: the engine builds them (it
 never parses them from outside), and a local scan must not pay pydantic's import
 and model building (~60 ms), nor dataclasses' (~25 ms with inspect), before its
-first probe.  Immutable records are NamedTuples; the three that the engine fills
-in (host, summary, report) are small slotted classes.  :func:`as_json` is their one JSON form
+first probe.  Immutable records are NamedTuples; the engine's groups, hosts,
+summary and report are small slotted classes (``ExtraPorts`` too: its ``count``
+field would shadow ``tuple.count``).  Floats are written as pydantic wrote them:
+always with a fraction, ``null`` when not finite.  :func:`as_json` is their one JSON form
 (fields in declaration order, ``None`` left out, enums as their values).
 Limits: nothing is validated on construction; the engine is the only producer.
 """
@@ -155,7 +157,7 @@ class ScanSummary(_Mutable):
         self.probes = probes
         self.packets_sent = packets_sent
         self.states: dict[str, int] = {} if states is None else states
-        self.duration_seconds = duration_seconds
+        self.duration_seconds = float(duration_seconds)
 
 
 class ScanReport(_Mutable):
@@ -175,8 +177,8 @@ class ScanReport(_Mutable):
         self.scanner = scanner
         self.version = version
         self.args = args
-        self.started = started
-        self.finished = finished
+        self.started = float(started)
+        self.finished = float(finished)
         self.complete = complete
         self.hosts: list[HostResult] = [] if hosts is None else hosts
         self.summary = ScanSummary() if summary is None else summary
@@ -211,6 +213,8 @@ def _fields(value: object) -> tuple[str, ...] | None:
 
 
 def _data(value: object) -> object:
+    if isinstance(value, float):
+        return value if value - value == 0 else None  # inf and nan are not JSON: null, as pydantic wrote them
     if isinstance(value, enum.Enum):
         return value.value
     names = _fields(value)

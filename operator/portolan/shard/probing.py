@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from portolan import errors
 from portolan.engine import payloads, plans, scanning, targets
 from portolan.kube import builders, codecs, rest
-from portolan.models import audits, results
+from portolan.models import audits, defaults, results
 
 Pair = tuple[str, int, str, bool | None, bool]
 
@@ -91,7 +91,8 @@ def probe(pairs: Sequence[Pair], timeout_ms: int, scan: Scan, stop: threading.Ev
             continue
         addresses = sorted({address for address, _ in wanted})
         ports = sorted({port for _, port in wanted})
-        timing = plans.Timing(retries=1, max_rtt_timeout_ms=timeout_ms, initial_rtt_timeout_ms=min(timeout_ms, 500))
+        timing = plans.Timing(retries=1, max_rtt_timeout_ms=timeout_ms, initial_rtt_timeout_ms=min(timeout_ms, 500),
+                              min_rtt_timeout_ms=min(timeout_ms, defaults.MIN_RTT_TIMEOUT_MS))
         plan = plans.Plan(targets=[targets.Target(a) for a in addresses],
                           tcp_ports=ports if protocol == "TCP" else [], udp_ports=ports if protocol == "UDP" else [],
                           timing=timing, service_detection=False, verify_open=False)
