@@ -242,6 +242,33 @@ def test_a_syn_scan_gets_the_constructions_states_with_raw_mode_reasons(lab: lab
         assert seen[key] == (state, "reset" if reason == "conn-refused" else reason), key
 
 
+def test_a_syn_scan_that_counts_resets_reports_what_a_detailed_one_lists(lab: labs.Lab) -> None:
+    # Without --all-ports a host's RST answers past its first 26 are counted, not handed over one by one.
+    hosts = [host for host in lab.group("core") if host.spec.ports]
+    spec = _spec([h.address for h in hosts], "1-2000", ["tcp"], serviceDetection=False, technique="syn")
+    with lab.inside():
+        counted = scanning.run(plans.expand(spec))
+        detailed = scanning.run(plans.expand(spec), list_all=True)
+    assert counted.notes == [] and detailed.notes == []
+
+    def totals(report: results.ScanReport) -> dict[tuple[str, str, str], int]:
+        found: dict[tuple[str, str, str], int] = {}
+        for host in report.hosts:
+            for port in host.ports:
+                key = (host.address, port.state.value, port.reason.value)
+                found[key] = found.get(key, 0) + 1
+            for group in host.extraports:
+                key = (host.address, group.state.value, group.reason.value)
+                found[key] = found.get(key, 0) + group.count
+        return found
+
+    assert totals(counted) == totals(detailed)
+    assert counted.summary.states == detailed.summary.states and counted.summary.probes == len(hosts) * 2000
+    assert any(g.reason == results.Reason.RESET and g.count > 1000 for h in counted.hosts for g in h.extraports)
+    opened = {(p.host, p.port) for h in counted.hosts for p in h.ports if p.state == results.PortState.OPEN}
+    assert opened == {(p.host, p.port) for h in detailed.hosts for p in h.ports if p.state == results.PortState.OPEN}
+
+
 def test_a_syn_scan_reports_the_ttl_of_every_answer_and_none_for_silence(lab: labs.Lab) -> None:
     report = _scan(lab, "tcp", serviceDetection=False, technique="syn")
     ports = [port for host in report.hosts for port in host.ports]

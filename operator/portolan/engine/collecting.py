@@ -216,14 +216,20 @@ class Collector:
                 self.on_progress(results.Progress(done=self.done, total=self.total, open=self.open))
         return packets
 
-    def closed_count(self, host: int, count: int) -> None:
-        """``count`` more TCP ports of ``host`` closed/conn-refused, each reported for the first time, in a
-        group already collapsed (the worker sent enough of them in full first)."""
-        slot = (host, CLOSED_TCP)
-        if slot not in self.collapsed:  # the wire's promise was broken: a report would list too few ports
+    def closed_count(self, host: int, count: int, reason: results.Reason = results.Reason.CONN_REFUSED) -> None:
+        """``count`` more TCP ports of ``host`` closed for ``reason`` (conn-refused from connect workers, reset
+        from SYN scans), each reported for the first time, in a group already collapsed (the sender gave
+        enough of them in full first)."""
+        slot = (host, (results.Protocol.TCP, results.PortState.CLOSED, reason))
+        if slot not in self.collapsed:  # the sender's promise was broken: a report would list too few ports
             raise RuntimeError(f"a closed-port count for host {host} arrived before its group was collapsed")
         self.counts[slot] += count
         self.done += count
+        if self.on_progress is not None:
+            now = self.clock()
+            if now - self.last_tick >= 0.1 or self.done == self.total:
+                self.last_tick = now
+                self.on_progress(results.Progress(done=self.done, total=self.total, open=self.open))
 
     def tcp(
         self, host: int, port: int, state: results.PortState, reason: results.Reason,

@@ -291,8 +291,14 @@ def _syn_pass(
         def ttl(index: int, port: int, value: int, chosen_: list[int] = chosen) -> None:
             collector.ttls[(chosen_[index], port)] = value
 
+        def closed(index: int, count: int, chosen_: list[int] = chosen) -> None:
+            collector.closed_count(chosen_[index], count, results.Reason.RESET)
+
+        detailed = collector.keep_all or collector.on_port is not None
         scanner = syn_scanning.SynScanner([plan_.targets[i] for i in chosen], plan_.tcp_ports, plan_.timing, back,
-                                          clock=clock, stop=stop, ttl_sink=ttl)
+                                          clock=clock, stop=stop, ttl_sink=ttl,
+                                          count_closed=None if detailed else closed,
+                                          in_full=collecting.COLLAPSE_ABOVE + 1)
         packets += scanner.run()
     return packets
 

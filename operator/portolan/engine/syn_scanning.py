@@ -146,6 +146,8 @@ class SynScanner:
         stop: threading.Event | None = None,
         cookies: Cookies | None = None,
         ttl_sink: Callable[[int, int, int], None] | None = None,
+        count_closed: Callable[[int, int], None] | None = None,
+        in_full: int = 26,
     ) -> None:
         families = {t.family for t in targets_}
         if len(families) > 1:
@@ -158,11 +160,17 @@ class SynScanner:
         self.clock = clock
         self.stop = stop
         self.cookies = cookies or Cookies()
+        # With ``count_closed``, a host's RST answers past its first ``in_full`` are counted and handed
+        # over as (host, count) after each batch of answers, not one verdict each (the collector has
+        # collapsed the group by then); their TTLs are not kept either.
+        self.count_closed = count_closed
+        self.in_full = in_full
         self.ttl_sink = ttl_sink
         self.source_port = 40000 + int.from_bytes(os.urandom(2), "big") % 20000
         self.packets = 0
         self._addressing: list[tuple[str, bytes, int | None]] = []
         self._sent: dict[tuple[bytes, int], int] = {}
+        self._closed_seen: list[int] = []
 
     def run(self) -> int:
         """Send every SYN and take every answer; returns the packets sent."""
@@ -200,6 +208,7 @@ class SynScanner:
     def _loop(self, sender: socket.socket, receiver: socket.socket) -> None:
         index_of = {ipaddress.ip_address(t.address).packed: i for i, t in enumerate(self.targets)}
         self._addressing = [self._address_parts(t.address) for t in self.targets]
+        self._closed_seen = [0] * len(self.targets)  # RST answers per host, for count_closed
         rtt = [pacing.estimator(self.timing) for _ in self.targets]
         bucket = pacing.TokenBucket(self.timing.max_rate, self.clock) if self.timing.max_rate else None
         pending: dict[tuple[int, int], tuple[int, float]] = {}  # (host, port) -> (tries, sent)
@@ -324,10 +333,30 @@ class SynScanner:
         rtt: list[pacing.RttEstimator],
     ) -> None:
         now = self.clock()
+        counting = self.count_closed is not None
+        counted: dict[int, int] = {}
+        try:
+            self._take(receiver, index_of, pending, rtt, now, counted if counting else None)
+        finally:
+            if self.count_closed is not None:
+                for host, count in counted.items():
+                    self.count_closed(host, count)
+
+    def _take(
+        self,
+        receiver: socket.socket,
+        index_of: dict[bytes, int],
+        pending: dict[tuple[int, int], tuple[int, float]],
+        rtt: list[pacing.RttEstimator],
+        now: float,
+        counted: dict[int, int] | None,
+    ) -> None:
         recvfrom = receiver.recvfrom
         source_port = self.source_port
         sent_seq = self._sent
         unpack = _REPLY4.unpack_from
+        closed_seen = self._closed_seen
+        in_full = self.in_full
         for _ in range(4096):
             try:
                 packet, meta = recvfrom(65535)
@@ -359,6 +388,11 @@ class SynScanner:
             del self._sent[(address, port)]
             if state != results.PortState.FILTERED or reason != results.Reason.NO_RESPONSE:
                 rtt[host].observe(now - sent)
+            if counted is not None and reason is _RESET:
+                seen = closed_seen[host] = closed_seen[host] + 1
+                if seen > in_full:
+                    counted[host] = counted.get(host, 0) + 1
+                    continue
             if self.ttl_sink is not None:
                 self.ttl_sink(host, port, ttl)
             self.on_verdict(host, port, state, reason, now - sent, tries)
