@@ -47,7 +47,6 @@ STATE_INDEX = {state: i for i, state in enumerate(STATES)}
 REASON_INDEX = {reason: i for i, reason in enumerate(REASONS)}
 COLLAPSE_ABOVE = 25
 SILENT_TCP: Group = (results.Protocol.TCP, results.PortState.FILTERED, results.Reason.NO_RESPONSE)
-CLOSED_TCP: Group = (results.Protocol.TCP, results.PortState.CLOSED, results.Reason.CONN_REFUSED)
 _OPEN = results.PortState.OPEN
 _TCP = results.Protocol.TCP
 _INTERNED_MAX = 1 << 16  # distinct verdict tuples shared; beyond that new ones are kept as they come
@@ -174,10 +173,7 @@ class Collector:
         if self.on_port is not None:
             self.on_port(self.port_result(host, protocol, port, verdict=verdict))
         if self.on_progress is not None:
-            now = self.clock()
-            if now - self.last_tick >= 0.1 or self.done == self.total:
-                self.last_tick = now
-                self.on_progress(results.Progress(done=self.done, total=self.total, open=self.open))
+            self._tick(self.on_progress)
 
     def tcp_records(self, records: collections.abc.Iterable[tuple[int, int, int, int, int, float]]) -> int:
         """Take a batch of packed worker verdicts; returns the packets any trailer reported.
@@ -210,11 +206,15 @@ class Collector:
             if on_open is not None and state == open_index:
                 on_open(host, port)
         if self.on_progress is not None:
-            now = self.clock()
-            if now - self.last_tick >= 0.1 or self.done == self.total:
-                self.last_tick = now
-                self.on_progress(results.Progress(done=self.done, total=self.total, open=self.open))
+            self._tick(self.on_progress)
         return packets
+
+    def _tick(self, on_progress: ProgressCallback) -> None:
+        """Report progress if the last tick is 0.1 s old or every probe is decided."""
+        now = self.clock()
+        if now - self.last_tick >= 0.1 or self.done == self.total:
+            self.last_tick = now
+            on_progress(results.Progress(done=self.done, total=self.total, open=self.open))
 
     def closed_count(self, host: int, count: int, reason: results.Reason = results.Reason.CONN_REFUSED) -> None:
         """``count`` more TCP ports of ``host`` closed for ``reason`` (conn-refused from connect workers, reset
@@ -226,10 +226,7 @@ class Collector:
         self.counts[slot] += count
         self.done += count
         if self.on_progress is not None:
-            now = self.clock()
-            if now - self.last_tick >= 0.1 or self.done == self.total:
-                self.last_tick = now
-                self.on_progress(results.Progress(done=self.done, total=self.total, open=self.open))
+            self._tick(self.on_progress)
 
     def tcp(
         self, host: int, port: int, state: results.PortState, reason: results.Reason,

@@ -33,12 +33,8 @@ class Timing(typing.NamedTuple):
 
 
 def timing_of(timing: scanjobs.Timing) -> Timing:
-    """A validated spec's timing, as the engine takes it."""
-    return Timing(
-        max_rate=timing.max_rate, max_host_rate=timing.max_host_rate, concurrency=timing.concurrency,
-        retries=timing.retries, initial_rtt_timeout_ms=timing.initial_rtt_timeout_ms,
-        min_rtt_timeout_ms=timing.min_rtt_timeout_ms, max_rtt_timeout_ms=timing.max_rtt_timeout_ms,
-    )
+    """A validated spec's timing, as the engine takes it (the fields of the same names)."""
+    return Timing(*(getattr(timing, name) for name in Timing._fields))
 
 
 class Plan(typing.NamedTuple):

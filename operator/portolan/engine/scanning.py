@@ -297,8 +297,7 @@ def _syn_pass(
         detailed = collector.keep_all or collector.on_port is not None
         scanner = syn_scanning.SynScanner([plan_.targets[i] for i in chosen], plan_.tcp_ports, plan_.timing, back,
                                           clock=clock, stop=stop, ttl_sink=ttl,
-                                          count_closed=None if detailed else closed,
-                                          in_full=collecting.COLLAPSE_ABOVE + 1)
+                                          count_closed=None if detailed else closed)
         packets += scanner.run()
     return packets
 

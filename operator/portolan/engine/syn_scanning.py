@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from portolan import errors
-from portolan.engine import batching, icmp, pacing, plans, targets, tcp_scanning
+from portolan.engine import batching, collecting, icmp, pacing, plans, targets, tcp_scanning
 from portolan.models import results
 from portolan.wire import bpf
 
@@ -147,7 +147,7 @@ class SynScanner:
         cookies: Cookies | None = None,
         ttl_sink: Callable[[int, int, int], None] | None = None,
         count_closed: Callable[[int, int], None] | None = None,
-        in_full: int = 26,
+        in_full: int = collecting.COLLAPSE_ABOVE + 1,
     ) -> None:
         families = {t.family for t in targets_}
         if len(families) > 1:
@@ -333,10 +333,9 @@ class SynScanner:
         rtt: list[pacing.RttEstimator],
     ) -> None:
         now = self.clock()
-        counting = self.count_closed is not None
         counted: dict[int, int] = {}
         try:
-            self._take(receiver, index_of, pending, rtt, now, counted if counting else None)
+            self._take(receiver, index_of, pending, rtt, now, None if self.count_closed is None else counted)
         finally:
             if self.count_closed is not None:
                 for host, count in counted.items():
