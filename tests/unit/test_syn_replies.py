@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from portolan.engine import syn_scanning
 from portolan.models import results
 
-COOKIES = syn_scanning.Cookies(b"k" * 16)
+COOKIES = syn_scanning.Cookies()
 TARGET = socket.inet_aton("198.18.0.10")
 ME = socket.inet_aton("198.18.0.1")
 SPORT = 45000

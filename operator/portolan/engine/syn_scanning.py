@@ -2,11 +2,12 @@
 
 Probes are one prebuilt 20-byte TCP SYN template, patched per probe (destination port,
 sequence number, checksum) and sent on a raw socket (the kernel adds the IP header; for IPv6
-it also fills in the checksum, IPV6_CHECKSUM).
-Replies are read from an AF_PACKET socket with a classic BPF program that passes only TCP
-segments to our source port and ICMP errors, so Python sees almost nothing else.  Replies are
-matched without per-probe state: the sequence number is a keyed hash of (address, port), so a
-SYN-ACK or RST whose acknowledgement is that cookie + 1 — or an ICMP error quoting our SYN with
+it also fills in the checksum, IPV6_CHECKSUM); IPv4 SYNs leave in batches (``sendmmsg``).
+IPv4 answers are read on the sending raw socket itself and on a raw ICMP socket, IPv6 ones on
+an AF_PACKET socket; a classic BPF program on each passes only TCP segments to our source port
+and ICMP errors, so Python sees almost nothing else.  Replies are matched without per-probe
+hashing: the sequence number is a random per-address base plus the port (:class:`Cookies`),
+so a SYN-ACK or RST whose acknowledgement is that + 1 — or an ICMP error quoting our SYN with
 that sequence — belongs to our probe.  Only retry bookkeeping is kept per probe.
 
 Verdicts are the connect engine's, with raw-mode reasons: SYN-ACK → open/syn-ack (with the
@@ -21,9 +22,7 @@ extension headers before TCP are not recognised; one fixed source port per run.
 from __future__ import annotations
 
 import errno
-import hashlib
 import heapq
-import ipaddress
 import os
 import select
 import socket
@@ -98,33 +97,44 @@ def source_address(destination: str) -> str:
 
 
 CookieOf = Callable[[bytes, int], int]  # (address, port) -> the sequence number of our SYN to it
+_MASK = 0xFFFFFFFF
 
 
 class Cookies:
-    """Keyed 32-bit sequence numbers for (address, port) pairs."""
+    """Sequence numbers for (address, port) pairs: a random 32-bit base per address, plus the port.
 
-    def __init__(self, key: bytes | None = None) -> None:
-        self.key = key or os.urandom(16)
-        self._keyed = hashlib.blake2s(key=self.key, digest_size=4)  # copied per call: no key setup each time
+    An answer's acknowledgement minus one, minus its sender's base, gives back the port it
+    answers, so matching needs neither a hash nor per-probe state; an off-path sender cannot
+    guess a base (32 random bits per address and scan), and one on the path sees the probes anyway.
+    """
+
+    def __init__(self) -> None:
+        self._bases: dict[bytes, int] = {}
+
+    def base(self, address: bytes) -> int:
+        found = self._bases.get(address)
+        if found is None:
+            found = self._bases[address] = int.from_bytes(os.urandom(4), "big")
+        return found
 
     def __call__(self, address: bytes, port: int) -> int:
-        state = self._keyed.copy()
-        state.update(address + port.to_bytes(2, "big"))
-        value: int = int.from_bytes(state.digest(), "big")
-        return value
+        return (self.base(address) + port) & _MASK
 
 
 def syn_available(family: socket.AddressFamily = socket.AF_INET) -> str | None:
-    """None if raw sockets of this family can be opened here, else why not.
+    """None if the sockets a SYN pass of this family needs can be opened here, else why not.
 
-    Both sockets a SYN pass needs are tried (a policy or kernel may refuse packet sockets
-    alone), once per scan: :meth:`SynScanner.run` does not try again, as closing a packet
-    socket waits an RCU grace period (~10 ms).
+    IPv4 sends and receives on one raw TCP socket and hears ICMP errors on a raw ICMP socket.
+    IPv6 also needs a packet socket (an IPv6 raw socket does not hand over the header with the
+    hop limit); a policy or kernel may refuse packet sockets alone, so it is tried too.
     """
-    link = ETH_P_IP if family == socket.AF_INET else ETH_P_IPV6
     try:
         socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_TCP).close()
-        socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(link)).close()
+        if family == socket.AF_INET6:
+            # Closing a packet socket waits an RCU grace period (~10 ms): only IPv6 pays it.
+            socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6)).close()
+        else:
+            socket.socket(family, socket.SOCK_RAW, socket.IPPROTO_ICMP).close()
     except PermissionError:
         return "SYN scanning needs CAP_NET_RAW"
     except OSError as exc:
@@ -132,8 +142,17 @@ def syn_available(family: socket.AddressFamily = socket.AF_INET) -> str | None:
     return None
 
 
+_DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)  # ret #0: a socket that only sends hears nothing
+
+
 class SynScanner:
-    """One SYN pass over targets x ports of one address family, with the connect engine's verdict callback."""
+    """One SYN pass over targets x ports of one address family, with the connect engine's verdict callback.
+
+    Probes are keyed ``host << 16 | port``.  SYNs leave in rounds: each round fills the window
+    (retries first), and its probes share one deadline (the longest current timeout of the
+    hosts in it) instead of one heap entry each.  RTT samples are taken once per host per
+    batch of answers, the first answer's, not from every answer.
+    """
 
     def __init__(
         self,
@@ -169,7 +188,10 @@ class SynScanner:
         self.source_port = 40000 + int.from_bytes(os.urandom(2), "big") % 20000
         self.packets = 0
         self._addressing: list[tuple[str, bytes, int | None]] = []
-        self._sent: dict[tuple[bytes, int], int] = {}
+        self._bases: list[int] = []
+        self._index_of: dict[bytes, int] = {}
+        self._pending: dict[int, tuple[int, float]] = {}  # host << 16 | port -> (tries, sent)
+        self._rtt: list[pacing.RttEstimator] = []
         self._closed_seen: list[int] = []
 
     def run(self) -> int:
@@ -181,90 +203,147 @@ class SynScanner:
             raise errors.ScanError("SYN scanning needs CAP_NET_RAW") from exc
         except OSError as exc:
             raise errors.ScanError(f"raw sockets unavailable: {exc}") from exc
-        try:
-            receiver = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6 if v6 else ETH_P_IP))
-        except OSError as exc:
-            sender.close()
-            raise errors.ScanError(f"packet sockets unavailable: {exc}") from exc
+        receivers: list[socket.socket] = []
         try:
             if v6:
+                # An IPv6 raw socket hands over TCP without the IPv6 header (no hop limit): answers
+                # are read on a packet socket, and the sender hears nothing.
+                receivers.append(socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IPV6)))
+                bpf.attach(sender, _DROP_ALL)
+                bpf.attach(receivers[0], _bpf6(self.source_port))
                 sender.setsockopt(socket.IPPROTO_IPV6, IPV6_CHECKSUM, 16)  # the kernel sums the TCP header
-            bpf.attach(receiver, _bpf6(self.source_port) if v6 else _bpf(self.source_port))
-            # Answers arrive in bursts as fast as SYNs leave; the default ~200 KiB overflows.
-            _large_receive_buffer(receiver, 8 << 20)
-            receiver.setblocking(False)
-            while True:  # drop what arrived before the filter was attached
-                try:
-                    receiver.recv(65535)
-                except BlockingIOError:
-                    break
+            else:
+                # IPv4 raw sockets hand over the IP header: the sender reads the TCP answers itself
+                # (no packet socket, whose close waits an RCU grace period), a raw ICMP socket the errors.
+                receivers += [sender, socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)]
+                for receiver in receivers:
+                    bpf.attach(receiver, _bpf(self.source_port))
+        except OSError as exc:
+            for sock in (sender, *receivers):
+                sock.close()
+            raise errors.ScanError(f"raw sockets unavailable: {exc}") from exc
+        try:
+            for receiver in receivers:
+                # Answers arrive in bursts as fast as SYNs leave; the default ~200 KiB overflows.
+                _large_receive_buffer(receiver, 8 << 20)
+                receiver.setblocking(False)
+                while True:  # drop what arrived before the filter was attached
+                    try:
+                        receiver.recv(256)
+                    except BlockingIOError:
+                        break
             sender.setblocking(False)
-            self._loop(sender, receiver)
+            self._loop(sender, receivers)
         finally:
-            sender.close()
-            receiver.close()
+            for sock in {sender, *receivers}:
+                sock.close()
         return self.packets
 
-    def _loop(self, sender: socket.socket, receiver: socket.socket) -> None:
-        index_of = {ipaddress.ip_address(t.address).packed: i for i, t in enumerate(self.targets)}
+    def _loop(self, sender: socket.socket, receivers: list[socket.socket]) -> None:
+        family = self.family
+        self._index_of = {socket.inet_pton(family, t.address): i for i, t in enumerate(self.targets)}
         self._addressing = [self._address_parts(t.address) for t in self.targets]
+        self._bases = [self.cookies.base(packed) for _, packed, _ in self._addressing]
         self._closed_seen = [0] * len(self.targets)  # RST answers per host, for count_closed
-        rtt = [pacing.estimator(self.timing) for _ in self.targets]
+        rtt = self._rtt = [pacing.estimator(self.timing) for _ in self.targets]
         bucket = pacing.TokenBucket(self.timing.max_rate, self.clock) if self.timing.max_rate else None
-        pending: dict[tuple[int, int], tuple[int, float]] = {}  # (host, port) -> (tries, sent)
-        # (target address, port) -> the sequence number its SYN carried, while undecided: an answer
-        # is checked against what was sent, a dict lookup instead of recomputing the keyed cookie.
-        self._sent = {}
-        deadlines: list[tuple[float, int, int, int]] = []
-        queue = [(h, p, 0) for p in self.ports for h in range(len(self.targets))]
-        queue.reverse()
-        retry: list[tuple[int, int, int]] = []
+        pending = self._pending = {}
+        # Rounds of SYNs sent together: (deadline, round number, sent, keys).
+        deadlines: list[tuple[float, int, float, list[int]]] = []
+        rounds = 0
+        queue = [h << 16 | p for p in reversed(self.ports) for h in reversed(range(len(self.targets)))]
+        retry: list[tuple[int, int]] = []  # (key, tries so far)
         epoll = select.epoll()
-        epoll.register(receiver.fileno(), select.EPOLLIN)
+        readers: dict[int, socket.socket] = {}
+        for receiver in receivers:
+            epoll.register(receiver.fileno(), select.EPOLLIN)
+            readers[receiver.fileno()] = receiver
         window = max(1, self.timing.concurrency)
         batch: batching.Batch | None = None
-        if self.family == socket.AF_INET and batching.available():  # IPv4: many SYNs per system call
+        if family == socket.AF_INET and batching.available():  # IPv4: many SYNs per system call
             batch = batching.Batch(sender, [t.address for t in self.targets], size=max(1, min(256, window)))
-        items: list[tuple[int, int]] = []  # (host, port) of each queued slot
+        one_host = len(self.targets) == 1
+        retries = self.timing.retries
         try:
             while (queue or retry or pending) and not (self.stop and self.stop.is_set()):
                 now = self.clock()
-                while (queue or retry) and len(pending) < window:
-                    if bucket is not None and not bucket.take():
-                        break
-                    host, port, tries = retry.pop() if retry else queue.pop()
-                    if batch is None:
-                        self._send(sender, host, port)
-                    else:
-                        self._pack(batch.buffer, batch.queue(host), host, port)
-                        items.append((host, port))
-                    pending[(host, port)] = (tries + 1, now)
-                    heapq.heappush(deadlines, (now + rtt[host].current, host, port, tries + 1))
-                    if batch is not None and batch.full():
-                        self._flush(batch, items)
-                if batch is not None and batch.count:
-                    self._flush(batch, items)
+                room = window - len(pending)
+                if room > 0 and (queue or retry):
+                    sent_keys = self._send_round(sender, batch, queue, retry, room, now, bucket)
+                    if sent_keys:
+                        if one_host:
+                            timeout = rtt[0].current
+                        else:
+                            timeout = max(rtt[h].current for h in {key >> 16 for key in sent_keys})
+                        rounds += 1
+                        heapq.heappush(deadlines, (now + timeout, rounds, now, sent_keys))
                 wait = deadlines[0][0] - now if deadlines else 0.01
-                for _ in epoll.poll(max(0.0, min(wait, 0.02))):
-                    self._receive(receiver, index_of, pending, rtt)
+                if bucket is not None and (queue or retry) and len(pending) < window:
+                    wait = min(wait, bucket.batch_wait())
+                for fd, _ in epoll.poll(max(0.0, min(wait, 0.02))):
+                    self._receive(readers[fd])
                 now = self.clock()
                 while deadlines and deadlines[0][0] <= now:
-                    _, host, port, tries = heapq.heappop(deadlines)
-                    entry = pending.get((host, port))
-                    if entry is None or entry[0] != tries:
-                        continue
-                    del pending[(host, port)]
-                    if tries <= self.timing.retries:
-                        retry.append((host, port, tries))
-                    else:
-                        self._sent.pop((self._addressing[host][1], port), None)
-                        self.on_verdict(host, port, results.PortState.FILTERED, results.Reason.NO_RESPONSE, None, tries)
+                    _, _, sent, keys = heapq.heappop(deadlines)
+                    for key in keys:
+                        entry = pending.get(key)
+                        if entry is None or entry[1] != sent:
+                            continue  # answered, or sent again in a later round
+                        del pending[key]
+                        tries = entry[0]
+                        if tries <= retries:
+                            retry.append((key, tries))
+                        else:
+                            self.on_verdict(key >> 16, key & 0xFFFF, results.PortState.FILTERED,
+                                            results.Reason.NO_RESPONSE, None, tries)
         finally:
             epoll.close()
 
-    def _sent_cookie(self, address: bytes, port: int) -> int:
-        """The sequence number the SYN to (address, port) carried, or -1 (matches no answer) if none is undecided."""
-        return self._sent.get((address, port), -1)
+    def _send_round(
+        self,
+        sender: socket.socket,
+        batch: batching.Batch | None,
+        queue: list[int],
+        retry: list[tuple[int, int]],
+        room: int,
+        now: float,
+        bucket: pacing.TokenBucket | None,
+    ) -> list[int]:
+        """Send up to ``room`` SYNs, retries first; returns the keys sent (refused ones already have a verdict)."""
+        pending = self._pending
+        sent_keys: list[int] = []
+        if batch is None:
+            while (queue or retry) and room > 0:
+                if bucket is not None and not bucket.take():
+                    break
+                key, tries = retry.pop() if retry else (queue.pop(), 0)
+                room -= 1
+                if self._send(sender, key >> 16, key & 0xFFFF):
+                    pending[key] = (tries + 1, now)
+                    sent_keys.append(key)
+            return sent_keys
+        bases, addressing, source_port = self._bases, self._addressing, self.source_port
+        pack_into, buffer, size = _TCP.pack_into, batch.buffer, batch.size
+        queued: list[int] = []
+        while (queue or retry) and room > 0:
+            if bucket is not None and not bucket.take():
+                break
+            key, tries = retry.pop() if retry else (queue.pop(), 0)
+            room -= 1
+            host, port = key >> 16, key & 0xFFFF
+            seq = (bases[host] + port) & _MASK
+            # Incremental ones'-complement sum: the per-host part is precomputed, only port and sequence vary.
+            total = addressing[host][2] + port + (seq >> 16) + (seq & 0xFFFF)  # type: ignore[operator]
+            total = (total & 0xFFFF) + (total >> 16)
+            total = (total & 0xFFFF) + (total >> 16)
+            pack_into(buffer, batch.queue(host), source_port, port, seq, 0, 0x50, _SYN, 64240, ~total & 0xFFFF, 0)
+            pending[key] = (tries + 1, now)
+            queued.append(key)
+            if batch.count >= size:
+                sent_keys += self._flush(batch, queued)
+        if batch.count:
+            sent_keys += self._flush(batch, queued)
+        return sent_keys
 
     def _address_parts(self, address: str) -> tuple[str, bytes, int | None]:
         """(address, packed, partial checksum of the pseudo-header and fixed TCP fields or None for IPv6)."""
@@ -276,19 +355,10 @@ class SynScanner:
         pseudo = source + destination + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(fixed))
         return address, destination, (~_checksum(pseudo + fixed)) & 0xFFFF
 
-    def _pack(self, buffer: bytearray, offset: int, host: int, port: int) -> None:
-        """Write the IPv4 SYN for (host, port) into a batch slot (the checksum summed incrementally)."""
-        _, destination, partial = self._addressing[host]
-        seq = self.cookies(destination, port)
-        self._sent[(destination, port)] = seq
-        total = (partial or 0) + port + (seq >> 16) + (seq & 0xFFFF)
-        total = (total & 0xFFFF) + (total >> 16)
-        total = (total & 0xFFFF) + (total >> 16)
-        _TCP.pack_into(buffer, offset, self.source_port, port, seq, 0, 5 << 4, _SYN, 64240, ~total & 0xFFFF, 0)
-
-    def _flush(self, batch: batching.Batch, items: list[tuple[int, int]]) -> None:
-        """Send the queued SYNs; refusals as in :meth:`_send` (lost when the queue is full, else a verdict)."""
+    def _flush(self, batch: batching.Batch, queued: list[int]) -> list[int]:
+        """Send the queued SYNs; returns the keys that left or were lost (those refused get a verdict)."""
         start = 0
+        refused: list[int] = []
         while start < batch.count:
             sent, err = batch.flush(start)
             self.packets += sent
@@ -296,18 +366,23 @@ class SynScanner:
             if err in (errno.EAGAIN, errno.ENOBUFS, errno.EINTR):
                 break  # counted as sent and lost: the retry logic covers them
             if err:
-                host, port = items[start]
-                self.on_verdict(host, port, results.PortState.FILTERED, tcp_scanning.local_reason(err), None, 1)
+                key = queued[start]
+                del self._pending[key]
+                refused.append(key)
+                self.on_verdict(key >> 16, key & 0xFFFF, results.PortState.FILTERED,
+                                tcp_scanning.local_reason(err), None, 1)
                 start += 1
             elif sent == 0:
                 break
+        keys = [key for key in queued if key not in refused] if refused else list(queued)
         batch.clear()
-        items.clear()
+        queued.clear()
+        return keys
 
-    def _send(self, sender: socket.socket, host: int, port: int) -> None:
+    def _send(self, sender: socket.socket, host: int, port: int) -> bool:
+        """Send one SYN; False if it was refused here (the verdict is given), True if it left or was lost."""
         address, destination, partial = self._addressing[host]
         seq = self.cookies(destination, port)
-        self._sent[(destination, port)] = seq
         if partial is None:  # IPv6: the kernel fills in the checksum (IPV6_CHECKSUM)
             header = _TCP.pack(self.source_port, port, seq, 0, 5 << 4, _SYN, 64240, 0, 0)
         else:
@@ -324,50 +399,50 @@ class SynScanner:
         except OSError as exc:
             reason = tcp_scanning.local_reason(exc.errno or 0)
             self.on_verdict(host, port, results.PortState.FILTERED, reason, None, 1)
+            return False
+        return True
 
-    def _receive(
-        self,
-        receiver: socket.socket,
-        index_of: dict[bytes, int],
-        pending: dict[tuple[int, int], tuple[int, float]],
-        rtt: list[pacing.RttEstimator],
-    ) -> None:
+    def _receive(self, receiver: socket.socket) -> None:
         now = self.clock()
         counted: dict[int, int] = {}
         try:
-            self._take(receiver, index_of, pending, rtt, now, None if self.count_closed is None else counted)
+            self._take(receiver, now, None if self.count_closed is None else counted)
         finally:
             if self.count_closed is not None:
                 for host, count in counted.items():
                     self.count_closed(host, count)
 
-    def _take(
-        self,
-        receiver: socket.socket,
-        index_of: dict[bytes, int],
-        pending: dict[tuple[int, int], tuple[int, float]],
-        rtt: list[pacing.RttEstimator],
-        now: float,
-        counted: dict[int, int] | None,
-    ) -> None:
-        recvfrom = receiver.recvfrom
+    def _take(self, receiver: socket.socket, now: float, counted: dict[int, int] | None) -> None:
+        """Read up to 4,096 answers waiting on ``receiver`` and give their verdicts."""
+        recv = receiver.recv
         source_port = self.source_port
-        sent_seq = self._sent
+        bases = self._bases
+        index_of = self._index_of
+        pending = self._pending
+        rtt = self._rtt
         unpack = _REPLY4.unpack_from
         closed_seen = self._closed_seen
         in_full = self.in_full
+        ttl_sink = self.ttl_sink
+        on_verdict = self.on_verdict
+        sampled: set[int] = set()
+        packet_socket = receiver.family == socket.AF_PACKET
         for _ in range(4096):
             try:
-                packet, meta = recvfrom(65535)
+                if packet_socket:
+                    packet, meta = receiver.recvfrom(256)
+                    if len(meta) > 2 and meta[2] == PACKET_OUTGOING:
+                        continue
+                else:
+                    packet = recv(256)  # enough for any answer we read: IP + ICMP + quoted IP + 8 bytes
             except BlockingIOError:
                 return
-            if len(meta) > 2 and meta[2] == PACKET_OUTGOING:
-                continue
-            if len(packet) >= 40 and packet[0] == 0x45 and packet[9] == socket.IPPROTO_TCP:
+            if len(packet) >= 40 and packet[0] == 0x45 and packet[9] == 6:
                 # The common answer, IPv4 without options carrying TCP: decoded here in one unpack
                 # (parse_reply's result for such a packet, without its slices and calls).
                 ttl, address, port, dport, ack, flags = unpack(packet)
-                if dport != source_port or (ack - 1) & 0xFFFFFFFF != sent_seq.get((address, port), -1):
+                host = index_of.get(address)
+                if dport != source_port or host is None or (ack - 1 - bases[host]) & _MASK != port:
                     continue
                 if flags & _RST:
                     state, reason = _CLOSED, _RESET
@@ -376,25 +451,28 @@ class SynScanner:
                 else:
                     continue
             else:
-                found = parse_reply(packet, source_port, self._sent_cookie)
+                found = parse_reply(packet, source_port, self.cookies)
                 if found is None:
                     continue
                 address, port, state, reason, ttl = found
-            host = index_of.get(address)
-            if host is None or (host, port) not in pending:
-                continue
-            tries, sent = pending.pop((host, port))
-            del self._sent[(address, port)]
-            if state != results.PortState.FILTERED or reason != results.Reason.NO_RESPONSE:
+                host = index_of.get(address)
+                if host is None:
+                    continue
+            entry = pending.pop(host << 16 | port, None)
+            if entry is None:
+                continue  # decided already (a duplicate, or an answer after the timeout)
+            tries, sent = entry
+            if host not in sampled:  # one RTT sample per host per batch of answers
+                sampled.add(host)
                 rtt[host].observe(now - sent)
             if counted is not None and reason is _RESET:
                 seen = closed_seen[host] = closed_seen[host] + 1
                 if seen > in_full:
                     counted[host] = counted.get(host, 0) + 1
                     continue
-            if self.ttl_sink is not None:
-                self.ttl_sink(host, port, ttl)
-            self.on_verdict(host, port, state, reason, now - sent, tries)
+            if ttl_sink is not None:
+                ttl_sink(host, port, ttl)
+            on_verdict(host, port, state, reason, now - sent, tries)
 
 
 def parse_reply(
