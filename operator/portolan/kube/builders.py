@@ -17,6 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from portolan.kube import names
 from portolan.models import scanjobs, settings, statuses
 
 GROUP = scanjobs.API_GROUP
@@ -77,9 +78,7 @@ def event(involved: Mapping[str, Any], kind: str, reason: str, message: str, now
     }
 
 
-def timestamp(now: datetime.datetime) -> str:
-    """An RFC 3339 UTC timestamp, to the second, as Kubernetes writes them."""
-    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+timestamp = names.timestamp
 
 
 def parse_timestamp(text: str | None) -> datetime.datetime | None:
@@ -101,9 +100,7 @@ def pod_name(job: str, shard_id: str, attempt: int) -> str:
 ANNOTATION_ORDINAL = f"{GROUP}/ordinal"  # a ScanShard's place in its job's plan (shards start in that order)
 
 
-def scan_shard_name(job: str, shard_id: str) -> str:
-    """The name of a job's ScanShard object for one shard (a DNS subdomain; hashed when too long)."""
-    return bounded_name(f"{job}-{shard_id}", 253)
+scan_shard_name = names.scan_shard_name
 
 
 def scan_shard(job: Mapping[str, Any], shard: statuses.ShardPlan, ordinal: int) -> dict[str, Any]:
@@ -153,16 +150,7 @@ def job_view(job: Mapping[str, Any], shards: Sequence[Mapping[str, Any]]) -> dic
     return {**job, "status": status}
 
 
-def bounded_name(text: str, limit: int = 63) -> str:
-    """``text`` if it is at most ``limit`` characters, else a prefix and a hash of the whole (a label value, a DNS label).
-
-    Label values and DNS labels stop at 63 characters; a cut alone would make two long
-    names that share a prefix one, so the hash of the whole keeps them apart.
-    """
-    if len(text) <= limit:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"{text[:limit - 9].rstrip('-._')}-{digest}"
+bounded_name = names.bounded_name
 
 
 def open_ports_cap(config: settings.OperatorSettings, shard_count: int) -> int:

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from portolan import errors
-from portolan.models import audits, scanjobs, statuses
+from portolan.models import kinds
 
 if typing.TYPE_CHECKING:
     import http.client
@@ -113,38 +113,38 @@ class Rest:
 
     def _job_path(self, namespace: str, name: str) -> str:
         quote = urllib.parse.quote
-        return (f"/apis/{scanjobs.API_GROUP}/{scanjobs.API_VERSION}/namespaces/{quote(namespace, safe='')}/"
-                f"{scanjobs.PLURAL}/{quote(name, safe='')}")
+        return (f"/apis/{kinds.API_GROUP}/{kinds.API_VERSION}/namespaces/{quote(namespace, safe='')}/"
+                f"{kinds.SCANJOBS}/{quote(name, safe='')}")
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any]:
-        return self._request(f"reading {scanjobs.KIND} {namespace}/{name}", "GET", self._job_path(namespace, name))
+        return self._request(f"reading {kinds.SCANJOB} {namespace}/{name}", "GET", self._job_path(namespace, name))
 
     def _shard_path(self, namespace: str, name: str) -> str:
         quote = urllib.parse.quote
-        return (f"/apis/{scanjobs.API_GROUP}/{scanjobs.API_VERSION}/namespaces/{quote(namespace, safe='')}/"
-                f"{statuses.PLURAL_SHARDS}/{quote(name, safe='')}")
+        return (f"/apis/{kinds.API_GROUP}/{kinds.API_VERSION}/namespaces/{quote(namespace, safe='')}/"
+                f"{kinds.SCANSHARDS}/{quote(name, safe='')}")
 
     def get_scan_shard(self, namespace: str, name: str) -> dict[str, Any]:
-        return self._request(f"reading {statuses.KIND_SHARD} {namespace}/{name}", "GET",
+        return self._request(f"reading {kinds.SCANSHARD} {namespace}/{name}", "GET",
                              self._shard_path(namespace, name))
 
     def patch_scan_shard_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """A JSON merge patch of a ScanShard's status subresource: what a shard pod writes."""
-        self._request(f"patching {statuses.KIND_SHARD} {namespace}/{name} status", "PATCH",
+        self._request(f"patching {kinds.SCANSHARD} {namespace}/{name} status", "PATCH",
                       self._shard_path(namespace, name) + "/status", {"status": status},
                       content_type="application/merge-patch+json")
 
     def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """A JSON merge patch of the status subresource: only the keys given change."""
-        self._request(f"patching {scanjobs.KIND} {namespace}/{name} status", "PATCH",
+        self._request(f"patching {kinds.SCANJOB} {namespace}/{name} status", "PATCH",
                       self._job_path(namespace, name) + "/status", {"status": status},
                       content_type="application/merge-patch+json")
 
     def patch_audit_status(self, name: str, status: dict[str, Any]) -> None:
         """A JSON merge patch of a ReachabilityAudit's status (cluster-scoped): what a probe pod writes."""
-        path = (f"/apis/{scanjobs.API_GROUP}/{scanjobs.API_VERSION}/{audits.PLURAL}/"
+        path = (f"/apis/{kinds.API_GROUP}/{kinds.API_VERSION}/{kinds.AUDITS}/"
                 f"{urllib.parse.quote(name, safe='')}/status")
-        self._request(f"patching {audits.KIND} {name} status", "PATCH", path, {"status": status},
+        self._request(f"patching {kinds.AUDIT} {name} status", "PATCH", path, {"status": status},
                       content_type="application/merge-patch+json")
 
     def close(self) -> None:

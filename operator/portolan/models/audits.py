@@ -18,10 +18,10 @@ import re
 import pydantic
 import pydantic.alias_generators
 
-from portolan.models import statuses
+from portolan.models import kinds, statuses
 
-KIND = "ReachabilityAudit"
-PLURAL = "reachabilityaudits"
+KIND = kinds.AUDIT
+PLURAL = kinds.AUDITS
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 

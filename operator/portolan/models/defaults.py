@@ -30,3 +30,15 @@ RETRIES = 1
 INITIAL_RTT_TIMEOUT_MS = 500
 MIN_RTT_TIMEOUT_MS = 100
 MAX_RTT_TIMEOUT_MS = 1250
+
+# The bounds of spec.timing's fields, (least, most or None): the models' field limits and the
+# shard's plain reader (portolan.shard.reading) both take them from here.
+TIMING_BOUNDS: dict[str, tuple[int, int | None]] = {
+    "max_rate": (1, None),
+    "max_host_rate": (1, None),
+    "concurrency": (1, 1_000_000),
+    "retries": (0, 10),
+    "initial_rtt_timeout_ms": (1, 60_000),
+    "min_rtt_timeout_ms": (1, 60_000),
+    "max_rtt_timeout_ms": (1, 60_000),
+}

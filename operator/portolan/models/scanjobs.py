@@ -15,12 +15,12 @@ from typing import Annotated, Any, Literal
 import pydantic
 import pydantic.alias_generators
 
-from portolan.models import defaults, rules
+from portolan.models import defaults, kinds, rules
 
-API_GROUP = "portolan.dev"
-API_VERSION = "v1alpha1"
-KIND = "ScanJob"
-PLURAL = "scanjobs"
+API_GROUP = kinds.API_GROUP
+API_VERSION = kinds.API_VERSION
+KIND = kinds.SCANJOB
+PLURAL = kinds.SCANJOBS
 
 
 class _Model(pydantic.BaseModel):
@@ -90,21 +90,29 @@ class Timing(_Model):
     )
 
     max_rate: int | None = pydantic.Field(
-        default=None, ge=1, description="Global cap on probes (packets) per second."
+        default=None, ge=defaults.TIMING_BOUNDS["max_rate"][0], description="Global cap on probes (packets) per second."
     )
     max_host_rate: int | None = pydantic.Field(
-        default=None, ge=1, description="Cap on probes per second to any one host."
+        default=None, ge=defaults.TIMING_BOUNDS["max_host_rate"][0], description="Cap on probes per second to any one host."
     )
     concurrency: int = pydantic.Field(
-        default=defaults.CONCURRENCY, ge=1, le=1_000_000, description="Probes in flight at once (also bounded by "
+        default=defaults.CONCURRENCY, ge=defaults.TIMING_BOUNDS["concurrency"][0],
+        le=defaults.TIMING_BOUNDS["concurrency"][1], description="Probes in flight at once (also bounded by "
         "the open-file limit)."
     )
     retries: int = pydantic.Field(
-        default=defaults.RETRIES, ge=0, le=10, description="Retransmissions for a port that stays silent."
+        default=defaults.RETRIES, ge=defaults.TIMING_BOUNDS["retries"][0], le=defaults.TIMING_BOUNDS["retries"][1],
+        description="Retransmissions for a port that stays silent."
     )
-    initial_rtt_timeout_ms: int = pydantic.Field(default=defaults.INITIAL_RTT_TIMEOUT_MS, ge=1, le=60_000)
-    min_rtt_timeout_ms: int = pydantic.Field(default=defaults.MIN_RTT_TIMEOUT_MS, ge=1, le=60_000)
-    max_rtt_timeout_ms: int = pydantic.Field(default=defaults.MAX_RTT_TIMEOUT_MS, ge=1, le=60_000)
+    initial_rtt_timeout_ms: int = pydantic.Field(
+        default=defaults.INITIAL_RTT_TIMEOUT_MS, ge=defaults.TIMING_BOUNDS["initial_rtt_timeout_ms"][0],
+        le=defaults.TIMING_BOUNDS["initial_rtt_timeout_ms"][1])
+    min_rtt_timeout_ms: int = pydantic.Field(
+        default=defaults.MIN_RTT_TIMEOUT_MS, ge=defaults.TIMING_BOUNDS["min_rtt_timeout_ms"][0],
+        le=defaults.TIMING_BOUNDS["min_rtt_timeout_ms"][1])
+    max_rtt_timeout_ms: int = pydantic.Field(
+        default=defaults.MAX_RTT_TIMEOUT_MS, ge=defaults.TIMING_BOUNDS["max_rtt_timeout_ms"][0],
+        le=defaults.TIMING_BOUNDS["max_rtt_timeout_ms"][1])
 
     @pydantic.model_validator(mode="after")
     def _ordered(self) -> Timing:

@@ -25,6 +25,8 @@ import enum
 import pydantic
 import pydantic.alias_generators
 
+from portolan.models import kinds
+
 
 class _Model(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(
@@ -194,8 +196,8 @@ class VantageResult(_Model):
     open_truncated: int = 0
 
 
-KIND_SHARD = "ScanShard"
-PLURAL_SHARDS = "scanshards"
+KIND_SHARD = kinds.SCANSHARD
+PLURAL_SHARDS = kinds.SCANSHARDS
 VIEW_ONLY = ("plan", "shards")  # ScanJobStatus fields filled from the ScanShard objects, never stored in the job
 
 

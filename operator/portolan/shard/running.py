@@ -34,19 +34,18 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import pydantic
-
 from portolan import errors
 from portolan.engine import payloads, plans, scanning, services
 from portolan.engine import ports as ports_
 from portolan.engine import targets as targets_
 from portolan.inventory import listening
-from portolan.kube import builders, rest
-from portolan.models import results, scanjobs, statuses
-from portolan.shard import listing
+from portolan.kube import names, rest
+from portolan.models import results
+from portolan.shard import listing, reading
 
 if TYPE_CHECKING:
     from portolan.capture import recording
+    from portolan.models import scanjobs
 
 # The shard's exit codes, read by the operator from the pod's terminated state.
 EXIT_OK = 0
@@ -74,7 +73,7 @@ class ShardEnv:
 
     def __post_init__(self) -> None:
         if not self.shard_object:
-            object.__setattr__(self, "shard_object", builders.scan_shard_name(self.job, self.shard))
+            object.__setattr__(self, "shard_object", names.scan_shard_name(self.job, self.shard))
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> ShardEnv:
@@ -149,12 +148,17 @@ class ShardRunner:
         return self.shard_body
 
     def _still_mine(self) -> bool:
-        entry = statuses.ShardStatus.model_validate(self._read_shard().get("status") or {})
-        return entry.attempt <= self.env.attempt
+        status = self._read_shard().get("status") or {}
+        attempt = reading.attempt(status)
+        if attempt is None:  # not plainly an integer: the model's reading (and its error)
+            from portolan.models import statuses
+
+            attempt = statuses.ShardStatus.model_validate(status).attempt
+        return attempt <= self.env.attempt
 
     def _base(self) -> dict[str, Any]:
         return {"attempt": self.env.attempt, "pod": self.env.pod, "node": self.env.node,
-                "heartbeat": builders.timestamp(self.now())}
+                "heartbeat": names.timestamp(self.now())}
 
     def progress(self, tick: results.Progress) -> None:
         """Heartbeat progress into the shard's entry at most once per interval (a missed one is harmless)."""
@@ -165,33 +169,37 @@ class ShardRunner:
         with contextlib.suppress(errors.KubeError):  # a missed heartbeat is harmless; the final write retries
             self._patch({**self._base(), "phase": "Running", "done": tick.done, "total": tick.total}, tries=1)
 
-    def planned(self, job: dict[str, Any]) -> statuses.ShardPlan:
+    def planned(self, job: dict[str, Any]) -> reading.Slice:
         """This shard's slice of the plan: its ScanShard's spec (which must name this shard)."""
         body = self.shard_body if self.shard_body is not None else self._read_shard()
-        try:
-            shard = statuses.ShardPlan.model_validate(body.get("spec") or {})
-        except pydantic.ValidationError as exc:
-            raise errors.SpecError(f"ScanShard {self.env.shard_object} has no usable plan: {exc.error_count()} "
-                                   "error(s)") from exc
+        shard = reading.shard_slice(body.get("spec") or {})
+        if shard is None:  # not plainly well formed: the models judge it
+            shard = _validated_slice(body.get("spec") or {}, self.env.shard_object)
         if shard.id != self.env.shard:
             raise errors.SpecError(f"ScanShard {self.env.shard_object} plans shard {shard.id}, not {self.env.shard}")
         return shard
 
     def scan_plan(self, job: dict[str, Any]) -> plans.Plan:
         """This shard's slice of the job's plan, as the engine's scan plan."""
-        spec = scanjobs.ScanJobSpec.model_validate(job["spec"])
+        options = reading.scan_options(job["spec"])
+        if options is None:  # not plainly well formed, or it records evidence: the models read it
+            spec = _validated_spec(job, self.env.job)
+            options = reading.Options(spec.targets.exclude, plans.timing_of(spec.timing), spec.service_detection,
+                                      spec.verify_open, spec.technique)
         shard = self.planned(job)
         return plans.Plan(
-            targets=targets_.parse_targets(shard.targets, spec.targets.exclude),
+            targets=targets_.parse_targets(shard.targets, options.exclude),
             tcp_ports=ports_.parse_ports(shard.ports) if shard.ports else [],
             udp_ports=ports_.parse_ports(shard.udp_ports) if shard.udp_ports else [],
-            timing=plans.timing_of(spec.timing), service_detection=spec.service_detection, verify_open=spec.verify_open,
-            technique=spec.technique,
+            timing=options.timing, service_detection=options.service_detection, verify_open=options.verify_open,
+            technique=options.technique,
         )
 
     def _recorder(self, job: dict[str, Any], plan: plans.Plan) -> tuple[recording.Recorder | None, dict[str, Any] | None]:
         """Start recording this attempt's traffic if the job asks for it; the status entry says how it went."""
-        spec = scanjobs.ScanJobSpec.model_validate(job["spec"])
+        if job["spec"].get("capture") is None:
+            return None, None
+        spec = _validated_spec(job, self.env.job)  # only jobs that record evidence load the models here
         if spec.capture is None:
             return None, None
         entry: dict[str, Any] = {"persistentVolumeClaim": spec.capture.persistent_volume_claim, "files": [],
@@ -230,7 +238,7 @@ class ShardRunner:
                          packets=evidence.packets, dropped=evidence.dropped)
         return {"capture": entry}
 
-    def inventory(self, shard: statuses.ShardPlan) -> int:
+    def inventory(self, shard: reading.Slice) -> int:
         """List this node's listeners and write them, bounded, into the shard's entry; returns the exit code."""
         done = {**self._base(), "done": 0, "total": 0, "finishedAttempt": self.env.attempt}
         if shard.node and self.env.node and shard.node != self.env.node:
@@ -245,7 +253,7 @@ class ShardRunner:
         if not self._still_mine():
             return EXIT_SUPERSEDED
         self._patch({**done, **listing.entry(found, self.env.listener_cap),
-                     "phase": statuses.ShardPhase.SUCCEEDED.value, "lastError": None})
+                     "phase": "Succeeded", "lastError": None})
         return EXIT_OK
 
     def run(self) -> int:
@@ -255,7 +263,7 @@ class ShardRunner:
             return EXIT_SUPERSEDED
         try:
             planned = self.planned(job)
-            if planned.kind == statuses.ShardKind.INVENTORY:
+            if planned.kind == "inventory":
                 return self.inventory(planned)
             plan = self.scan_plan(job)
         except errors.SpecError as exc:
@@ -301,6 +309,31 @@ class ShardRunner:
         fields["lastError"] = None
         self._patch(fields)
         return EXIT_OK
+
+
+def _validated_spec(job: Mapping[str, Any], name: str) -> scanjobs.ScanJobSpec:
+    """A ScanJob's spec read by the models (their error count in the SpecError)."""
+    import pydantic
+
+    from portolan.models import scanjobs
+
+    try:
+        return scanjobs.ScanJobSpec.model_validate(job.get("spec"))
+    except pydantic.ValidationError as exc:
+        raise errors.SpecError(f"ScanJob {name} has no usable spec: {exc.error_count()} error(s)") from exc
+
+
+def _validated_slice(spec: Mapping[str, Any], name: str) -> reading.Slice:
+    """A ScanShard's spec read by the models (their error count in the SpecError)."""
+    import pydantic
+
+    from portolan.models import statuses
+
+    try:
+        shard = statuses.ShardPlan.model_validate(spec)
+    except pydantic.ValidationError as exc:
+        raise errors.SpecError(f"ScanShard {name} has no usable plan: {exc.error_count()} error(s)") from exc
+    return reading.Slice(shard.id, shard.kind.value, shard.targets, shard.ports, shard.udp_ports, shard.node)
 
 
 def _client() -> rest.ShardClient:
