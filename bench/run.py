@@ -401,17 +401,18 @@ def main() -> None:
         wire = {name: (int(row["wire_syns"]), float(row["wire_span_s"])) for name, row in syn.items()}  # type: ignore[call-overload]
         out += [f"SYNs on the wire (tcpdump on the target's interface, {WIRE_RUNS} more runs per tool, the median "
                 "run by rate; first to last SYN):", "",
-                "| tool | SYNs seen | sending span (s) | SYNs per second | every run (SYN/s) |", "|---|---|---|---|---|"]
+                "| tool | SYNs seen | sending span (s) | SYNs per second | every run, sorted (SYN/s) |", "|---|---|---|---|---|"]
         for name, (count, span) in wire.items():
             every = ", ".join(f"{rate:,.0f}" for rate in syn[name]["wire_rates"])  # type: ignore[attr-defined]
             out.append(f"| {name} | {count:,} | {span:.3f} | {count / span:,.0f} | {every} |" if span
                        else f"| {name} | {count:,} | - | - | {every} |")
-        ours, theirs, nmap_ = wire["portolan --syn"], wire["masscan --rate 100000"], wire["nmap -sS"]
-        if ours[1] and theirs[1] and nmap_[1]:
-            out += ["", f"Send rate portolan / masscan = {(ours[0] / ours[1]) / (theirs[0] / theirs[1]):.2f} "
-                    "(goal: within 3×, i.e. ≥ 0.33); send rate portolan / nmap -sS = "
-                    f"{(ours[0] / ours[1]) / (nmap_[0] / nmap_[1]):.2f} (goal ≥ 1); wall time portolan / nmap -sS = "
-                    f"{float(syn['portolan --syn']['median_s']) / float(syn['nmap -sS']['median_s']):.2f} (goal < 1)."]  # type: ignore[arg-type]
+        rate = {name: count / span if span else 0.0 for name, (count, span) in wire.items()}
+        ours = rate["portolan --syn"]
+        masscan_ratio = f"{ours / rate['masscan --rate 100000']:.2f}" if rate["masscan --rate 100000"] else "-"
+        nmap_ratio = f"{ours / rate['nmap -sS']:.2f}" if rate["nmap -sS"] else "-"
+        out += ["", f"Send rate portolan / masscan = {masscan_ratio} (goal: within 3×, i.e. ≥ 0.33); send rate "
+                f"portolan / nmap -sS = {nmap_ratio} (goal ≥ 1); wall time portolan / nmap -sS = "
+                f"{float(syn['portolan --syn']['median_s']) / float(syn['nmap -sS']['median_s']):.2f} (goal < 1)."]  # type: ignore[arg-type]
         out.append("")
         text = "\n".join(out) + "\n"
         print(text)

@@ -58,6 +58,10 @@ def test_a_plain_job_spec_gives_the_shard_the_options_the_models_give(spec: dict
         {"targets": {**_TARGETS, "exclude": "198.18.0.1"}},
         {"targets": _TARGETS, "capture": {"persistentVolumeClaim": "evidence"}},
         {"targets": "198.18.0.1"},
+        {"targets": _TARGETS, "technique": ["syn"]},
+        {"targets": _TARGETS, "timing": None},
+        {"targets": _TARGETS, "service_detection": False},
+        {"targets": {**_TARGETS, "excludes": ["198.18.0.1"]}},
     ],
 )
 def test_anything_not_plainly_well_formed_is_left_to_the_models(spec: dict[str, Any]) -> None:

@@ -16,7 +16,10 @@ retries → filtered/no-response.  The kernel answers each SYN-ACK with a RST be
 owns the connection; that is harmless here.
 
 Limits: one address family per scanner (the caller runs one per family); IPv6 replies with
-extension headers before TCP are not recognised; one fixed source port per run.
+extension headers before TCP are not recognised; one fixed source port per run.  IPv4 answers
+are seen after this host's own firewall (raw sockets get what is delivered locally, where
+nmap's packet capture sees the wire): a stateful INPUT policy passes them as replies to our
+SYNs, but a stateless default-deny one would turn them into filtered/no-response.
 """
 
 from __future__ import annotations
@@ -149,9 +152,10 @@ class SynScanner:
     """One SYN pass over targets x ports of one address family, with the connect engine's verdict callback.
 
     Probes are keyed ``host << 16 | port``.  SYNs leave in rounds: each round fills the window
-    (retries first), and its probes share one deadline (the longest current timeout of the
-    hosts in it) instead of one heap entry each.  RTT samples are taken once per host per
-    batch of answers, the first answer's, not from every answer.
+    (retries first), and a host's probes of a round share one deadline (that host's current
+    timeout) instead of one heap entry each.  RTT samples are taken once per host per batch of
+    answers (the first answer read, the one that waited longest: timeouts lean long, never short),
+    not from every answer.
     """
 
     def __init__(
@@ -221,7 +225,10 @@ class SynScanner:
         except OSError as exc:
             for sock in (sender, *receivers):
                 sock.close()
-            raise errors.ScanError(f"raw sockets unavailable: {exc}") from exc
+            if isinstance(exc, PermissionError):
+                raise errors.ScanError("SYN scanning needs CAP_NET_RAW") from exc
+            kind = "packet sockets" if v6 else "raw sockets"
+            raise errors.ScanError(f"{kind} unavailable: {exc}") from exc
         try:
             for receiver in receivers:
                 # Answers arrive in bursts as fast as SYNs leave; the default ~200 KiB overflows.
@@ -248,7 +255,7 @@ class SynScanner:
         rtt = self._rtt = [pacing.estimator(self.timing) for _ in self.targets]
         bucket = pacing.TokenBucket(self.timing.max_rate, self.clock) if self.timing.max_rate else None
         pending = self._pending = {}
-        # Rounds of SYNs sent together: (deadline, round number, sent, keys).
+        # Each host's SYNs of a round, sent together: (deadline, entry number, sent, keys).
         deadlines: list[tuple[float, int, float, list[int]]] = []
         rounds = 0
         queue = [h << 16 | p for p in reversed(self.ports) for h in reversed(range(len(self.targets)))]
@@ -270,13 +277,16 @@ class SynScanner:
                 room = window - len(pending)
                 if room > 0 and (queue or retry):
                     sent_keys = self._send_round(sender, batch, queue, retry, room, now, bucket)
-                    if sent_keys:
-                        if one_host:
-                            timeout = rtt[0].current
-                        else:
-                            timeout = max(rtt[h].current for h in {key >> 16 for key in sent_keys})
+                    if sent_keys and one_host:
                         rounds += 1
-                        heapq.heappush(deadlines, (now + timeout, rounds, now, sent_keys))
+                        heapq.heappush(deadlines, (now + rtt[0].current, rounds, now, sent_keys))
+                    elif sent_keys:  # each host's probes of the round wait that host's timeout
+                        by_host: dict[int, list[int]] = {}
+                        for key in sent_keys:
+                            by_host.setdefault(key >> 16, []).append(key)
+                        for host, keys in by_host.items():
+                            rounds += 1
+                            heapq.heappush(deadlines, (now + rtt[host].current, rounds, now, keys))
                 wait = deadlines[0][0] - now if deadlines else 0.01
                 if bucket is not None and (queue or retry) and len(pending) < window:
                     wait = min(wait, bucket.batch_wait())
@@ -344,6 +354,11 @@ class SynScanner:
         if batch.count:
             sent_keys += self._flush(batch, queued)
         return sent_keys
+
+    def _cookie_of(self, address: bytes, port: int) -> int:
+        """The sequence number our SYN to (address, port) carried, or -1 (matches nothing) for an address not scanned."""
+        host = self._index_of.get(address)
+        return -1 if host is None else (self._bases[host] + port) & _MASK
 
     def _address_parts(self, address: str) -> tuple[str, bytes, int | None]:
         """(address, packed, partial checksum of the pseudo-header and fixed TCP fields or None for IPv6)."""
@@ -451,7 +466,7 @@ class SynScanner:
                 else:
                     continue
             else:
-                found = parse_reply(packet, source_port, self.cookies)
+                found = parse_reply(packet, source_port, self._cookie_of)
                 if found is None:
                     continue
                 address, port, state, reason, ttl = found

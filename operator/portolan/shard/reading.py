@@ -24,6 +24,7 @@ _TIMING_FIELDS = {
 }  # camelCase on the wire -> the engine's field name
 _SLICE_FIELDS = {"id", "pool", "index", "targets", "ports", "udpPorts", "probes", "kind", "node"}
 _KINDS = ("scan", "inventory")
+_TARGET_FIELDS = {"addresses", "exclude", "selectors"}
 
 
 class Slice(typing.NamedTuple):
@@ -71,8 +72,6 @@ def shard_slice(spec: Mapping[str, Any]) -> Slice | None:
 
 
 def _timing(value: Any) -> plans.Timing | None:
-    if value is None:
-        return plans.Timing()
     if not isinstance(value, Mapping) or not set(value) <= set(_TIMING_FIELDS):
         return None
     fields: dict[str, Any] = {}
@@ -97,19 +96,21 @@ def scan_options(spec: Mapping[str, Any]) -> Options | None:
     """
     if not isinstance(spec, Mapping) or spec.get("capture") is not None:
         return None
+    if any(not isinstance(key, str) or "_" in key for key in spec):
+        return None  # snake_case names (the models take them too): theirs to read
     targets = spec.get("targets")
-    if not isinstance(targets, Mapping):
+    if not isinstance(targets, Mapping) or not set(targets) <= _TARGET_FIELDS:
         return None
     exclude = targets.get("exclude", [])
     if not _strings(exclude, most=rules.TARGETS_MAX_ITEMS, length=rules.TARGET_MAX_LENGTH):
         return None
-    timing = _timing(spec.get("timing"))
+    timing = _timing(spec.get("timing", {}))
     service_detection = spec.get("serviceDetection", defaults.SERVICE_DETECTION)
     verify_open = spec.get("verifyOpen", defaults.VERIFY_OPEN)
     technique = spec.get("technique", defaults.Technique.CONNECT.value)
     if timing is None or not isinstance(service_detection, bool) or not isinstance(verify_open, bool):
         return None
-    if technique not in {t.value for t in defaults.Technique}:
+    if not isinstance(technique, str) or technique not in {t.value for t in defaults.Technique}:
         return None
     return Options(list(exclude), timing, service_detection, verify_open, defaults.Technique(technique))
 
