@@ -93,15 +93,19 @@ class Batch:
             header.msg_iovlen = 1
             header.msg_namelen = ctypes.sizeof(_SockAddrIn)
         self._address_pointers = [ctypes.addressof(self._addresses[i]) for i in range(len(addresses))]
-        self._target: list[int] = [-1] * size
+        self.aimed: list[int] = [-1] * size  # the target each slot's message is addressed to
         self.count = 0
+
+    def aim(self, index: int, target: int) -> None:
+        """Address slot ``index``'s message to ``addresses[target]`` (callers filling slots themselves check ``aimed``)."""
+        self.aimed[index] = target
+        self._messages[index].msg_hdr.msg_name = self._address_pointers[target]
 
     def queue(self, target: int) -> int:
         """Reserve the next slot for a datagram to ``addresses[target]``; returns its offset in ``buffer``."""
         index = self.count
-        if self._target[index] != target:
-            self._target[index] = target
-            self._messages[index].msg_hdr.msg_name = self._address_pointers[target]
+        if self.aimed[index] != target:
+            self.aim(index, target)
         self.count = index + 1
         return index * self.slot
 

@@ -145,6 +145,7 @@ def syn_available(family: socket.AddressFamily = socket.AF_INET) -> str | None:
     return None
 
 
+_TAKE_MOST = 4096  # answers taken per wake-up before the loop looks at its deadlines again
 _DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)  # ret #0: a socket that only sends hears nothing
 
 
@@ -193,6 +194,7 @@ class SynScanner:
         self.packets = 0
         self._addressing: list[tuple[str, bytes, int | None]] = []
         self._bases: list[int] = []
+        self._partials: list[int] = []  # IPv4: each host's precomputed part of the TCP checksum
         self._index_of: dict[bytes, int] = {}
         self._pending: dict[int, tuple[int, float]] = {}  # host << 16 | port -> (tries, sent)
         self._rtt: list[pacing.RttEstimator] = []
@@ -251,6 +253,7 @@ class SynScanner:
         self._index_of = {socket.inet_pton(family, t.address): i for i, t in enumerate(self.targets)}
         self._addressing = [self._address_parts(t.address) for t in self.targets]
         self._bases = [self.cookies.base(packed) for _, packed, _ in self._addressing]
+        self._partials = [partial or 0 for _, _, partial in self._addressing]
         self._closed_seen = [0] * len(self.targets)  # RST answers per host, for count_closed
         rtt = self._rtt = [pacing.estimator(self.timing) for _ in self.targets]
         bucket = pacing.TokenBucket(self.timing.max_rate, self.clock) if self.timing.max_rate else None
@@ -290,8 +293,12 @@ class SynScanner:
                 wait = deadlines[0][0] - now if deadlines else 0.01
                 if bucket is not None and (queue or retry) and len(pending) < window:
                     wait = min(wait, bucket.batch_wait())
+                # While probes wait to be sent, take only the answers that make room for them (the rest
+                # wait in the socket's buffer): SYNs leave as early as the window allows.
+                waiting = len(queue) + len(retry)
+                limit = max(256, min(_TAKE_MOST, waiting)) if waiting else _TAKE_MOST
                 for fd, _ in epoll.poll(max(0.0, min(wait, 0.02))):
-                    self._receive(readers[fd])
+                    self._receive(readers[fd], limit)
                 now = self.clock()
                 while deadlines and deadlines[0][0] <= now:
                     _, _, sent, keys = heapq.heappop(deadlines)
@@ -335,7 +342,8 @@ class SynScanner:
         bases, addressing, source_port = self._bases, self._addressing, self.source_port
         pack_into, buffer, size = _TCP.pack_into, batch.buffer, batch.size
         queued: list[int] = []
-        while (queue or retry) and room > 0:
+        # Retries, and every probe of a rate-capped scan, one at a time; then fresh probes in bulk.
+        while (retry or (bucket is not None and queue)) and room > 0:
             if bucket is not None and not bucket.take():
                 break
             key, tries = retry.pop() if retry else (queue.pop(), 0)
@@ -353,6 +361,45 @@ class SynScanner:
                 sent_keys += self._flush(batch, queued)
         if batch.count:
             sent_keys += self._flush(batch, queued)
+        if bucket is None and queue and room > 0:
+            sent_keys += self._send_fresh(batch, queue, room, now)
+        return sent_keys
+
+    def _send_fresh(self, batch: batching.Batch, queue: list[int], room: int, now: float) -> list[int]:
+        """Send the next ``room`` fresh probes from the end of ``queue`` in full batches (a SYN scan's hot path).
+
+        What :meth:`_send_round` does per probe, with the bookkeeping done in bulk: the probes
+        enter ``pending`` in one update, and each SYN is a sum, a ``pack_into`` and a slot.
+        """
+        take = min(room, len(queue))
+        keys = queue[-take:]
+        del queue[-take:]
+        keys.reverse()
+        self._pending.update(dict.fromkeys(keys, (1, now)))
+        bases, partials, source_port = self._bases, self._partials, self.source_port
+        pack_into, buffer, size, slot = _TCP.pack_into, batch.buffer, batch.size, batch.slot
+        aimed, aim = batch.aimed, batch.aim
+        sent_keys: list[int] = []
+        count = start = 0
+        for key in keys:
+            host = key >> 16
+            port = key & 0xFFFF
+            seq = (bases[host] + port) & _MASK
+            total = partials[host] + port + (seq >> 16) + (seq & 0xFFFF)
+            total = (total & 0xFFFF) + (total >> 16)
+            total += total >> 16  # the last carry (the mask below drops the bit it came from)
+            if aimed[count] != host:
+                aim(count, host)
+            pack_into(buffer, count * slot, source_port, port, seq, 0, 0x50, _SYN, 64240, ~total & 0xFFFF, 0)
+            count += 1
+            if count == size:
+                batch.count = count
+                sent_keys += self._flush(batch, keys[start:start + count])
+                start += count
+                count = 0
+        if count:
+            batch.count = count
+            sent_keys += self._flush(batch, keys[start:])
         return sent_keys
 
     def _cookie_of(self, address: bytes, port: int) -> int:
@@ -417,18 +464,18 @@ class SynScanner:
             return False
         return True
 
-    def _receive(self, receiver: socket.socket) -> None:
+    def _receive(self, receiver: socket.socket, limit: int) -> None:
         now = self.clock()
         counted: dict[int, int] = {}
         try:
-            self._take(receiver, now, None if self.count_closed is None else counted)
+            self._take(receiver, now, None if self.count_closed is None else counted, limit)
         finally:
             if self.count_closed is not None:
                 for host, count in counted.items():
                     self.count_closed(host, count)
 
-    def _take(self, receiver: socket.socket, now: float, counted: dict[int, int] | None) -> None:
-        """Read up to 4,096 answers waiting on ``receiver`` and give their verdicts."""
+    def _take(self, receiver: socket.socket, now: float, counted: dict[int, int] | None, limit: int = _TAKE_MOST) -> None:
+        """Read up to ``limit`` answers waiting on ``receiver`` and give their verdicts."""
         recv = receiver.recv
         source_port = self.source_port
         bases = self._bases
@@ -442,7 +489,7 @@ class SynScanner:
         on_verdict = self.on_verdict
         sampled: set[int] = set()
         packet_socket = receiver.family == socket.AF_PACKET
-        for _ in range(4096):
+        for _ in range(limit):
             try:
                 if packet_socket:
                     packet, meta = receiver.recvfrom(256)
