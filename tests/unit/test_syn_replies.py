@@ -83,10 +83,12 @@ def test_an_icmpv6_unreachable_quoting_our_syn_is_filtered_with_its_code() -> No
         assert found == (TARGET6, 1001, results.PortState.FILTERED, reason, 64)
 
 
-def test_the_ipv6_bpf_program_checks_the_tcp_port_after_the_fixed_header() -> None:
+def test_the_ipv6_bpf_program_drops_our_outgoing_packets_and_checks_the_tcp_port_after_the_fixed_header() -> None:
     program = syn_scanning._bpf6(SPORT)
     codes = [struct.unpack_from("HBBI", program, i * 8) for i in range(len(program) // 8)]
-    assert codes[2] == (0x28, 0, 0, 42) and codes[3] == (0x15, 2, 1, SPORT) and codes[-1] == (0x06, 0, 0, 0xFFFF)
+    assert codes[0] == (0x20, 0, 0, 0xFFFFF004)  # ld pkttype (SKF_AD_OFF + SKF_AD_PKTTYPE)
+    assert codes[1] == (0x15, 5, 0, syn_scanning.PACKET_OUTGOING) and codes[1 + 1 + 5] == (0x06, 0, 0, 0)
+    assert codes[4] == (0x28, 0, 0, 42) and codes[5] == (0x15, 2, 1, SPORT) and codes[-1] == (0x06, 0, 0, 0xFFFF)
 
 
 @given(st.binary(max_size=200))

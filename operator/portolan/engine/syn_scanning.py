@@ -43,10 +43,13 @@ ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 IPV6_CHECKSUM = 7
 PACKET_OUTGOING = 4
+_SKF_AD_PKTTYPE = (-0x1000 + 4) & 0xFFFFFFFF  # SKF_AD_OFF + SKF_AD_PKTTYPE: a classic BPF ancillary load
 _TCP = struct.Struct("!HHIIBBHHH")  # sport dport seq ack offset flags window checksum urgent
 _SYN, _RST, _ACK = 0x02, 0x04, 0x10
 # An IPv4 header without options, then TCP: ttl (8), source address (12), ports (20, 22), ack (28), flags (33).
-_REPLY4 = struct.Struct("!8xB3x4s4xHH4xIxB")
+# The version/length byte (0), ttl (8), protocol (9), source address (12), ports (20, 22), ack (28) and
+# flags (33) of an answer, read as if it were IPv4 without options carrying TCP (checked after).
+_REPLY4 = struct.Struct("!B7xBB2x4s4xHH4xIxB")
 _CLOSED, _RESET = results.PortState.CLOSED, results.Reason.RESET
 _OPEN, _SYN_ACK = results.PortState.OPEN, results.Reason.SYN_ACK
 
@@ -70,8 +73,10 @@ def _bpf(source_port: int) -> bytes:
 
 
 def _bpf6(source_port: int) -> bytes:
-    """Accept IPv6 TCP to ``source_port`` right after the fixed header, and ICMPv6; drop the rest."""
+    """Accept incoming IPv6 TCP to ``source_port`` right after the fixed header, and ICMPv6; drop the rest."""
     program = [
+        (0x20, 0, 0, _SKF_AD_PKTTYPE),  # ld pkttype    (ancillary: the packet socket's direction)
+        (0x15, 5, 0, PACKET_OUTGOING),  # jeq #outgoing -> drop (what we send, seen on its way out)
         (0x30, 0, 0, 6),  # ldb [6]           next header
         (0x15, 0, 2, 6),  # jeq #6 (tcp)      else -> icmpv6 check
         (0x28, 0, 0, 42),  # ldh [40+2]       TCP destination port
@@ -488,21 +493,18 @@ class SynScanner:
         ttl_sink = self.ttl_sink
         on_verdict = self.on_verdict
         sampled: set[int] = set()
-        packet_socket = receiver.family == socket.AF_PACKET
         for _ in range(limit):
             try:
-                if packet_socket:
-                    packet, meta = receiver.recvfrom(256)
-                    if len(meta) > 2 and meta[2] == PACKET_OUTGOING:
-                        continue
-                else:
-                    packet = recv(256)  # enough for any answer we read: IP + ICMP + quoted IP + 8 bytes
+                packet = recv(256)  # enough for any answer we read: IP + ICMP + quoted IP + 8 bytes
             except BlockingIOError:
                 return
-            if len(packet) >= 40 and packet[0] == 0x45 and packet[9] == 6:
+            try:
+                version, ttl, protocol, address, port, dport, ack, flags = unpack(packet)
+            except struct.error:
+                continue  # shorter than an IPv4 header and TCP ports
+            if version == 0x45 and protocol == 6:
                 # The common answer, IPv4 without options carrying TCP: decoded here in one unpack
                 # (parse_reply's result for such a packet, without its slices and calls).
-                ttl, address, port, dport, ack, flags = unpack(packet)
                 host = index_of.get(address)
                 if dport != source_port or host is None or (ack - 1 - bases[host]) & _MASK != port:
                     continue
@@ -535,7 +537,6 @@ class SynScanner:
             if ttl_sink is not None:
                 ttl_sink(host, port, ttl)
             on_verdict(host, port, state, reason, now - sent, tries)
-
 
 def parse_reply(
     packet: bytes, source_port: int, cookies: CookieOf
