@@ -111,7 +111,7 @@ def test_every_ipv4_syn_carries_a_checksum_that_verifies_over_the_pseudo_header(
 
     scanner = syn_scanning.SynScanner(targets.parse_targets(["127.0.0.1"], []), [port], plans.Timing(),
                                       lambda *args: None, cookies=COOKIES)
-    scanner._addressing = [scanner._address_parts("127.0.0.1")]
+    scanner._prepare()
     sink = _Recorder()
     scanner._send(sink, 0, port)  # type: ignore[arg-type]
     (segment,) = sink.sent

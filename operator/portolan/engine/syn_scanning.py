@@ -46,7 +46,6 @@ PACKET_OUTGOING = 4
 _SKF_AD_PKTTYPE = (-0x1000 + 4) & 0xFFFFFFFF  # SKF_AD_OFF + SKF_AD_PKTTYPE: a classic BPF ancillary load
 _TCP = struct.Struct("!HHIIBBHHH")  # sport dport seq ack offset flags window checksum urgent
 _SYN, _RST, _ACK = 0x02, 0x04, 0x10
-# An IPv4 header without options, then TCP: ttl (8), source address (12), ports (20, 22), ack (28), flags (33).
 # The version/length byte (0), ttl (8), protocol (9), source address (12), ports (20, 22), ack (28) and
 # flags (33) of an answer, read as if it were IPv4 without options carrying TCP (checked after).
 _REPLY4 = struct.Struct("!B7xBB2x4s4xHH4xIxB")
@@ -253,12 +252,16 @@ class SynScanner:
                 sock.close()
         return self.packets
 
-    def _loop(self, sender: socket.socket, receivers: list[socket.socket]) -> None:
-        family = self.family
-        self._index_of = {socket.inet_pton(family, t.address): i for i, t in enumerate(self.targets)}
+    def _prepare(self) -> None:
+        """Per-host state of a pass: addresses, sequence bases and the checksums' precomputed parts."""
+        self._index_of = {socket.inet_pton(self.family, t.address): i for i, t in enumerate(self.targets)}
         self._addressing = [self._address_parts(t.address) for t in self.targets]
         self._bases = [self.cookies.base(packed) for _, packed, _ in self._addressing]
         self._partials = [partial or 0 for _, _, partial in self._addressing]
+
+    def _loop(self, sender: socket.socket, receivers: list[socket.socket]) -> None:
+        family = self.family
+        self._prepare()
         self._closed_seen = [0] * len(self.targets)  # RST answers per host, for count_closed
         rtt = self._rtt = [pacing.estimator(self.timing) for _ in self.targets]
         bucket = pacing.TokenBucket(self.timing.max_rate, self.clock) if self.timing.max_rate else None
@@ -344,8 +347,7 @@ class SynScanner:
                     pending[key] = (tries + 1, now)
                     sent_keys.append(key)
             return sent_keys
-        bases, addressing, source_port = self._bases, self._addressing, self.source_port
-        pack_into, buffer, size = _TCP.pack_into, batch.buffer, batch.size
+        source_port, pack_into, buffer, size = self.source_port, _TCP.pack_into, batch.buffer, batch.size
         queued: list[int] = []
         # Retries, and every probe of a rate-capped scan, one at a time; then fresh probes in bulk.
         while (retry or (bucket is not None and queue)) and room > 0:
@@ -354,12 +356,8 @@ class SynScanner:
             key, tries = retry.pop() if retry else (queue.pop(), 0)
             room -= 1
             host, port = key >> 16, key & 0xFFFF
-            seq = (bases[host] + port) & _MASK
-            # Incremental ones'-complement sum: the per-host part is precomputed, only port and sequence vary.
-            total = addressing[host][2] + port + (seq >> 16) + (seq & 0xFFFF)  # type: ignore[operator]
-            total = (total & 0xFFFF) + (total >> 16)
-            total = (total & 0xFFFF) + (total >> 16)
-            pack_into(buffer, batch.queue(host), source_port, port, seq, 0, 0x50, _SYN, 64240, ~total & 0xFFFF, 0)
+            seq, checksum = self._seq_and_checksum(host, port)
+            pack_into(buffer, batch.queue(host), source_port, port, seq, 0, 0x50, _SYN, 64240, checksum, 0)
             pending[key] = (tries + 1, now)
             queued.append(key)
             if batch.count >= size:
@@ -386,7 +384,7 @@ class SynScanner:
         aimed, aim = batch.aimed, batch.aim
         sent_keys: list[int] = []
         count = start = 0
-        for key in keys:
+        for key in keys:  # _seq_and_checksum inlined: a call per SYN is a tenth of this loop
             host = key >> 16
             port = key & 0xFFFF
             seq = (bases[host] + port) & _MASK
@@ -406,6 +404,20 @@ class SynScanner:
             batch.count = count
             sent_keys += self._flush(batch, keys[start:])
         return sent_keys
+
+    def _seq_and_checksum(self, host: int, port: int) -> tuple[int, int]:
+        """Our SYN to (host, port): its sequence number and its IPv4 TCP checksum (0 for IPv6, the kernel's).
+
+        An incremental ones'-complement sum: the host's part (pseudo-header and fixed TCP fields)
+        is precomputed, only the port and sequence number vary.
+        """
+        seq = (self._bases[host] + port) & _MASK
+        if self.family == socket.AF_INET6:
+            return seq, 0
+        total = self._partials[host] + port + (seq >> 16) + (seq & 0xFFFF)
+        total = (total & 0xFFFF) + (total >> 16)
+        total += total >> 16  # the last carry (the mask below drops the bit it came from)
+        return seq, ~total & 0xFFFF
 
     def _cookie_of(self, address: bytes, port: int) -> int:
         """The sequence number our SYN to (address, port) carried, or -1 (matches nothing) for an address not scanned."""
@@ -448,18 +460,11 @@ class SynScanner:
 
     def _send(self, sender: socket.socket, host: int, port: int) -> bool:
         """Send one SYN; False if it was refused here (the verdict is given), True if it left or was lost."""
-        address, destination, partial = self._addressing[host]
-        seq = self.cookies(destination, port)
-        if partial is None:  # IPv6: the kernel fills in the checksum (IPV6_CHECKSUM)
-            header = _TCP.pack(self.source_port, port, seq, 0, 5 << 4, _SYN, 64240, 0, 0)
-        else:
-            # Incremental ones'-complement sum: the per-host part is precomputed, only port and sequence vary.
-            total = partial + port + (seq >> 16) + (seq & 0xFFFF)
-            total = (total & 0xFFFF) + (total >> 16)
-            total = (total & 0xFFFF) + (total >> 16)
-            header = _TCP.pack(self.source_port, port, seq, 0, 5 << 4, _SYN, 64240, ~total & 0xFFFF, 0)
+        address = self._addressing[host][0]
+        seq, checksum = self._seq_and_checksum(host, port)
+        header = _TCP.pack(self.source_port, port, seq, 0, 5 << 4, _SYN, 64240, checksum, 0)
         try:
-            sender.sendto(header, (address, 0, 0, 0) if partial is None else (address, 0))
+            sender.sendto(header, (address, 0, 0, 0) if self.family == socket.AF_INET6 else (address, 0))
             self.packets += 1
         except (BlockingIOError, InterruptedError):
             pass  # counted as sent and lost: the retry logic covers it
@@ -479,7 +484,7 @@ class SynScanner:
                 for host, count in counted.items():
                     self.count_closed(host, count)
 
-    def _take(self, receiver: socket.socket, now: float, counted: dict[int, int] | None, limit: int = _TAKE_MOST) -> None:
+    def _take(self, receiver: socket.socket, now: float, counted: dict[int, int] | None, limit: int) -> None:
         """Read up to ``limit`` answers waiting on ``receiver`` and give their verdicts."""
         recv = receiver.recv
         source_port = self.source_port
@@ -537,6 +542,7 @@ class SynScanner:
             if ttl_sink is not None:
                 ttl_sink(host, port, ttl)
             on_verdict(host, port, state, reason, now - sent, tries)
+
 
 def parse_reply(
     packet: bytes, source_port: int, cookies: CookieOf
